@@ -1,0 +1,453 @@
+"""One frozen settings object, built once at start-up.
+
+Sources, highest first: CLI overrides (``section.key=value``), ``STREAMFLOW_<SECTION>_<KEY>``
+environment variables, the pipeline file (TOML). Every problem found is reported at once,
+each naming its key and the file or variable it came from; nothing is checked lazily on
+the first record. This is the only module that reads the environment.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from streamflow.errors import ConfigError
+
+ENV_PREFIX = "STREAMFLOW_"
+NORMALIZERS = ("zscore", "minmax", "log1p", "none")
+DEVICES = ("auto", "cpu", "cuda", "tensorrt")
+FORMATS = ("avro", "json", "auto")
+
+
+@dataclass(frozen=True)
+class TopicSettings:
+    raw: str = ""
+    scored: str = ""
+    dlq: str = ""
+    partitions: int = 4
+    replication: int = 1
+    internal_partitions: int = 0  # 0: same as partitions
+
+
+@dataclass(frozen=True)
+class InputSettings:
+    schema: str = ""
+    format: str = "auto"  # avro | json | auto (JSON when the value starts with '{')
+    key_field: str = "device_id"
+    timestamp_field: str = "timestamp"
+    schema_registry_url: str = ""
+
+
+@dataclass(frozen=True)
+class OutputSettings:
+    schema: str = ""
+    format: str = "avro"  # avro | json
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    path: str = ""
+    name: str = ""
+    version: str = ""
+    input: str = "features"
+    outputs: tuple[str, ...] = ("score",)
+    threshold: float = 0.5
+    sha256: str = ""
+    stats: str = ""  # JSON file with per-feature mean/std/min/max, used when not given inline
+
+
+@dataclass(frozen=True)
+class BatchingSettings:
+    max_batch: int = 4096  # records per ONNX Runtime call
+    max_delay_ms: float = 5.0  # longest a record waits for its batch to fill
+    clean_max_batch: int = 2000  # raw messages the clean stage takes at once
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    device: str = "auto"
+    intra_op_threads: int = 1
+    inter_op_threads: int = 1
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    bootstrap: str = ""  # empty: start the embedded broker (demo/up) or fail (worker)
+    group_prefix: str = "streamflow"
+    session_timeout_s: float = 6.0
+    heartbeat_interval_s: float = 1.0
+    fetch_max_wait_ms: int = 10
+    linger_ms: float = 2.0
+    commit_interval_s: float = 1.0
+    connect_timeout_s: float = 10.0
+    max_message_bytes: int = 1_048_576
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    host: str = "127.0.0.1"
+    port: int = 9108
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """One numeric input of the model, with its cleaning and normalization rules."""
+
+    name: str
+    type: str = "float"  # float | int
+    required: bool = False
+    default: float | None = None
+    min: float | None = None
+    max: float | None = None
+    out_of_range: str = "reject"  # clip | reject
+    normalize: tuple[str, ...] = ("zscore",)  # applied in order, e.g. ("log1p", "zscore")
+    mean: float | None = None
+    std: float | None = None
+    scale_min: float | None = None
+    scale_max: float | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    name: str
+    source: str  # the pipeline file, for messages
+    topics: TopicSettings
+    input: InputSettings
+    output: OutputSettings
+    model: ModelSettings
+    batching: BatchingSettings
+    runtime: RuntimeSettings
+    kafka: KafkaSettings
+    metrics: MetricsSettings
+    features: tuple[FeatureSpec, ...] = field(default_factory=tuple)
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    @property
+    def cleaned_topic(self) -> str:
+        return f"{self.name}.internal.cleaned"
+
+    @property
+    def normalized_topic(self) -> str:
+        return f"{self.name}.internal.normalized"
+
+    @property
+    def internal_partitions(self) -> int:
+        return self.topics.internal_partitions or self.topics.partitions
+
+    def group_id(self, stage: str) -> str:
+        return f"{self.kafka.group_prefix}-{self.name}-{stage}"
+
+
+SECTIONS: dict[str, type] = {
+    "topics": TopicSettings,
+    "input": InputSettings,
+    "output": OutputSettings,
+    "model": ModelSettings,
+    "batching": BatchingSettings,
+    "runtime": RuntimeSettings,
+    "kafka": KafkaSettings,
+    "metrics": MetricsSettings,
+}
+PATH_KEYS = {("input", "schema"), ("output", "schema"), ("model", "path"), ("model", "stats")}
+
+
+def _base_type(tp: Any) -> Any:
+    """``float | None`` -> float; ``tuple[str, ...]`` -> tuple."""
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _base_type(args[0])
+    return typing.get_origin(tp) or tp
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Convert ``value`` (from TOML or an env string) to ``tp`` or raise ValueError naming ``where``."""
+    base = _base_type(tp)
+    if base is tuple:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"{where}: expected a list of strings, got {value!r}")
+        return tuple(value)
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return value.lower() in ("1", "true", "yes", "on")
+        raise ValueError(f"{where}: expected true or false, got {value!r}")
+    if base is int:
+        if isinstance(value, bool):
+            raise ValueError(f"{where}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ValueError(f"{where}: expected an integer, got {value!r}")
+    if base is float:
+        if isinstance(value, bool):
+            raise ValueError(f"{where}: expected a number, got {value!r}")
+        if isinstance(value, int | float):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ValueError(f"{where}: expected a number, got {value!r}")
+    if base is str:
+        if isinstance(value, str):
+            return value
+        raise ValueError(f"{where}: expected a string, got {value!r}")
+    raise TypeError(f"unsupported settings type {tp!r}")  # pragma: no cover
+
+
+def _unknown(key: str, known: list[str], where: str) -> str:
+    hint = difflib.get_close_matches(key, known, n=1)
+    return f"{where}: unknown key" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+
+
+def _build(cls: type, data: Mapping[str, Any], prefix: str, problems: list[str]) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        where = f"{prefix}.{key}" if prefix else key
+        if key not in known:
+            problems.append(_unknown(key, known, where))
+            continue
+        try:
+            kwargs[key] = _coerce(value, hints[key], where)
+        except ValueError as exc:
+            problems.append(str(exc))
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # a required field is missing
+        problems.append(f"{prefix}: {exc}")
+        return None
+
+
+def env_overrides(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``STREAMFLOW_KAFKA_BOOTSTRAP=x`` -> ``{"kafka.bootstrap": "x"}`` for every known key."""
+    environ = os.environ if environ is None else environ
+    out: dict[str, str] = {}
+    for section, cls in SECTIONS.items():
+        for f in fields(cls):
+            var = f"{ENV_PREFIX}{section}_{f.name}".upper()
+            if var in environ:
+                out[f"{section}.{f.name}"] = environ[var]
+    return out
+
+
+def pipeline_path_from_env(default: str) -> str:
+    """The pipeline file: ``$STREAMFLOW_PIPELINE`` or ``default``."""
+    return os.environ.get(f"{ENV_PREFIX}PIPELINE", default)
+
+
+def load_settings(
+    path: str | Path,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Read the pipeline file, apply env vars then CLI ``overrides``, validate everything."""
+    path = Path(path)
+    source = str(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"pipeline file not found: {path}", source=source) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", source=source) from None
+
+    problems: list[str] = []
+    layered: dict[str, Any] = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    for origin, layer in (("environment", env_overrides(environ)), ("command line", overrides or {})):
+        for dotted, value in layer.items():
+            section, _, key = dotted.partition(".")
+            if section not in SECTIONS or not key:
+                problems.append(f"{dotted} (from the {origin}): unknown setting")
+                continue
+            layered.setdefault(section, {})[key] = value
+
+    name = layered.pop("name", None)
+    if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
+        problems.append(f"name: expected the pipeline's name (letters, digits, - and _), got {name!r}")
+        name = "invalid"
+    feature_tables = layered.pop("features", [])
+    sections: dict[str, Any] = {}
+    for section, cls in SECTIONS.items():
+        data = layered.pop(section, {})
+        if not isinstance(data, dict):
+            problems.append(f"{section}: expected a table")
+            data = {}
+        if section in ("input", "output", "model"):
+            data = {k: _resolve(path, v) if (section, k) in PATH_KEYS and isinstance(v, str) and v else v
+                    for k, v in data.items()}
+        sections[section] = _build(cls, data, section, problems) or cls()
+    for key in layered:
+        problems.append(_unknown(key, ["name", "features", *SECTIONS], key))
+
+    stats = _load_stats(sections["model"].stats, problems)
+    features = _build_features(feature_tables, stats, problems)
+    settings = Settings(name=name, source=source, features=tuple(features), **sections)
+    problems.extend(check(settings))
+    if problems:
+        raise ConfigError(problems, source=source)
+    return settings
+
+
+def _resolve(pipeline: Path, value: str) -> str:
+    p = Path(value)
+    return str(p if p.is_absolute() else (pipeline.parent / p).resolve())
+
+
+def _load_stats(path: str, problems: list[str]) -> dict[str, dict[str, float]]:
+    if not path:
+        return {}
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        problems.append(f"model.stats: file not found: {path}")
+        return {}
+    except json.JSONDecodeError as exc:
+        problems.append(f"model.stats: not valid JSON ({path}): {exc}")
+        return {}
+    feats = data.get("features", data)
+    if not isinstance(feats, dict):
+        problems.append(f"model.stats: expected an object of per-feature statistics in {path}")
+        return {}
+    return feats
+
+
+def _build_features(
+    tables: Any, stats: Mapping[str, Mapping[str, float]], problems: list[str]
+) -> list[FeatureSpec]:
+    if not isinstance(tables, list) or not tables:
+        problems.append("features: expected at least one [[features]] table")
+        return []
+    out: list[FeatureSpec] = []
+    for i, table in enumerate(tables):
+        where = f"features[{i}]"
+        if not isinstance(table, dict):
+            problems.append(f"{where}: expected a table")
+            continue
+        table = dict(table)
+        name = table.get("name")
+        if isinstance(name, str):
+            where = f"features[{i}] ({name})"
+        norm = table.get("normalize", "zscore")
+        if isinstance(norm, str):
+            table["normalize"] = [n.strip() for n in norm.split("+")]
+        known_stats = stats.get(name, {}) if isinstance(name, str) else {}
+        for key in ("mean", "std", "scale_min", "scale_max"):
+            if key not in table and key in known_stats:
+                table[key] = known_stats[key]
+        spec = _build(FeatureSpec, table, where, problems)
+        if spec is not None:
+            out.append(spec)
+    return out
+
+
+def check(s: Settings) -> list[str]:
+    """Static checks that need no other file: ranges, enums, stats present."""
+    p: list[str] = []
+    for key in ("raw", "scored", "dlq"):
+        if not getattr(s.topics, key):
+            p.append(f"topics.{key}: a topic name is required")
+    if len({s.topics.raw, s.topics.scored, s.topics.dlq}) != 3:
+        p.append("topics: raw, scored and dlq must be three different topics")
+    if s.topics.partitions < 1:
+        p.append(f"topics.partitions: must be >= 1, got {s.topics.partitions}")
+    if s.input.format not in FORMATS:
+        p.append(f"input.format: must be one of {', '.join(FORMATS)}, got {s.input.format!r}")
+    if s.output.format not in ("avro", "json"):
+        p.append(f"output.format: must be avro or json, got {s.output.format!r}")
+    for key in ("input.schema", "output.schema", "model.path"):
+        section, _, attr = key.partition(".")
+        value = getattr(getattr(s, section), attr)
+        if not value:
+            p.append(f"{key}: a path is required")
+        elif not Path(value).is_file():
+            p.append(f"{key}: file not found: {value}")
+    if not 0.0 <= s.model.threshold <= 1.0:
+        p.append(f"model.threshold: must be within [0, 1], got {s.model.threshold}")
+    if not s.model.outputs:
+        p.append("model.outputs: name at least one output")
+    if s.model.sha256 and (len(s.model.sha256) != 64 or not all(c in "0123456789abcdef" for c in s.model.sha256.lower())):
+        p.append("model.sha256: expected 64 hexadecimal digits")
+    b = s.batching
+    if b.max_batch < 1:
+        p.append(f"batching.max_batch: must be >= 1, got {b.max_batch}")
+    if b.clean_max_batch < 1:
+        p.append(f"batching.clean_max_batch: must be >= 1, got {b.clean_max_batch}")
+    if not 0.0 <= b.max_delay_ms <= 60_000:
+        p.append(f"batching.max_delay_ms: must be within [0, 60000], got {b.max_delay_ms}")
+    if s.runtime.device not in DEVICES:
+        p.append(f"runtime.device: must be one of {', '.join(DEVICES)}, got {s.runtime.device!r}")
+    if s.runtime.intra_op_threads < 0 or s.runtime.inter_op_threads < 0:
+        p.append("runtime: thread counts must be >= 0 (0 lets ONNX Runtime choose)")
+    if not 0 < s.metrics.port < 65536:
+        p.append(f"metrics.port: must be within 1..65535, got {s.metrics.port}")
+    if s.kafka.session_timeout_s <= s.kafka.heartbeat_interval_s:
+        p.append("kafka.session_timeout_s: must be greater than kafka.heartbeat_interval_s")
+    if s.kafka.fetch_max_wait_ms < 0:
+        p.append("kafka.fetch_max_wait_ms: must be >= 0")
+    seen: set[str] = set()
+    for i, f in enumerate(s.features):
+        where = f"features[{i}] ({f.name})"
+        if f.name in seen:
+            p.append(f"{where}: duplicate feature name")
+        seen.add(f.name)
+        if f.type not in ("float", "int"):
+            p.append(f"{where}.type: must be float or int, got {f.type!r}")
+        if f.out_of_range not in ("clip", "reject"):
+            p.append(f"{where}.out_of_range: must be clip or reject, got {f.out_of_range!r}")
+        if f.out_of_range == "clip" and (f.min is None or f.max is None):
+            p.append(f"{where}.out_of_range: clip needs both min and max")
+        if f.min is not None and f.max is not None and not f.min < f.max:
+            p.append(f"{where}: min must be < max")
+        if not f.required and f.default is None:
+            p.append(f"{where}.default: an optional feature needs a default (or set required = true)")
+        if f.default is not None and not math.isfinite(f.default):
+            p.append(f"{where}.default: must be a finite number")
+        steps = f.normalize
+        for step in steps:
+            if step not in NORMALIZERS:
+                p.append(f"{where}.normalize: unknown step {step!r} (one of {', '.join(NORMALIZERS)}, joined with +)")
+        if "log1p" in steps and steps[0] != "log1p":
+            p.append(f"{where}.normalize: log1p must come first")
+        if "log1p" in steps and f.min is not None and f.min <= -1:
+            p.append(f"{where}.normalize: log1p needs min > -1")
+        if "zscore" in steps:
+            if f.mean is None or f.std is None:
+                p.append(f"{where}: zscore needs mean and std (inline or in model.stats)")
+            elif not f.std > 0:
+                p.append(f"{where}.std: must be > 0")
+        if "minmax" in steps:
+            if f.scale_min is None or f.scale_max is None:
+                p.append(f"{where}: minmax needs scale_min and scale_max (inline or in model.stats)")
+            elif not f.scale_min < f.scale_max:
+                p.append(f"{where}: scale_min must be < scale_max")
+        if sum(st in ("zscore", "minmax") for st in steps) > 1:
+            p.append(f"{where}.normalize: use at most one of zscore and minmax")
+    return p
+
+
+def with_overrides(settings: Settings, **sections: Mapping[str, Any]) -> Settings:
+    """A copy with some section fields replaced (for tests and the embedded broker address)."""
+    changes = {name: replace(getattr(settings, name), **values) for name, values in sections.items()}
+    return replace(settings, **changes)

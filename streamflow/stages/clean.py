@@ -1,0 +1,101 @@
+"""Validation, defaults and range handling for decoded feature columns."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from streamflow.settings import FeatureSpec
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """A stage's output for a batch: values for every row, and which rows passed.
+
+    ``reasons[i]`` explains why row i was rejected (None where ``ok[i]``).
+    """
+
+    values: np.ndarray  # float32[n, F]
+    ok: np.ndarray  # bool[n]
+    reasons: list[str | None]
+
+    @property
+    def rejected_rows(self) -> np.ndarray:
+        return np.flatnonzero(~self.ok)
+
+
+@dataclass(frozen=True)
+class CleanRules:
+    """The feature list's cleaning rules as per-column arrays."""
+
+    names: tuple[str, ...]
+    required: np.ndarray  # bool[F]
+    default: np.ndarray  # float64[F]; NaN where required
+    lo: np.ndarray  # float64[F]; -inf where unbounded
+    hi: np.ndarray  # float64[F]; +inf where unbounded
+    clip: np.ndarray  # bool[F]: clip out-of-range values instead of rejecting the row
+    integer: np.ndarray  # bool[F]: values must be whole numbers
+
+    @classmethod
+    def from_features(cls, features: Sequence[FeatureSpec]) -> CleanRules:
+        def arr(get, dtype=np.float64):  # type: ignore[no-untyped-def]
+            return np.array([get(f) for f in features], dtype=dtype)
+
+        return cls(
+            names=tuple(f.name for f in features),
+            required=arr(lambda f: f.required, bool),
+            default=arr(lambda f: np.nan if f.default is None else f.default),
+            lo=arr(lambda f: -np.inf if f.min is None else f.min),
+            hi=arr(lambda f: np.inf if f.max is None else f.max),
+            clip=arr(lambda f: f.out_of_range == "clip", bool),
+            integer=arr(lambda f: f.type == "int", bool),
+        )
+
+
+def _first_reason(bad: np.ndarray, x: np.ndarray, names: Sequence[str], what: str, rows: np.ndarray) -> dict[int, str]:
+    """For each row in ``rows``, a reason naming the first bad column."""
+    cols = bad[rows].argmax(axis=1)
+    return {int(r): what.format(name=names[c], value=x[r, c]) for r, c in zip(rows.tolist(), cols.tolist(), strict=True)}
+
+
+def clean(values: np.ndarray, missing: np.ndarray, rules: CleanRules) -> StageResult:
+    """Fill defaults, reject missing-required / non-finite / out-of-range rows, clip where asked.
+
+    ``values`` is float64[n, F] as decoded; ``missing`` marks fields the record did not
+    carry (null or absent). A value that is present but NaN or infinite is invalid, not
+    missing: it is rejected rather than silently defaulted.
+    """
+    n = values.shape[0]
+    x = np.where(missing, rules.default, values)
+    reasons: dict[int, str] = {}
+
+    miss_req = missing & rules.required
+    rows = np.flatnonzero(miss_req.any(axis=1))
+    reasons.update(_first_reason(miss_req, x, rules.names, "missing required field {name}", rows))
+
+    nonfinite = ~missing & ~np.isfinite(values)
+    rows = np.flatnonzero(nonfinite.any(axis=1))
+    for r, why in _first_reason(nonfinite, values, rules.names, "{name}: non-finite value {value}", rows).items():
+        reasons.setdefault(r, why)
+
+    with np.errstate(invalid="ignore"):
+        not_int = rules.integer & ~missing & np.isfinite(values) & (values != np.round(values))
+        rows = np.flatnonzero(not_int.any(axis=1))
+        for r, why in _first_reason(not_int, values, rules.names, "{name}: expected an integer, got {value}", rows).items():
+            reasons.setdefault(r, why)
+
+        out = ((x < rules.lo) | (x > rules.hi)) & np.isfinite(x)
+    hard = out & ~rules.clip
+    rows = np.flatnonzero(hard.any(axis=1))
+    for r, why in _first_reason(hard, x, rules.names, "{name}: value {value} out of range", rows).items():
+        c = int(np.flatnonzero(hard[r])[0])
+        reasons.setdefault(r, f"{why} [{rules.lo[c]:g}, {rules.hi[c]:g}]")
+
+    x = np.clip(x, rules.lo, rules.hi)
+    ok = np.ones(n, dtype=bool)
+    if reasons:
+        ok[list(reasons)] = False
+    x[~ok] = 0.0
+    return StageResult(x.astype(np.float32), ok, [reasons.get(i) for i in range(n)])
