@@ -144,3 +144,34 @@ def rejected_from_batch(
             )
         )
     return out
+
+
+# Reason codes: a small fixed set, used as a metric label and a dead-letter header.
+# The full reason (with the field and value) goes in the sf-reason header.
+_REASON_CODES = (
+    ("missing required field", "missing_required"),
+    ("non-finite value", "non_finite"),
+    ("expected an integer", "not_integer"),
+    ("out of range", "out_of_range"),
+    ("cannot be normalized", "not_normalizable"),
+    ("empty message", "empty"),
+    ("exceeds max_message_bytes", "too_large"),
+    ("registry:", "unknown_schema"),
+    ("json: invalid JSON", "invalid_json"),
+    ("json: missing field", "missing_field"),
+    ("expected", "wrong_type"),
+    ("json:", "invalid_json"),
+    ("avro:", "invalid_avro"),
+    ("utf-8", "invalid_utf8"),
+    ("model", "model_error"),
+    ("internal batch", "corrupt_batch"),
+)
+REASON_CODES = tuple(sorted({code for _, code in _REASON_CODES} | {"other"}))
+
+
+def reason_code(reason: str) -> str:
+    """The low-cardinality code for a rejection reason (see REASON_CODES)."""
+    for needle, code in _REASON_CODES:
+        if needle in reason:
+            return code
+    return "other"

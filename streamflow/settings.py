@@ -277,6 +277,9 @@ def load_settings(
     layered: dict[str, Any] = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
     for origin, layer in (("environment", env_overrides(environ)), ("command line", overrides or {})):
         for dotted, value in layer.items():
+            if dotted == "name":
+                layered["name"] = value
+                continue
             section, _, key = dotted.partition(".")
             if section not in SECTIONS or not key:
                 problems.append(f"{dotted} (from the {origin}): unknown setting")

@@ -1,0 +1,51 @@
+# make demo: the pipeline on the embedded broker.  make test: unit + integration tests.
+# Both create .venv and install what they need; nothing else has to be installed first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SF := $(VENV)/bin/streamflow
+EXTRAS ?= cpu,local,dev
+STAMP := $(VENV)/.installed-$(EXTRAS)
+
+.PHONY: install demo test unit integration lint bench model clean system-tools
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
+	touch $@
+
+install: $(STAMP)
+
+# Debian tools the tests use as third-party peers (kcat). Installed when missing and we are root.
+system-tools:
+	@command -v kcat >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat >/dev/null) \
+	      || echo "warning: could not install kcat"; \
+	  else echo "note: kcat not installed (apt-get install kcat) - its test will say so"; fi; }
+
+demo: $(STAMP)
+	$(SF) demo
+
+test: $(STAMP) system-tools
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+unit: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit
+
+integration: $(STAMP) system-tools
+	$(PY) -m pytest -q -p no:cacheprovider tests/integration
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check streamflow tests benchmarks
+	$(VENV)/bin/mypy streamflow
+
+bench: $(STAMP)
+	$(SF) bench e2e --records 50000
+
+model: $(STAMP)
+	$(PY) -m streamflow.model.train
+
+clean:
+	rm -rf $(VENV) bench-results .pytest_cache

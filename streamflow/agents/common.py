@@ -1,0 +1,84 @@
+"""What every stage's agent shares: dead letters, result headers, delivery and bookkeeping."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter as Tally
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from streamflow.clients import BatchProducer, OutMessage
+from streamflow.metrics import Metrics
+from streamflow.records import Rejected, reason_code
+from streamflow.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Headers on results and dead letters. Source coordinates let consumers de-duplicate.
+H_SOURCE_TOPIC = "sf-source-topic"
+H_SOURCE_PARTITION = "sf-source-partition"
+H_SOURCE_OFFSET = "sf-source-offset"
+H_INGEST_MS = "sf-ingest-ms"
+H_STAGE = "sf-stage"
+H_ERROR_CLASS = "sf-error-class"
+H_REASON = "sf-reason"
+H_REASON_CODE = "sf-reason-code"
+H_MODEL = "sf-model"
+H_MODEL_VERSION = "sf-model-version"
+
+
+def source_headers(topic: str, partition: int, offset: int, ingest_ms: int) -> list[tuple[str, bytes]]:
+    return [
+        (H_SOURCE_TOPIC, topic.encode()),
+        (H_SOURCE_PARTITION, str(partition).encode()),
+        (H_SOURCE_OFFSET, str(offset).encode()),
+        (H_INGEST_MS, str(ingest_ms).encode()),
+    ]
+
+
+def dead_letter(r: Rejected, dlq_topic: str) -> OutMessage:
+    """The dead-letter message: the original key and bytes, and why, in headers."""
+    headers = source_headers(r.source_topic, r.source_partition, r.source_offset, r.ingest_ms)
+    headers += [
+        (H_STAGE, r.stage.encode()),
+        (H_ERROR_CLASS, r.error_class.encode()),
+        (H_REASON, r.reason.encode("utf-8", "replace")[:1024]),
+        (H_REASON_CODE, reason_code(r.reason).encode()),
+    ]
+    return OutMessage(dlq_topic, r.value if r.value is not None else b"", r.key, headers)
+
+
+@dataclass
+class StageContext:
+    """One stage's settings, instruments and producer."""
+
+    settings: Settings
+    stage: str
+    metrics: Metrics
+    producer: BatchProducer
+    next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    @property
+    def pipeline(self) -> str:
+        return self.settings.name
+
+    async def deliver(self, messages: Sequence[OutMessage]) -> None:
+        """Send and wait until the broker has acknowledged every message."""
+        if messages:
+            await self.producer.send(messages, asyncio.get_running_loop())
+
+    def account(self, n_ok: int, rejected: Sequence[Rejected], started: float, batch_records: int) -> None:
+        m, p, s = self.metrics, self.pipeline, self.stage
+        m.records.labels(p, s, "ok").inc(n_ok)
+        if rejected:
+            m.records.labels(p, s, "rejected").inc(len(rejected))
+            for (stage, code), n in Tally((r.stage, reason_code(r.reason)) for r in rejected).items():
+                m.dead_letters.labels(p, stage, code).inc(n)
+        m.batch_records.labels(p, s).observe(batch_records)
+        m.stage_seconds.labels(p, s).observe(time.perf_counter() - started)
+
+    def processed(self, topic: str, partition: int, last_offset: int) -> None:
+        key = (topic, partition)
+        self.next_offsets[key] = max(self.next_offsets.get(key, 0), last_offset + 1)

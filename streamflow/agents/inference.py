@@ -1,0 +1,125 @@
+"""The inference agent: model-ready batches -> one scored result per record on the sink topic.
+
+Batches from several partitions are concatenated (dynamic batching: up to
+``batching.max_batch`` records, waiting at most ``batching.max_delay_ms``) and scored in
+ONNX Runtime on a worker thread, so the event loop keeps consuming while the model runs.
+A batch that fails in ONNX Runtime is split in halves until the failing rows are found:
+only those are dead-lettered, the rest are scored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from streamflow.agents.common import H_MODEL, H_MODEL_VERSION, StageContext, dead_letter, source_headers
+from streamflow.agents.normalize import batch_weight, decode_batches
+from streamflow.clients import OutMessage
+from streamflow.codecs import ResultEncoder
+from streamflow.inference import LoadedModel
+from streamflow.metrics import observe_many
+from streamflow.records import RecordBatch, Rejected, rejected_from_batch
+
+log = logging.getLogger(__name__)
+
+
+def score_rows(model: LoadedModel, x: np.ndarray, max_batch: int) -> tuple[np.ndarray, dict[int, str]]:
+    """Scores for every row; rows ONNX Runtime fails on (found by bisection) get an error instead."""
+    scores = np.full(len(x), np.nan)
+    errors: dict[int, str] = {}
+
+    def run(lo: int, hi: int) -> None:
+        try:
+            scores[lo:hi] = model.run(x[lo:hi])
+        except Exception as exc:  # ORT raises its own exception types
+            if hi - lo == 1:
+                errors[lo] = f"model {model.name} failed on this record: {type(exc).__name__}: {str(exc)[:300]}"
+                return
+            mid = (lo + hi) // 2
+            run(lo, mid)
+            run(mid, hi)
+
+    for start in range(0, len(x), max_batch):
+        run(start, min(start + max_batch, len(x)))
+    for row in np.flatnonzero(~np.isfinite(scores)).tolist():
+        errors.setdefault(row, f"model {model.name} produced a non-finite score")
+    return scores, errors
+
+
+class InferenceHandler:
+    stage = "inference"
+
+    def __init__(self, ctx: StageContext, model: LoadedModel) -> None:
+        s = ctx.settings
+        self.ctx = ctx
+        self.model = model
+        self.source_topic = s.normalized_topic
+        self.max_weight = s.batching.max_batch
+        self.within = s.batching.max_delay_ms / 1000.0
+        self.weight = batch_weight
+        self.encoder = ResultEncoder(s.output.schema, format=s.output.format,
+                                     schema_registry_url=s.input.schema_registry_url, topic=s.topics.scored)
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamflow-ort")
+        self.threshold = s.model.threshold
+        ctx.metrics.model_info.labels(s.name, model.name, model.version, model.sha256, model.provider).set(1)
+
+    def results(self, batch: RecordBatch, scores: np.ndarray) -> list[OutMessage]:
+        s = self.ctx.settings
+        now_ms = time.time() * 1000.0
+        labels = np.where(scores >= self.threshold, "anomaly", "normal").tolist()
+        values = self.encoder.encode_batch(
+            batch.device_id_list(), batch.event_ms, scores, labels, self.model.name, self.model.version,
+            now_ms - batch.ingest_ms.astype(np.float64),
+        )
+        model_headers = [(H_MODEL, self.model.name.encode()), (H_MODEL_VERSION, self.model.version.encode())]
+        topic, part = batch.source_topic, batch.source_partition
+        return [
+            OutMessage(s.topics.scored, v, k, source_headers(topic, part, off, ing) + model_headers)
+            for v, k, off, ing in zip(values, batch.keys.to_list(), batch.offsets.tolist(),
+                                      batch.ingest_ms.tolist(), strict=True)
+        ]
+
+    async def handle(self, events: Sequence[Any]) -> None:
+        started = time.perf_counter()
+        s, m = self.ctx.settings, self.ctx.metrics
+        batches, out = decode_batches(events, self.stage, s.topics.dlq)
+        rejected: list[Rejected] = []
+        n = sum(len(b) for b in batches)
+        delivered: list[RecordBatch] = []
+        if n:
+            x = np.ascontiguousarray(np.concatenate([b.features for b in batches]), dtype=np.float32)
+            t0 = time.perf_counter()
+            scores, errors = await asyncio.get_running_loop().run_in_executor(
+                self.pool, score_rows, self.model, x, s.batching.max_batch)
+            m.inference_seconds.labels(s.name, self.model.name).observe(time.perf_counter() - t0)
+            start = 0
+            for batch in batches:
+                rows = np.arange(start, start + len(batch))
+                start += len(batch)
+                bad = [i for i, r in enumerate(rows.tolist()) if r in errors]
+                if bad:
+                    rejected += rejected_from_batch(batch, np.array(bad), [errors[rows[i]] for i in bad],
+                                                    stage=self.stage, error_class="ModelError")
+                    keep = np.ones(len(batch), dtype=bool)
+                    keep[bad] = False
+                    batch, batch_scores = batch.select(keep), scores[rows][keep]
+                else:
+                    batch_scores = scores[rows]
+                if len(batch):
+                    out += self.results(batch, batch_scores)
+                    delivered.append(batch)
+        out += [dead_letter(r, s.topics.dlq) for r in rejected]
+        await self.ctx.deliver(out)
+        if delivered:
+            now = time.time()
+            ingest = np.concatenate([b.ingest_ms for b in delivered]).astype(np.float64) / 1000.0
+            observe_many(m.end_to_end.labels(s.name), now - ingest)
+        for e in events:
+            self.ctx.processed(e.message.topic, e.message.partition, e.message.offset)
+        self.ctx.account(n - len(rejected), rejected, started, n)

@@ -1,0 +1,82 @@
+"""The normalize agent: cleaned batches -> model-ready batches."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from streamflow.agents.common import StageContext, dead_letter
+from streamflow.clients import OutMessage
+from streamflow.codecs import decode_record_batch, encode_record_batch
+from streamflow.errors import DecodeError
+from streamflow.records import RecordBatch, Rejected, rejected_from_batch
+from streamflow.stages.normalize import Normalizer, normalize
+
+
+def decode_batches(events: Sequence[Any], stage: str, dlq_topic: str) -> tuple[list[RecordBatch], list[OutMessage]]:
+    """Decode internal batch messages; a corrupt one is dead-lettered whole (it names no record)."""
+    batches, bad = [], []
+    for e in events:
+        m = e.message
+        try:
+            batches.append(decode_record_batch(m.value))
+        except DecodeError as exc:
+            bad.append(dead_letter(Rejected(stage, "DecodeError", f"internal batch undecodable: {exc.reason}",
+                                            m.topic, m.partition, m.offset, m.key, m.value), dlq_topic))
+    return batches, bad
+
+
+def batch_weight(event: Any) -> int:
+    """Records in an internal batch message, read from its header without decoding it."""
+    from streamflow.codecs import record_batch_length
+
+    try:
+        return max(1, record_batch_length(event.message.value))
+    except DecodeError:
+        return 1
+
+
+class NormalizeHandler:
+    stage = "normalize"
+
+    def __init__(self, ctx: StageContext) -> None:
+        s = ctx.settings
+        self.ctx = ctx
+        self.source_topic = s.cleaned_topic
+        self.max_weight = s.batching.max_batch
+        self.within = max(s.batching.max_delay_ms, 1.0) / 1000.0
+        self.norm = Normalizer.from_features(s.features)
+        self.weight = batch_weight
+
+    def process(self, batch: RecordBatch) -> tuple[RecordBatch, list[Rejected]]:
+        res = normalize(batch.features, self.norm)
+        out = replace(batch, features=res.values, stage="normalize")
+        if res.ok.all():
+            return out, []
+        bad_rows = np.flatnonzero(~res.ok)
+        rejected = rejected_from_batch(batch, bad_rows, [res.reasons[r] or "" for r in bad_rows.tolist()],
+                                       stage=self.stage, error_class="ValidationError")
+        return out.select(res.ok), rejected
+
+    async def handle(self, events: Sequence[Any]) -> None:
+        started = time.perf_counter()
+        s = self.ctx.settings
+        batches, out = decode_batches(events, self.stage, s.topics.dlq)
+        rejected: list[Rejected] = []
+        n = 0
+        for batch in batches:
+            good, bad = self.process(batch)
+            rejected += bad
+            n += len(batch)
+            if len(good):
+                out.append(OutMessage(s.normalized_topic, encode_record_batch(good),
+                                      partition=batch.source_partition % s.internal_partitions))
+        out += [dead_letter(r, s.topics.dlq) for r in rejected]
+        await self.ctx.deliver(out)
+        for e in events:
+            self.ctx.processed(e.message.topic, e.message.partition, e.message.offset)
+        self.ctx.account(n - len(rejected), rejected, started, n)

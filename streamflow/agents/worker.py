@@ -1,0 +1,227 @@
+"""faust shells: one faust app (and consumer group) per stage, so each stage scales on its own.
+
+``run_stage`` runs one stage in this process. ``run_all`` runs every stage, each in its own
+process (three processes use more than one core, and a crash in one is reported instead
+of taking the others' state with it), and serves their summed metrics on one port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from streamflow.agents.common import StageContext
+from streamflow.agents.take import take_weighted
+from streamflow.broker import ensure_topics, pipeline_topics, wait_ready
+from streamflow.clients import BatchProducer, producer_config
+from streamflow.errors import ConfigError
+from streamflow.metrics import Metrics, mark_process_dead, multiprocess_enabled, serve
+from streamflow.settings import Settings
+
+log = logging.getLogger(__name__)
+STAGES = ("clean", "normalize", "inference")
+
+_FETCH_MAX_WAIT_MS = 10
+
+
+def _patch_fetch_wait() -> None:
+    """faust's aiokafka driver hard-codes fetch_max_wait_ms=1500; use ours (kafka.fetch_max_wait_ms).
+
+    On the embedded broker a parked fetch is not woken by new data, so every hop would cost
+    up to ~750 ms otherwise.
+    """
+    cls: Any = faust_aiokafka.AIOKafkaConsumerThread
+    if getattr(cls, "_streamflow_patched", False):
+        return
+    original = cls._create_worker_consumer
+
+    def create(self: Any, transport: Any) -> Any:
+        consumer = original(self, transport)
+        consumer._fetch_max_wait_ms = _FETCH_MAX_WAIT_MS
+        return consumer
+
+    cls._create_worker_consumer = create
+    cls._streamflow_patched = True
+
+
+def make_app(settings: Settings, stage: str, bootstrap: str) -> faust.App:
+    k = settings.kafka
+    datadir = Path(tempfile.gettempdir()) / "streamflow-faust" / f"{settings.group_id(stage)}-{os.getpid()}"
+    return faust.App(
+        settings.group_id(stage),
+        broker=f"kafka://{bootstrap}",
+        broker_session_timeout=k.session_timeout_s,
+        broker_heartbeat_interval=k.heartbeat_interval_s,
+        broker_commit_interval=k.commit_interval_s,
+        broker_request_timeout=max(30.0, k.session_timeout_s * 2),
+        consumer_auto_offset_reset="earliest",
+        consumer_max_fetch_size=max(4 * 1024 * 1024, k.max_message_bytes * 2),
+        broker_max_poll_records=5000,
+        stream_buffer_maxsize=8192,
+        stream_wait_empty=False,
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        web_enabled=False,
+        datadir=str(datadir),
+        processing_guarantee="at_least_once",
+    )
+
+
+def build_handler(stage: str, ctx: StageContext) -> Any:
+    if stage == "clean":
+        from streamflow.agents.clean import CleanHandler
+
+        return CleanHandler(ctx)
+    if stage == "normalize":
+        from streamflow.agents.normalize import NormalizeHandler
+
+        return NormalizeHandler(ctx)
+    if stage == "inference":
+        from streamflow.agents.inference import InferenceHandler
+        from streamflow.inference import load_model
+
+        return InferenceHandler(ctx, load_model(ctx.settings))
+    raise ConfigError(f"--stage: unknown stage {stage!r} (one of {', '.join(STAGES)}, all)")
+
+
+def run_stage(settings: Settings, stage: str, bootstrap: str, *, serve_metrics: bool = True,
+              loglevel: str = "info") -> None:
+    """Run one stage's agent in this process until SIGINT/SIGTERM."""
+    global _FETCH_MAX_WAIT_MS
+    _FETCH_MAX_WAIT_MS = settings.kafka.fetch_max_wait_ms
+    _patch_fetch_wait()
+    from streamflow.validate import require_valid
+
+    require_valid(settings)
+    wait_ready(bootstrap, settings.kafka.connect_timeout_s)
+    ensure_topics(bootstrap, pipeline_topics(settings))
+    metrics = Metrics.create()
+    producer = BatchProducer(
+        producer_config(settings, bootstrap),
+        on_delivered=lambda topic, ok, bad: (metrics.produced.labels(settings.name, topic).inc(ok),
+                                             bad and metrics.delivery_errors.labels(settings.name, topic).inc(bad)),
+    )
+    ctx = StageContext(settings, stage, metrics, producer)
+    handler = build_handler(stage, ctx)  # loads the model: fails here, before joining the group
+    app = make_app(settings, stage, bootstrap)
+    topic = app.topic(handler.source_topic, key_serializer="raw", value_serializer="raw")
+
+    @app.agent(topic, name=f"streamflow.{stage}")
+    async def agent(stream: Any) -> None:
+        async for events in take_weighted(stream, handler.max_weight, handler.within, handler.weight):
+            await handler.handle(events)
+
+    @app.timer(interval=2.0)
+    async def report_lag() -> None:
+        consumer: Any = app.consumer
+        for tp in consumer.assignment():
+            if tp.topic != handler.source_topic:
+                continue
+            try:
+                high = consumer.highwater(tp)
+            except Exception:  # not fetched yet
+                continue
+            nxt = ctx.next_offsets.get((tp.topic, tp.partition))
+            if nxt is None:
+                nxt = await consumer.position(tp) or 0
+            metrics.consumer_lag.labels(settings.name, stage, tp.topic, str(tp.partition)).set(max(0, high - nxt))
+
+    @app.task
+    async def started() -> None:
+        metrics.up.labels(settings.name, stage).set(1)
+        log.info("stage %s consuming %s as group %s at %s", stage, handler.source_topic,
+                 settings.group_id(stage), bootstrap)
+
+    @app.on_shutdown.connect
+    async def flush_producer(app: Any, **kwargs: Any) -> None:
+        left = await asyncio.get_running_loop().run_in_executor(None, producer.close, 30.0)
+        metrics.up.labels(settings.name, stage).set(0)
+        if left:
+            log.error("stage %s: %d messages undelivered at shutdown", stage, left)
+
+    if serve_metrics and not multiprocess_enabled():
+        serve(metrics.registry, settings.metrics.host, settings.metrics.port)
+        log.info("metrics at http://%s:%d/metrics", settings.metrics.host, settings.metrics.port)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()
+
+
+def child_command(stage: str, argv_settings: list[str], bootstrap: str) -> list[str]:
+    return [sys.executable, "-m", "streamflow.cli", "worker", "--stage", stage, "--bootstrap", bootstrap,
+            *argv_settings]
+
+
+class StageProcesses:
+    """Every stage in its own child process, metrics summed on one endpoint."""
+
+    def __init__(self, settings: Settings, bootstrap: str, argv_settings: list[str], *, log_dir: str = "",
+                 stages: tuple[str, ...] = STAGES) -> None:
+        self.settings, self.bootstrap, self.argv_settings = settings, bootstrap, argv_settings
+        self.stages = stages
+        self.log_dir = log_dir
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.mp_dir = tempfile.mkdtemp(prefix="streamflow-metrics-")
+
+    def start(self) -> None:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = self.mp_dir  # before any child is started
+        env = dict(os.environ)
+        env["PYTHONUNBUFFERED"] = "1"
+        for stage in self.stages:
+            out: Any = None
+            if self.log_dir:
+                out = open(Path(self.log_dir) / f"worker-{stage}.log", "ab")  # noqa: SIM115
+            self.procs[stage] = subprocess.Popen(child_command(stage, self.argv_settings, self.bootstrap),
+                                                 env=env, stdout=out, stderr=subprocess.STDOUT if out else None)
+        serve(None, self.settings.metrics.host, self.settings.metrics.port)
+
+    def dead(self) -> list[str]:
+        return [f"{s} (exit {p.returncode})" for s, p in self.procs.items() if p.poll() is not None]
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for p in self.procs.values():
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+            mark_process_dead(p.pid)
+
+
+def run_all(settings: Settings, bootstrap: str, argv_settings: list[str]) -> int:
+    """``worker --stage all``: supervise one process per stage until a signal or a child's death."""
+    wait_ready(bootstrap, settings.kafka.connect_timeout_s)
+    ensure_topics(bootstrap, pipeline_topics(settings))
+    procs = StageProcesses(settings, bootstrap, argv_settings)
+    procs.start()
+    stop = {"signal": 0}
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop["signal"] = signum
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    print(f"streamflow: stages {', '.join(STAGES)} running against {bootstrap}; "
+          f"metrics at http://{settings.metrics.host}:{settings.metrics.port}/metrics", flush=True)
+    while not stop["signal"] and not procs.dead():
+        time.sleep(0.2)
+    dead = procs.dead()
+    procs.stop()
+    if dead and not stop["signal"]:
+        print(f"streamflow: stage process died: {', '.join(dead)}", file=sys.stderr)
+        return 1
+    return 0

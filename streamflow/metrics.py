@@ -1,0 +1,117 @@
+"""Prometheus instruments: the only module that creates them.
+
+Instruments live on an injected ``CollectorRegistry`` so each test gets a fresh one.
+Label values come from small fixed sets (stage, outcome, reason code, topic, partition,
+model): never record keys or offsets.
+
+When ``PROMETHEUS_MULTIPROC_DIR`` is set (``streamflow worker --stage all`` runs one
+process per stage), values are written to shared files and the supervising process
+serves their sum on one endpoint (prometheus_client's multiprocess mode).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import multiprocess as _mp
+
+BATCH_BUCKETS = (1, 8, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
+SECONDS_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25,
+                   0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+def multiprocess_enabled() -> bool:
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
+@dataclass
+class Metrics:
+    """Every streamflow instrument, bound to one registry."""
+
+    registry: CollectorRegistry
+    records: Counter
+    batch_records: Histogram
+    stage_seconds: Histogram
+    inference_seconds: Histogram
+    end_to_end: Histogram
+    dead_letters: Counter
+    consumer_lag: Gauge
+    model_info: Gauge
+    produced: Counter
+    delivery_errors: Counter
+    up: Gauge
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
+        r = registry if registry is not None else CollectorRegistry()
+        mp = multiprocess_enabled()
+        return cls(
+            registry=r,
+            records=Counter("streamflow_records", "Records handled, by stage and outcome (ok, rejected).",
+                            ["pipeline", "stage", "outcome"], registry=r),
+            batch_records=Histogram("streamflow_batch_records", "Records per processed batch.",
+                                    ["pipeline", "stage"], buckets=BATCH_BUCKETS, registry=r),
+            stage_seconds=Histogram("streamflow_stage_processing_seconds",
+                                    "Time a stage spends on one batch (decode, transform, encode; not waiting).",
+                                    ["pipeline", "stage"], buckets=SECONDS_BUCKETS, registry=r),
+            inference_seconds=Histogram("streamflow_inference_seconds", "ONNX Runtime session.run time per batch.",
+                                        ["pipeline", "model"], buckets=SECONDS_BUCKETS, registry=r),
+            end_to_end=Histogram("streamflow_end_to_end_latency_seconds",
+                                 "From the raw message's Kafka timestamp to the result's delivery to the sink topic.",
+                                 ["pipeline"], buckets=LATENCY_BUCKETS, registry=r),
+            dead_letters=Counter("streamflow_dead_letters", "Records sent to the dead-letter topic, by stage and reason code.",
+                                 ["pipeline", "stage", "reason"], registry=r),
+            consumer_lag=Gauge("streamflow_consumer_lag_records",
+                               "High watermark minus the next offset to process, per consumed partition.",
+                               ["pipeline", "stage", "topic", "partition"], registry=r,
+                               **({"multiprocess_mode": "livemax"} if mp else {})),
+            model_info=Gauge("streamflow_model_info", "The model in use (value 1), with name, version, sha256 and provider.",
+                             ["pipeline", "model", "version", "sha256", "provider"], registry=r,
+                             **({"multiprocess_mode": "livemax"} if mp else {})),
+            produced=Counter("streamflow_produced_messages", "Messages delivered to a topic, acknowledged by the broker.",
+                             ["pipeline", "topic"], registry=r),
+            delivery_errors=Counter("streamflow_delivery_errors", "Messages the broker did not acknowledge.",
+                                    ["pipeline", "topic"], registry=r),
+            up=Gauge("streamflow_worker_up", "1 while the stage's worker runs.", ["pipeline", "stage"], registry=r,
+                     **({"multiprocess_mode": "livemax"} if mp else {})),
+        )
+
+
+def serve(metrics_registry: CollectorRegistry | None, host: str, port: int) -> None:
+    """Serve ``/metrics`` on host:port; in multiprocess mode, the sum over every process."""
+    if multiprocess_enabled():
+        registry = CollectorRegistry()
+        _mp.MultiProcessCollector(registry)
+    else:
+        assert metrics_registry is not None
+        registry = metrics_registry
+    start_http_server(port, addr=host, registry=registry)
+
+
+def mark_process_dead(pid: int) -> None:
+    """Drop a finished child's live gauges (multiprocess mode)."""
+    if multiprocess_enabled():
+        _mp.mark_process_dead(pid)
+
+
+def observe_many(histogram: Histogram, values: object) -> None:
+    """Observe a whole array at once: one bucket count per bucket instead of one call per value.
+
+    Uses prometheus_client's per-bucket values (stable since 0.4); works in multiprocess mode.
+    """
+    import numpy as np
+
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if v.size == 0:
+        return
+    h: Any = histogram
+    bounds = np.asarray(h._upper_bounds, dtype=np.float64)
+    counts = np.bincount(np.searchsorted(bounds, v, side="left"), minlength=len(bounds))
+    for bucket, c in zip(h._buckets, counts.tolist(), strict=False):
+        if c:
+            bucket.inc(c)
+    h._sum.inc(float(v.sum()))

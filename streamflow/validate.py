@@ -1,0 +1,102 @@
+"""``streamflow validate``: the pipeline file against its schemas and model, every problem at once."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from streamflow.errors import ConfigError
+from streamflow.settings import Settings, load_settings
+
+NUMERIC = {"double", "float", "int", "long"}
+
+
+def _types(avro_type: Any) -> set[str]:
+    if isinstance(avro_type, list):
+        return set().union(*(_types(t) for t in avro_type))
+    if isinstance(avro_type, dict):
+        return {avro_type.get("type", "")}
+    return {str(avro_type)}
+
+
+def check_input_schema(s: Settings) -> list[str]:
+    try:
+        schema = json.loads(open(s.input.schema).read())
+    except (OSError, json.JSONDecodeError) as exc:
+        return [f"input.schema: cannot read {s.input.schema}: {exc}"]
+    fields = {f["name"]: _types(f["type"]) for f in schema.get("fields", [])}
+    p = []
+    for key in ("key_field", "timestamp_field"):
+        name = getattr(s.input, key)
+        if name not in fields:
+            p.append(f"input.{key}: {name!r} is not a field of {s.input.schema}")
+    if s.input.timestamp_field in fields and not fields[s.input.timestamp_field] & {"long", "int"}:
+        p.append(f"input.timestamp_field: {s.input.timestamp_field!r} must be a long (epoch ms) in {s.input.schema}")
+    for i, f in enumerate(s.features):
+        if f.name not in fields:
+            p.append(f"features[{i}] ({f.name}): not a field of the input schema {s.input.schema}")
+        elif not fields[f.name] & NUMERIC:
+            p.append(f"features[{i}] ({f.name}): field type {sorted(fields[f.name])} is not numeric in {s.input.schema}")
+        elif f.required is False and "null" not in fields[f.name]:
+            pass  # a non-nullable field is always present: the default is simply never used
+    return p
+
+
+def check_output_schema(s: Settings) -> list[str]:
+    try:
+        schema = json.loads(open(s.output.schema).read())
+    except (OSError, json.JSONDecodeError) as exc:
+        return [f"output.schema: cannot read {s.output.schema}: {exc}"]
+    names = {f["name"] for f in schema.get("fields", [])}
+    need = {"device_id", "timestamp", "score", "label", "model_name", "model_version", "latency_ms"}
+    return [f"output.schema: {s.output.schema} lacks field {n!r}, which every result carries" for n in sorted(need - names)]
+
+
+def check_model(s: Settings) -> list[str]:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return ["model: ONNX Runtime is not installed (pip install 'streamflow[cpu]')"]
+    try:
+        sess = ort.InferenceSession(s.model.path, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT's own exception types
+        return [f"model.path: cannot load {s.model.path}: {exc}"]
+    p = []
+    inputs = {i.name: i for i in sess.get_inputs()}
+    outputs = {o.name: o for o in sess.get_outputs()}
+    if s.model.input not in inputs:
+        p.append(f"model.input: {s.model.input!r} is not an input of {s.model.path} (inputs: {', '.join(inputs)})")
+    else:
+        inp = inputs[s.model.input]
+        if inp.type != "tensor(float)":
+            p.append(f"model.input: {s.model.input!r} has type {inp.type}; the pipeline feeds tensor(float)")
+        shape = inp.shape
+        if len(shape) != 2:
+            p.append(f"model.input: {s.model.input!r} has shape {shape}; expected [batch, {len(s.features)}]")
+        elif isinstance(shape[1], int) and shape[1] != len(s.features):
+            p.append(f"features: {len(s.features)} features configured but model input {s.model.input!r} "
+                     f"takes {shape[1]} ({s.model.path})")
+    for name in s.model.outputs:
+        if name not in outputs:
+            p.append(f"model.outputs: {name!r} is not an output of {s.model.path} (outputs: {', '.join(outputs)})")
+    order = sess.get_modelmeta().custom_metadata_map.get("features")
+    if order and order.split(",") != s.feature_names:
+        p.append(f"features: the order differs from the one the model was trained with ({s.model.path} metadata: {order})")
+    return p
+
+
+def validate(path: str, overrides: Mapping[str, str] | None = None) -> list[str]:
+    """Every problem found, each naming its key; empty when the pipeline is valid."""
+    try:
+        s = load_settings(path, overrides)
+    except ConfigError as exc:
+        return exc.problems
+    return check_input_schema(s) + check_output_schema(s) + check_model(s)
+
+
+def require_valid(s: Settings) -> None:
+    """Raise ConfigError naming every cross-file problem (used at worker start-up)."""
+    problems = check_input_schema(s) + check_output_schema(s) + check_model(s)
+    if problems:
+        raise ConfigError(problems, source=s.source)
