@@ -81,21 +81,23 @@ class Metrics:
         )
 
 
-def serve(metrics_registry: CollectorRegistry | None, host: str, port: int) -> None:
-    """Serve ``/metrics`` on host:port; in multiprocess mode, the sum over every process."""
-    if multiprocess_enabled():
+def serve(metrics_registry: CollectorRegistry | None, host: str, port: int, *,
+          multiprocess_dir: str = "") -> Any:
+    """Serve ``/metrics`` on host:port; with ``multiprocess_dir``, the sum over every process
+    writing there. Returns the HTTP server (``.shutdown()`` stops it)."""
+    if multiprocess_dir:
         registry = CollectorRegistry()
-        _mp.MultiProcessCollector(registry)
+        _mp.MultiProcessCollector(registry, path=multiprocess_dir)
     else:
         assert metrics_registry is not None
         registry = metrics_registry
-    start_http_server(port, addr=host, registry=registry)
+    server, _thread = start_http_server(port, addr=host, registry=registry)
+    return server
 
 
-def mark_process_dead(pid: int) -> None:
+def mark_process_dead(pid: int, multiprocess_dir: str) -> None:
     """Drop a finished child's live gauges (multiprocess mode)."""
-    if multiprocess_enabled():
-        _mp.mark_process_dead(pid)
+    _mp.mark_process_dead(pid, path=multiprocess_dir)
 
 
 def observe_many(histogram: Histogram, values: object) -> None:

@@ -172,18 +172,18 @@ class StageProcesses:
         self.log_dir = log_dir
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.mp_dir = tempfile.mkdtemp(prefix="streamflow-metrics-")
+        self.server: Any = None
 
     def start(self) -> None:
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = self.mp_dir  # before any child is started
-        env = dict(os.environ)
-        env["PYTHONUNBUFFERED"] = "1"
+        env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=self.mp_dir, PYTHONUNBUFFERED="1")
         for stage in self.stages:
             out: Any = None
             if self.log_dir:
                 out = open(Path(self.log_dir) / f"worker-{stage}.log", "ab")  # noqa: SIM115
             self.procs[stage] = subprocess.Popen(child_command(stage, self.argv_settings, self.bootstrap),
                                                  env=env, stdout=out, stderr=subprocess.STDOUT if out else None)
-        serve(None, self.settings.metrics.host, self.settings.metrics.port)
+        self.server = serve(None, self.settings.metrics.host, self.settings.metrics.port,
+                            multiprocess_dir=self.mp_dir)
 
     def dead(self) -> list[str]:
         return [f"{s} (exit {p.returncode})" for s, p in self.procs.items() if p.poll() is not None]
@@ -199,7 +199,11 @@ class StageProcesses:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
-            mark_process_dead(p.pid)
+            mark_process_dead(p.pid, self.mp_dir)
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
 
 
 def run_all(settings: Settings, bootstrap: str, argv_settings: list[str]) -> int:

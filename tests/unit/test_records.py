@@ -1,0 +1,37 @@
+import numpy as np
+
+from streamflow.records import REASON_CODES, BytesColumn, RecordBatch, reason_code
+
+
+def batch(n: int) -> RecordBatch:
+    return RecordBatch(
+        source_topic="raw", source_partition=2,
+        offsets=np.arange(n, dtype=np.int64), ingest_ms=np.arange(n, dtype=np.int64) + 1000,
+        keys=BytesColumn.from_list([None if i % 2 else f"k{i}".encode() for i in range(n)]),
+        values=BytesColumn.from_list([f"v{i}".encode() for i in range(n)]),
+        device_ids=BytesColumn.from_list([f"d{i}".encode() for i in range(n)]),
+        event_ms=np.arange(n, dtype=np.int64), features=np.arange(n * 2, dtype=np.float32).reshape(n, 2),
+    )
+
+
+def test_bytes_column_keeps_nulls_and_empties_apart() -> None:
+    col = BytesColumn.from_list([b"a", None, b"", b"xyz"])
+    assert col.to_list() == [b"a", None, b"", b"xyz"]
+    assert col.take(np.array([3, 1])).to_list() == [b"xyz", None]
+
+
+def test_select_keeps_rows_aligned() -> None:
+    b = batch(5).select(np.array([True, False, True, False, True]))
+    assert b.offsets.tolist() == [0, 2, 4]
+    assert b.keys.to_list() == [b"k0", b"k2", b"k4"]
+    assert b.values.to_list() == [b"v0", b"v2", b"v4"]
+    assert b.features[:, 0].tolist() == [0.0, 4.0, 8.0]
+    assert b.device_id_list() == ["d0", "d2", "d4"]
+
+
+def test_reason_codes_are_a_small_fixed_set() -> None:
+    assert reason_code("missing required field cpu_temp_c") == "missing_required"
+    assert reason_code("power_w: value -50.0 out of range [0, 5000]") == "out_of_range"
+    assert reason_code("cpu_temp_c: non-finite value nan") == "non_finite"
+    assert reason_code("something new") == "other"
+    assert all(c in REASON_CODES for c in ("missing_required", "out_of_range", "other"))
