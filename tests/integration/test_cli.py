@@ -1,0 +1,132 @@
+"""The CLI as a user runs it: real processes, real broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PIPELINE, ROOT
+from tests.integration.helpers import read_topic
+
+pytestmark = pytest.mark.integration
+
+
+def streamflow(*args: str, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "streamflow.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def sets(overrides: dict[str, str]) -> list[str]:
+    return [a for k, v in overrides.items() for a in ("--set", f"{k}={v}")]
+
+
+def test_validate_accepts_the_shipped_pipeline() -> None:
+    r = streamflow("validate", str(PIPELINE))
+    assert r.returncode == 0, r.stderr
+    assert "ok (pipeline telemetry: 16 features" in r.stdout
+
+
+def test_validate_lists_every_problem_with_key_and_file(tmp_path: Path) -> None:
+    text = PIPELINE.read_text().replace('"../', f'"{ROOT}/')
+    text = text.replace('input = "features"', 'input = "x"').replace('outputs = ["score"]', 'outputs = ["prob"]')
+    text = text.replace('name = "airflow_cfm"', 'name = "airflow_lpm"')
+    p = tmp_path / "bad.toml"
+    p.write_text(text)
+    r = streamflow("validate", str(p))
+    assert r.returncode == 1
+    err = r.stderr
+    assert f"{p}: " in err
+    assert "model.input: 'x' is not an input of" in err
+    assert "model.outputs: 'prob' is not an output of" in err
+    assert "features[15] (airflow_lpm): not a field of the input schema" in err
+
+
+def test_worker_with_a_bad_setting_fails_at_start_naming_the_key() -> None:
+    r = streamflow("worker", "--stage", "clean", "--bootstrap", "127.0.0.1:1", "--set", "batching.max_batch=zero")
+    assert r.returncode == 2
+    assert "batching.max_batch: expected an integer, got 'zero'" in r.stderr
+    assert str(PIPELINE.relative_to(ROOT)) in r.stderr
+
+
+def test_unreachable_broker_gives_a_clear_error_not_a_hang() -> None:
+    t0 = time.monotonic()
+    r = streamflow("worker", "--stage", "clean", "--bootstrap", "127.0.0.1:1", "--set", "kafka.connect_timeout_s=3",
+                   timeout=60)
+    assert r.returncode == 2
+    assert "no Kafka broker answered at 127.0.0.1:1 within 3s" in r.stderr
+    assert time.monotonic() - t0 < 30
+
+
+def test_worker_without_a_bootstrap_says_how_to_get_one() -> None:
+    r = streamflow("worker", "--stage", "all", env={"STREAMFLOW_KAFKA_BOOTSTRAP": ""})
+    assert r.returncode == 2
+    assert "kafka.bootstrap: streamflow worker needs a broker address" in r.stderr
+
+
+def test_demo_runs_to_completion_and_accounts_for_every_record(pipeline_overrides: dict[str, str]) -> None:
+    overrides = {k: v for k, v in pipeline_overrides.items() if k != "kafka.bootstrap"}  # its own embedded broker
+    r = streamflow("demo", "--records", "3000", "--rate", "3000", *sets(overrides), timeout=240)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = r.stdout
+    assert "produced       3000" in out
+    assert "accounted      3000 of 3000" in out and "INCOMPLETE" not in out
+    scored = int(out.split("scored")[1].split()[0])
+    dead = int(out.split("dead-lettered")[1].split()[0])
+    assert scored + dead == 3000 and dead > 0
+    assert "p99" in out and "throughput" in out
+
+
+def test_produce_and_consume_round_trip(bootstrap: str, pipeline_overrides: dict[str, str]) -> None:
+    raw = pipeline_overrides["topics.raw"]
+    args = [*sets(pipeline_overrides)]
+    from streamflow.broker import ensure_topics, pipeline_topics
+    from streamflow.settings import load_settings
+
+    ensure_topics(bootstrap, pipeline_topics(load_settings(PIPELINE, pipeline_overrides)))
+    rec = {"device_id": "rack7-node3", "timestamp": 1764000000000, "cpu_temp_c": 61.5, "power_w": 420.0,
+           "cpu_util_pct": 55.0}
+    r = streamflow("produce", raw, "--json", json.dumps(rec), "--encode", "avro", *args)
+    assert r.returncode == 0, r.stderr
+    r = streamflow("consume", raw, "--limit", "1", "--timeout", "20", *args)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout.strip().splitlines()[0])
+    assert got["device_id"] == "rack7-node3" and got["cpu_temp_c"] == 61.5 and got["gpu_temp_c"] is None
+    msgs = read_topic(bootstrap, raw, until=1)
+    assert msgs[0].key == b"rack7-node3"
+
+
+def test_kcat_produces_json_and_reads_the_result(bootstrap: str, pipeline_overrides: dict[str, str]) -> None:
+    kcat = shutil.which("kcat")
+    if kcat is None:
+        if os.environ.get("CI"):
+            pytest.fail("kcat is missing in CI: `make test` installs it with apt-get")
+        pytest.skip("kcat not installed (apt-get install kcat)")
+    from streamflow.demo import LocalPipeline
+    from streamflow.settings import load_settings
+
+    overrides = {**pipeline_overrides, "output.format": "json"}
+    settings = load_settings(PIPELINE, overrides)
+    pipe = LocalPipeline(settings, ["--pipeline", str(PIPELINE), *sets(overrides)])
+    pipe.start()
+    try:
+        assert pipe.wait_consuming(90)
+        rec = {"device_id": "rack7-node3", "timestamp": int(time.time() * 1000), "cpu_temp_c": 61.5,
+               "power_w": 420.0, "cpu_util_pct": 55.0}
+        subprocess.run([kcat, "-P", "-b", bootstrap, "-t", settings.topics.raw, "-k", "rack7-node3"],
+                       input=json.dumps(rec) + "\n", text=True, check=True, timeout=30)
+        out = subprocess.run([kcat, "-C", "-b", bootstrap, "-t", settings.topics.scored, "-o", "beginning",
+                              "-c", "1", "-f", "%k\t%s\n"], capture_output=True, text=True, timeout=60, check=True)
+        key, value = out.stdout.strip().split("\t", 1)
+        result = json.loads(value)
+        assert key == "rack7-node3"
+        assert result["device_id"] == "rack7-node3" and 0.0 <= result["score"] <= 1.0
+        assert result["label"] in ("normal", "anomaly") and result["model_name"] == "telemetry-anomaly"
+    finally:
+        pipe.stop()
