@@ -9,7 +9,6 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from streamflow.errors import ConfigError, StreamflowError
 from streamflow.settings import Settings, load_settings, pipeline_path_from_env

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from streamflow.errors import ConfigError
@@ -22,7 +23,7 @@ def _types(avro_type: Any) -> set[str]:
 
 def check_input_schema(s: Settings) -> list[str]:
     try:
-        schema = json.loads(open(s.input.schema).read())
+        schema = json.loads(Path(s.input.schema).read_text())
     except (OSError, json.JSONDecodeError) as exc:
         return [f"input.schema: cannot read {s.input.schema}: {exc}"]
     fields = {f["name"]: _types(f["type"]) for f in schema.get("fields", [])}
@@ -45,7 +46,7 @@ def check_input_schema(s: Settings) -> list[str]:
 
 def check_output_schema(s: Settings) -> list[str]:
     try:
-        schema = json.loads(open(s.output.schema).read())
+        schema = json.loads(Path(s.output.schema).read_text())
     except (OSError, json.JSONDecodeError) as exc:
         return [f"output.schema: cannot read {s.output.schema}: {exc}"]
     names = {f["name"] for f in schema.get("fields", [])}

@@ -18,7 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from streamflow.agents.common import H_MODEL, H_MODEL_VERSION, StageContext, dead_letter, source_headers
+from streamflow.agents.common import (
+    H_MODEL,
+    H_MODEL_VERSION,
+    StageContext,
+    dead_letter,
+    source_headers,
+)
 from streamflow.agents.normalize import batch_weight, decode_batches
 from streamflow.clients import OutMessage
 from streamflow.codecs import ResultEncoder
