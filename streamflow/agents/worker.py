@@ -58,6 +58,7 @@ def _patch_fetch_wait() -> None:
 def make_app(settings: Settings, stage: str, bootstrap: str) -> faust.App:
     k = settings.kafka
     datadir = Path(tempfile.gettempdir()) / "streamflow-faust" / f"{settings.group_id(stage)}-{os.getpid()}"
+    datadir.parent.mkdir(parents=True, exist_ok=True)  # faust creates only the last level
     return faust.App(
         settings.group_id(stage),
         broker=f"kafka://{bootstrap}",
@@ -143,7 +144,7 @@ def run_stage(settings: Settings, stage: str, bootstrap: str, *, serve_metrics: 
         log.info("stage %s consuming %s as group %s at %s", stage, handler.source_topic,
                  settings.group_id(stage), bootstrap)
 
-    @app.on_shutdown.connect
+    @app.on_before_shutdown.connect
     async def flush_producer(app: Any, **kwargs: Any) -> None:
         left = await asyncio.get_running_loop().run_in_executor(None, producer.close, 30.0)
         metrics.up.labels(settings.name, stage).set(0)
