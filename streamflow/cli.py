@@ -182,6 +182,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run_bench(_load(args), _argv_settings(args), records=args.records, what=args.what)
 
 
+def cmd_kcat(args: argparse.Namespace) -> int:
+    from streamflow.kcat import exec_kcat
+
+    exec_kcat(args.args)
+    return 0  # not reached
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="streamflow", description="Streaming inference on Kafka.")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -244,6 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
     _settings_args(co)
     co.set_defaults(func=cmd_consume)
 
+    kc = sub.add_parser("kcat", help="the system's kcat with a librdkafka that speaks to the embedded broker",
+                        description="Runs kcat with the librdkafka bundled in confluent-kafka (Debian's 2.0.2 "
+                        "cannot talk to the embedded broker). Arguments go to kcat unchanged.")
+    kc.add_argument("args", nargs=argparse.REMAINDER)
+    kc.set_defaults(func=cmd_kcat)
+
     be = sub.add_parser("bench", help="benchmarks (see benchmarks/)")
     be.add_argument("what", choices=["e2e"], nargs="?", default="e2e")
     be.add_argument("--records", type=int, default=50000)
@@ -253,6 +266,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["kcat"]:  # every argument after it belongs to kcat, options included
+        try:
+            from streamflow.kcat import exec_kcat
+
+            exec_kcat(argv[1:])
+        except StreamflowError as exc:
+            print(f"streamflow: error: {exc}", file=sys.stderr)
+            return 2
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)

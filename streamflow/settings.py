@@ -264,14 +264,27 @@ def load_settings(
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
     """Read the pipeline file, apply env vars then CLI ``overrides``, validate everything."""
+    settings, problems = collect_settings(path, overrides, environ=environ)
+    if problems or settings is None:
+        raise ConfigError(problems, source=str(path))
+    return settings
+
+
+def collect_settings(
+    path: str | Path,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> tuple[Settings | None, list[str]]:
+    """Like load_settings, but returns (settings built as far as possible, every problem found)."""
     path = Path(path)
     source = str(path)
     try:
         raw = tomllib.loads(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"pipeline file not found: {path}", source=source) from None
+        return None, [f"pipeline file not found: {path}"]
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"not valid TOML: {exc}", source=source) from None
+        return None, [f"not valid TOML: {exc}"]
 
     problems: list[str] = []
     layered: dict[str, Any] = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
@@ -308,9 +321,7 @@ def load_settings(
     features = _build_features(feature_tables, stats, problems)
     settings = Settings(name=name, source=source, features=tuple(features), **sections)
     problems.extend(check(settings))
-    if problems:
-        raise ConfigError(problems, source=source)
-    return settings
+    return settings, problems
 
 
 def _resolve(pipeline: Path, value: str) -> str:

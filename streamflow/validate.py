@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from streamflow.errors import ConfigError
-from streamflow.settings import Settings, load_settings
+from streamflow.settings import Settings, collect_settings
 
 NUMERIC = {"double", "float", "int", "long"}
 
@@ -88,12 +88,21 @@ def check_model(s: Settings) -> list[str]:
 
 
 def validate(path: str, overrides: Mapping[str, str] | None = None) -> list[str]:
-    """Every problem found, each naming its key; empty when the pipeline is valid."""
-    try:
-        s = load_settings(path, overrides)
-    except ConfigError as exc:
-        return exc.problems
-    return check_input_schema(s) + check_output_schema(s) + check_model(s)
+    """Every problem found, each naming its key; empty when the pipeline is valid.
+
+    The cross-file checks run even when the file itself has problems, wherever the files
+    they need exist, so one run lists everything to fix.
+    """
+    s, problems = collect_settings(path, overrides)
+    if s is None:
+        return problems
+    if Path(s.input.schema).is_file():
+        problems += check_input_schema(s)
+    if Path(s.output.schema).is_file():
+        problems += check_output_schema(s)
+    if Path(s.model.path).is_file():
+        problems += check_model(s)
+    return problems
 
 
 def require_valid(s: Settings) -> None:

@@ -138,10 +138,12 @@ def run_stage(settings: Settings, stage: str, bootstrap: str, *, serve_metrics: 
                 nxt = await consumer.position(tp) or 0
             metrics.consumer_lag.labels(settings.name, stage, tp.topic, str(tp.partition)).set(max(0, high - nxt))
 
-    @app.task
-    async def started() -> None:
+    @app.on_partitions_assigned.connect
+    async def assigned(app: Any, assigned: Any = (), **kwargs: Any) -> None:
+        # "up" once the group join is done: before that no record would be processed.
+        mine = sorted(tp.partition for tp in assigned if tp.topic == handler.source_topic)
         metrics.up.labels(settings.name, stage).set(1)
-        log.info("stage %s consuming %s as group %s at %s", stage, handler.source_topic,
+        log.info("stage %s consuming %s partitions %s as group %s at %s", stage, handler.source_topic, mine,
                  settings.group_id(stage), bootstrap)
 
     @app.on_before_shutdown.connect
