@@ -72,7 +72,7 @@ class _Registry:
     def __init__(self, url: str) -> None:
         from confluent_kafka.schema_registry import SchemaRegistryClient
 
-        self.client = SchemaRegistryClient({"url": url})
+        self.client = SchemaRegistryClient.new_client({"url": url})  # mock:// URLs give the built-in mock
         self._writers: dict[int, Any] = {}
         self._ids: dict[str, int] = {}
 
@@ -92,6 +92,12 @@ class _Registry:
             text = json.dumps(_raw_schema(schema_path))
             self._ids[subject] = int(self.client.register_schema(subject, Schema(text, "AVRO")))
         return self._ids[subject]
+
+
+@lru_cache(maxsize=8)
+def _registry_for(url: str) -> _Registry:
+    """One registry client per URL and process, so its schema caches are shared."""
+    return _Registry(url)
 
 
 def _avro_read(data: bytes, writer: Any, reader: Any | None) -> dict[str, Any]:
@@ -123,7 +129,7 @@ class RecordCodec:
         self.schema_path = schema_path
         self.schema = load_schema(schema_path)
         self.format = format
-        self.registry = _Registry(schema_registry_url) if schema_registry_url else None
+        self.registry = _registry_for(schema_registry_url) if schema_registry_url else None
         self.subject = f"{topic}-value"
 
     def encode(self, record: dict[str, Any]) -> bytes:
@@ -181,7 +187,7 @@ class ReadingDecoder:
         self.names = list(feature_names)
         self.format = format
         self.key_field, self.ts_field = key_field, timestamp_field
-        self.registry = _Registry(schema_registry_url) if schema_registry_url else None
+        self.registry = _registry_for(schema_registry_url) if schema_registry_url else None
         self.max_bytes = max_message_bytes
         self.required_str = [n for n, t in _field_types(schema_path).items() if t == {"string"}]
 

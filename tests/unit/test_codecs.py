@@ -1,0 +1,141 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streamflow.codecs import (
+    ReadingDecoder,
+    RecordCodec,
+    ResultEncoder,
+    decode_record_batch,
+    encode_record_batch,
+    record_batch_length,
+    to_json_line,
+)
+from streamflow.collectors.synthetic import MEASUREMENTS
+from streamflow.errors import DecodeError
+from streamflow.records import BytesColumn, RecordBatch
+
+SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
+READING = str(SCHEMAS / "telemetry_reading.avsc")
+RESULT = str(SCHEMAS / "scored_result.avsc")
+SAMPLES = {
+    "telemetry_reading.avsc": {"device_id": "rack1-node1", "timestamp": 1764000000000,
+                               **{m: float(i) for i, m in enumerate(MEASUREMENTS)}, "status": "ok"},
+    "scored_result.avsc": {"device_id": "rack1-node1", "timestamp": 1764000000000, "score": 0.25,
+                           "label": "normal", "model_name": "m", "model_version": "1", "latency_ms": 3.5},
+}
+
+
+def reading(**changes: object) -> dict:  # type: ignore[type-arg]
+    rec = dict(SAMPLES["telemetry_reading.avsc"])
+    rec.update(changes)
+    return rec
+
+
+@pytest.mark.parametrize("schema", sorted(p.name for p in SCHEMAS.glob("*.avsc")))
+@pytest.mark.parametrize("fmt", ["avro", "json"])
+def test_every_schema_round_trips(schema: str, fmt: str) -> None:
+    codec = RecordCodec(str(SCHEMAS / schema), format=fmt)
+    assert codec.decode(codec.encode(SAMPLES[schema])) == SAMPLES[schema]
+
+
+def test_decode_batch_gives_values_or_a_precise_reason_per_row() -> None:
+    avro = RecordCodec(READING)
+    good = avro.encode(reading(gpu_temp_c=None))
+    values = [
+        good,
+        json.dumps(reading()).encode(),
+        b'{"device_id": "d", "timestamp": 1, "cpu_temp_c": NaN}',
+        b'{"device_id": "d", "timestamp": 1, "cpu_temp_c": "hot"}',
+        b'{"device_id": "d", "timestamp": 1, "power_w": true}',
+        b'{"timestamp": 1}',
+        b"",
+        None,
+        good[: len(good) // 2],
+        good + b"\x00\x00",
+        b"{not json",
+        b"x" * 2_000_000,
+    ]
+    dec = ReadingDecoder(READING, MEASUREMENTS).decode_batch(values)
+    assert dec.errors[:3] == [None, None, None]
+    assert dec.errors[3] == "json: field cpu_temp_c: expected a number, got str 'hot'"
+    assert dec.errors[4] == "json: field power_w: expected a number, got bool True"
+    assert dec.errors[5] == "json: missing field device_id"
+    assert dec.errors[6] == dec.errors[7] == "empty message"
+    assert dec.errors[8] == "avro: truncated record (EOF)"
+    assert dec.errors[9] == "avro: 2 trailing bytes after the record (wrong schema?)"
+    assert dec.errors[10].startswith("json: invalid JSON")
+    assert dec.errors[11] == "message of 2000000 bytes exceeds max_message_bytes 1048576"
+    assert dec.missing[0].tolist() == [name == "gpu_temp_c" for name in MEASUREMENTS]
+    assert dec.values[1].tolist() == [float(i) for i in range(16)]
+    assert np.isnan(dec.values[2, 0]) and not dec.missing[2, 0]  # NaN is a value, not a missing field
+    assert dec.device_ids[:2] == ["rack1-node1", "rack1-node1"] and dec.event_ms[0] == 1764000000000
+
+
+def test_wire_format_with_a_schema_registry() -> None:
+    url = "mock://streamflow-test"
+    codec = RecordCodec(READING, schema_registry_url=url, topic="raw")
+    data = codec.encode(reading())
+    assert data[0] == 0 and len(data) > 5
+    dec = ReadingDecoder(READING, MEASUREMENTS, schema_registry_url=url)
+    assert dec.decode_one(data)["device_id"] == "rack1-node1"
+    with pytest.raises(DecodeError, match="registry: unknown schema id 4242"):
+        dec.decode_one(b"\x00\x00\x00\x10\x92" + data[5:])
+    with pytest.raises(DecodeError, match="registry: magic byte 7 is not 0"):
+        dec.decode_one(b"\x07" + data[1:])
+
+
+def test_result_encoder_matches_the_result_schema() -> None:
+    enc = ResultEncoder(RESULT)
+    out = enc.encode_batch(["a", "b"], np.array([1, 2]), np.array([0.1, 0.9]), ["normal", "anomaly"], "m", "1",
+                           np.array([2.0, 3.0]))
+    codec = RecordCodec(RESULT)
+    assert [codec.decode(b)["label"] for b in out] == ["normal", "anomaly"]
+    assert codec.decode(out[1])["score"] == 0.9
+
+
+def batch(n: int) -> RecordBatch:
+    return RecordBatch("raw", 3, np.arange(n, dtype=np.int64), np.arange(n, dtype=np.int64) * 2,
+                       BytesColumn.from_list([None if i % 3 == 0 else bytes([i % 256]) * i for i in range(n)]),
+                       BytesColumn.from_list([b"v" * i for i in range(n)]),
+                       BytesColumn.from_list([f"d{i}".encode() for i in range(n)]),
+                       np.arange(n, dtype=np.int64) + 7, np.random.default_rng(0).random((n, 16), dtype=np.float32),
+                       stage="normalize", extra={"k": "v"})
+
+
+@pytest.mark.parametrize("n", [0, 1, 257])
+def test_record_batches_round_trip_exactly(n: int) -> None:
+    b = batch(n)
+    data = encode_record_batch(b)
+    assert record_batch_length(data) == n
+    got = decode_record_batch(data)
+    assert (got.source_topic, got.source_partition, got.stage, got.extra) == ("raw", 3, "normalize", {"k": "v"})
+    for name in ("offsets", "ingest_ms", "event_ms", "features"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(b, name))
+    for name in ("keys", "values", "device_ids"):
+        assert getattr(got, name).to_list() == getattr(b, name).to_list()
+
+
+def test_truncated_or_foreign_batches_are_decode_errors() -> None:
+    data = encode_record_batch(batch(10))
+    for bad in (data[:-1], data[:20], b"", b"SFB2" + data[4:], data + b"x"):
+        with pytest.raises(DecodeError):
+            decode_record_batch(bad)
+
+
+def test_json_lines_are_strict_json() -> None:
+    line = to_json_line({"a": float("nan"), "b": float("inf"), "c": 1.5, "d": b"\xff"})
+    assert json.loads(line) == {"a": "nan", "b": "inf", "c": 1.5, "d": "\\xff"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=300), max_size=20))
+def test_arbitrary_bytes_never_raise_and_give_one_row_each(values: list[bytes]) -> None:
+    dec = ReadingDecoder(READING, MEASUREMENTS).decode_batch(values)
+    assert len(dec.errors) == len(values) == len(dec.device_ids) == dec.values.shape[0]
+    for err in dec.errors:
+        assert err is None or isinstance(err, str)
