@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -51,8 +52,9 @@ def tansu_binary() -> str:
 def wait_ready(bootstrap: str, timeout_s: float = 10.0) -> None:
     """Return once a broker answers a metadata request at ``bootstrap``, else raise BrokerUnavailable."""
     deadline = time.monotonic() + timeout_s
-    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": 2000,
-                         "log_level": 0, "logger": logging.getLogger("streamflow.librdkafka.admin")})
+    conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": 2000,
+                            "log_level": 0, "logger": logging.getLogger("streamflow.librdkafka.admin")}
+    admin = AdminClient(conf)
     last: Exception | None = None
     while True:
         remaining = deadline - time.monotonic()
@@ -155,8 +157,9 @@ def ensure_topics(bootstrap: str, topics: Iterable[TopicSpec], *, timeout_s: flo
     repartitioning a live topic moves keys between partitions, an operator's decision.
     """
     wait_ready(bootstrap, timeout_s)
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0,
-                         "logger": logging.getLogger("streamflow.librdkafka.admin")})
+    conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "log_level": 0,
+                            "logger": logging.getLogger("streamflow.librdkafka.admin")}
+    admin = AdminClient(conf)
     wanted = {t.name: t for t in topics}
     existing = admin.list_topics(timeout=timeout_s).topics
     for name, spec in wanted.items():

@@ -110,10 +110,10 @@ class BatchProducer:
             while True:
                 try:
                     if m.partition >= 0:
-                        produce(m.topic, m.value, m.key, partition=m.partition, headers=m.headers,
+                        produce(m.topic, m.value, m.key, partition=m.partition, headers=m.headers,  # type: ignore[arg-type]
                                 on_delivery=on_delivery)
                     else:
-                        produce(m.topic, m.value, m.key, headers=m.headers, on_delivery=on_delivery)
+                        produce(m.topic, m.value, m.key, headers=m.headers, on_delivery=on_delivery)  # type: ignore[arg-type]
                     break
                 except BufferError:
                     # Local queue full: the broker is slower than we produce. Waiting here is

@@ -82,7 +82,7 @@ class _Registry:
                 s = self.client.get_schema(schema_id)
             except Exception as exc:  # SchemaRegistryError, or a transport error
                 raise DecodeError(f"registry: unknown schema id {schema_id} ({exc})") from None
-            self._writers[schema_id] = fastavro.parse_schema(_strip_logical_types(json.loads(s.schema_str)))
+            self._writers[schema_id] = fastavro.parse_schema(_strip_logical_types(json.loads(s.schema_str or "null")))
         return self._writers[schema_id]
 
     def register(self, subject: str, schema_path: str) -> int:
@@ -261,7 +261,7 @@ class ReadingDecoder:
             return DecodedReadings(np.zeros((0, len(names))), np.zeros((0, len(names)), bool), [],
                                    np.zeros(0, np.int64), [])
         arr = np.array(rows, dtype=object)
-        missing = np.equal(arr, None)
+        missing = np.equal(arr, None)  # type: ignore[call-overload]  # numpy stubs lack object-None
         values_f = np.where(missing, np.nan, arr).astype(np.float64)
         try:
             ev = np.array(event_ms, dtype=np.int64)
@@ -311,7 +311,7 @@ _HEADER = struct.Struct(">4sI")  # magic, header length
 
 def encode_record_batch(batch: RecordBatch) -> bytes:
     cols = [batch.keys, batch.values, batch.device_ids]
-    arrays = [np.ascontiguousarray(batch.offsets, np.int64), np.ascontiguousarray(batch.ingest_ms, np.int64),
+    arrays: list[np.ndarray] = [np.ascontiguousarray(batch.offsets, np.int64), np.ascontiguousarray(batch.ingest_ms, np.int64),
               np.ascontiguousarray(batch.event_ms, np.int64), np.ascontiguousarray(batch.features, np.float32)]
     for c in cols:
         arrays += [np.ascontiguousarray(c.ends, np.int64), np.ascontiguousarray(c.null, np.bool_)]

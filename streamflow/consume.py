@@ -71,7 +71,7 @@ def consume(settings: Settings, bootstrap: str, topic: str, *, limit: int, timeo
                     break
                 continue
             if msg.error():
-                print(json.dumps({"error": msg.error().str()}), file=sys.stderr)
+                print(json.dumps({"error": str(msg.error())}), file=sys.stderr)
                 continue
             last = time.monotonic()
             print(render(msg, codec, dlq, show_headers), flush=True)

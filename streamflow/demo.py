@@ -76,7 +76,8 @@ class ResultMonitor(threading.Thread):
                 for m in msgs:
                     if m.error():
                         continue
-                    h = dict(m.headers() or [])
+                    hdrs: Any = m.headers() or []
+                    h: dict[str, bytes] = {k: v for k, v in hdrs if isinstance(v, bytes)}
                     ingest = int(h.get(H_INGEST_MS, b"0"))
                     if ingest < self.since_ms:
                         continue

@@ -48,7 +48,6 @@ class Metrics:
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
         r = registry if registry is not None else CollectorRegistry()
-        mp = multiprocess_enabled()
         return cls(
             registry=r,
             records=Counter("streamflow_records", "Records handled, by stage and outcome (ok, rejected).",
@@ -68,16 +67,16 @@ class Metrics:
             consumer_lag=Gauge("streamflow_consumer_lag_records",
                                "High watermark minus the next offset to process, per consumed partition.",
                                ["pipeline", "stage", "topic", "partition"], registry=r,
-                               **({"multiprocess_mode": "livemax"} if mp else {})),
+                               multiprocess_mode="livemax"),
             model_info=Gauge("streamflow_model_info", "The model in use (value 1), with name, version, sha256 and provider.",
                              ["pipeline", "model", "version", "sha256", "provider"], registry=r,
-                             **({"multiprocess_mode": "livemax"} if mp else {})),
+                             multiprocess_mode="livemax"),
             produced=Counter("streamflow_produced_messages", "Messages delivered to a topic, acknowledged by the broker.",
                              ["pipeline", "topic"], registry=r),
             delivery_errors=Counter("streamflow_delivery_errors", "Messages the broker did not acknowledge.",
                                     ["pipeline", "topic"], registry=r),
             up=Gauge("streamflow_worker_up", "1 while the stage's worker runs.", ["pipeline", "stage"], registry=r,
-                     **({"multiprocess_mode": "livemax"} if mp else {})),
+                     multiprocess_mode="livemax"),
         )
 
 

@@ -108,11 +108,12 @@ def run_stage(settings: Settings, stage: str, bootstrap: str, *, serve_metrics: 
     wait_ready(bootstrap, settings.kafka.connect_timeout_s)
     ensure_topics(bootstrap, pipeline_topics(settings))
     metrics = Metrics.create()
-    producer = BatchProducer(
-        producer_config(settings, bootstrap),
-        on_delivered=lambda topic, ok, bad: (metrics.produced.labels(settings.name, topic).inc(ok),
-                                             bad and metrics.delivery_errors.labels(settings.name, topic).inc(bad)),
-    )
+    def delivered(topic: str, ok: int, bad: int) -> None:
+        metrics.produced.labels(settings.name, topic).inc(ok)
+        if bad:
+            metrics.delivery_errors.labels(settings.name, topic).inc(bad)
+
+    producer = BatchProducer(producer_config(settings, bootstrap), on_delivered=delivered)
     ctx = StageContext(settings, stage, metrics, producer)
     handler = build_handler(stage, ctx)  # loads the model: fails here, before joining the group
     app = make_app(settings, stage, bootstrap)
@@ -138,7 +139,7 @@ def run_stage(settings: Settings, stage: str, bootstrap: str, *, serve_metrics: 
                 nxt = await consumer.position(tp) or 0
             metrics.consumer_lag.labels(settings.name, stage, tp.topic, str(tp.partition)).set(max(0, high - nxt))
 
-    @app.on_partitions_assigned.connect
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # mode types receivers as sync
     async def assigned(app: Any, assigned: Any = (), **kwargs: Any) -> None:
         # "up" once the group join is done: before that no record would be processed.
         mine = sorted(tp.partition for tp in assigned if tp.topic == handler.source_topic)
@@ -146,7 +147,7 @@ def run_stage(settings: Settings, stage: str, bootstrap: str, *, serve_metrics: 
         log.info("stage %s consuming %s partitions %s as group %s at %s", stage, handler.source_topic, mine,
                  settings.group_id(stage), bootstrap)
 
-    @app.on_before_shutdown.connect
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def flush_producer(app: Any, **kwargs: Any) -> None:
         left = await asyncio.get_running_loop().run_in_executor(None, producer.close, 30.0)
         metrics.up.labels(settings.name, stage).set(0)

@@ -50,7 +50,7 @@ def roc_auc(y_true: np.ndarray, score: np.ndarray) -> float:
 def _matrix(samples: list[Sample], names: list[str]) -> tuple[np.ndarray, np.ndarray]:
     rows = [[s.record.get(n) for n in names] for s in samples]
     arr = np.array(rows, dtype=object)
-    missing = np.equal(arr, None)
+    missing = np.equal(arr, None)  # type: ignore[call-overload]  # numpy stubs lack object-None
     return np.where(missing, np.nan, arr).astype(np.float64), missing
 
 
@@ -114,7 +114,8 @@ class MLP:
                 p, acts = self.forward(xb)
                 weight = np.where(yb > 0, pos_weight, 1.0)
                 grad = ((p - yb) * weight / weight.sum())[:, None]  # d(weighted BCE)/d(logit)
-                gw, gb = [], []
+                gw: list[np.ndarray] = []
+                gb: list[np.ndarray] = []
                 for i in range(len(self.w) - 1, -1, -1):
                     gw.insert(0, acts[i].T @ grad)
                     gb.insert(0, grad.sum(axis=0))
