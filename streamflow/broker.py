@@ -28,6 +28,18 @@ from streamflow.errors import BrokerUnavailable, ConfigError
 log = logging.getLogger(__name__)
 
 
+def die_with_parent() -> None:
+    """preexec_fn: the child gets SIGTERM when the process that started it dies (Linux), so a
+    killed demo or worker never leaves a broker or stage process behind."""
+    try:
+        import ctypes
+        import signal as _signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, _signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:  # not glibc: nothing to do
+        pass
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -101,7 +113,7 @@ class EmbeddedBroker:
                 [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
                  "--storage-engine", "memory://tansu/"],
                 stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                start_new_session=True,
+                start_new_session=True, preexec_fn=die_with_parent,
             )
         try:
             wait_ready(self.bootstrap, timeout_s)

@@ -30,6 +30,7 @@ from streamflow.collectors.produce import RawProducer, run_synthetic
 from streamflow.settings import Settings
 
 log = logging.getLogger(__name__)
+DRAIN_S = 20.0
 
 
 @dataclass
@@ -230,9 +231,12 @@ class LocalPipeline:
 
 
 def install_stop_handler() -> threading.Event:
+    """An event set by the first SIGINT/SIGTERM; a second one aborts at once."""
     stop = threading.Event()
 
     def handler(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
         stop.set()
 
     signal.signal(signal.SIGINT, handler)
@@ -274,6 +278,12 @@ def run_demo(settings: Settings, argv_settings: list[str], *, records: int, rate
         status.end()
         stop.set()
         collector.join(timeout=10)
+        if monitor.tally.accounted < raw.stats.produced:
+            print(f"streamflow demo: stopping; waiting up to {DRAIN_S:.0f} s for the "
+                  f"{raw.stats.produced - monitor.tally.accounted} records in flight (Ctrl-C again to abort)", flush=True)
+            deadline = time.monotonic() + DRAIN_S
+            while monitor.tally.accounted < raw.stats.produced and time.monotonic() < deadline:
+                time.sleep(0.1)
         monitor.stop()
         print(summary(raw.stats.produced, monitor.tally, started, raw.stats.faults), flush=True)
         return 0 if (not records or monitor.tally.accounted == raw.stats.produced) else 1

@@ -23,7 +23,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from streamflow.agents.common import StageContext
 from streamflow.agents.take import take_weighted
-from streamflow.broker import ensure_topics, pipeline_topics, wait_ready
+from streamflow.broker import die_with_parent, ensure_topics, pipeline_topics, wait_ready
 from streamflow.clients import BatchProducer, producer_config
 from streamflow.errors import ConfigError
 from streamflow.metrics import Metrics, mark_process_dead, multiprocess_enabled, serve
@@ -185,7 +185,8 @@ class StageProcesses:
             if self.log_dir:
                 out = open(Path(self.log_dir) / f"worker-{stage}.log", "ab")  # noqa: SIM115
             self.procs[stage] = subprocess.Popen(child_command(stage, self.argv_settings, self.bootstrap),
-                                                 env=env, stdout=out, stderr=subprocess.STDOUT if out else None)
+                                                 env=env, stdout=out, stderr=subprocess.STDOUT if out else None,
+                                                 preexec_fn=die_with_parent, start_new_session=True)
         self.server = serve(None, self.settings.metrics.host, self.settings.metrics.port,
                             multiprocess_dir=self.mp_dir)
 
