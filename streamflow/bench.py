@@ -52,21 +52,15 @@ class E2EResult:
 
 
 def bench_streamflow_backlog(settings: Settings, argv_settings: list[str], records: int) -> E2EResult:
-    tag = f"bench{uuid.uuid4().hex[:6]}"
-    overrides = {"name": tag, "topics.raw": f"{tag}.raw", "topics.scored": f"{tag}.scored", "topics.dlq": f"{tag}.dlq"}
-    s = load_settings(settings.source, {**_overrides_from_argv(argv_settings), **overrides})
-    argv = argv_settings + [a for k, v in overrides.items() for a in ("--set", f"{k}={v}")]
-    pipe = LocalPipeline(s, argv)
     from streamflow.broker import EmbeddedBroker, ensure_topics, pipeline_topics
 
-    broker = None
-    bootstrap = s.kafka.bootstrap
-    if not bootstrap:
-        broker = EmbeddedBroker().start()
-        bootstrap = broker.bootstrap
-        s = load_settings(settings.source, {**_overrides_from_argv(argv_settings), **overrides,
-                                            "kafka.bootstrap": bootstrap})
-        pipe = LocalPipeline(s, argv + ["--set", f"kafka.bootstrap={bootstrap}"])
+    tag = f"bench{uuid.uuid4().hex[:6]}"
+    broker = None if settings.kafka.bootstrap else EmbeddedBroker().start()
+    bootstrap = broker.bootstrap if broker else settings.kafka.bootstrap
+    overrides = {"name": tag, "topics.raw": f"{tag}.raw", "topics.scored": f"{tag}.scored",
+                 "topics.dlq": f"{tag}.dlq", "kafka.bootstrap": bootstrap}
+    s = load_settings(settings.source, {**_overrides_from_argv(argv_settings), **overrides})
+    pipe = LocalPipeline(s, argv_settings + [a for k, v in overrides.items() for a in ("--set", f"{k}={v}")])
     try:
         ensure_topics(bootstrap, pipeline_topics(s))
         print(f"producing a backlog of {records} records to {s.topics.raw} ...", flush=True)
