@@ -145,3 +145,34 @@ def test_kcat_produces_json_and_reads_the_result(bootstrap: str, pipeline_overri
         assert result["label"] in ("normal", "anomaly") and result["model_name"] == "telemetry-anomaly"
     finally:
         pipe.stop()
+
+
+def test_up_prints_where_to_connect_and_stops_cleanly_on_ctrl_c(pipeline_overrides: dict[str, str]) -> None:
+    import signal
+
+    overrides = {k: v for k, v in pipeline_overrides.items() if k != "kafka.bootstrap"}  # its own embedded broker
+    proc = subprocess.Popen([sys.executable, "-m", "streamflow.cli", "up", *sets(overrides)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    lines: list[str] = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "Ctrl-C stops" in line:
+            break
+    text = "".join(lines)
+    assert "pipeline t" in text and "running" in text, text
+    bootstrap = text.split("bootstrap")[1].split()[0]
+    assert f"metrics    http://127.0.0.1:{overrides['metrics.port']}/metrics" in text
+    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert len(children) >= 4  # broker + three stages
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 0
+    time.sleep(0.5)
+    alive = [pid for pid in children if Path(f"/proc/{pid}").exists()
+             and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()]
+    assert alive == [], f"left behind: {alive}"
+    from streamflow.broker import wait_ready
+    from streamflow.errors import BrokerUnavailable
+
+    with pytest.raises(BrokerUnavailable):
+        wait_ready(bootstrap, 1.0)
