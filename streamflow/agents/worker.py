@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -151,6 +152,7 @@ def run_stage(settings: Settings, stage: str, bootstrap: str, *, serve_metrics: 
     async def flush_producer(app: Any, **kwargs: Any) -> None:
         left = await asyncio.get_running_loop().run_in_executor(None, producer.close, 30.0)
         metrics.up.labels(settings.name, stage).set(0)
+        shutil.rmtree(app.conf.datadir, ignore_errors=True)  # per-process scratch: no tables are kept
         if left:
             log.error("stage %s: %d messages undelivered at shutdown", stage, left)
 
