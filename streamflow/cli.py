@@ -179,7 +179,10 @@ def cmd_consume(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from streamflow.bench import run_bench
 
-    return run_bench(_load(args), _argv_settings(args), records=args.records, what=args.what)
+    rates = tuple(float(r) for r in args.rates.split(",") if r)
+    systems = tuple(x for x in args.systems.split(",") if x)
+    return run_bench(_load(args), _argv_settings(args), records=args.records, what=args.what, rates=rates,
+                     seconds=args.seconds, systems=systems, scaling=args.scaling)
 
 
 def cmd_kcat(args: argparse.Namespace) -> int:
@@ -259,7 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     be = sub.add_parser("bench", help="benchmarks (see benchmarks/)")
     be.add_argument("what", choices=["e2e"], nargs="?", default="e2e")
-    be.add_argument("--records", type=int, default=50000)
+    be.add_argument("--records", type=int, default=200_000, help="backlog size")
+    be.add_argument("--rates", default="1000,5000,20000", help="input rates for the latency runs ('' to skip)")
+    be.add_argument("--seconds", type=float, default=5.0, help="length of each latency run")
+    be.add_argument("--systems", default="streamflow,limit,naive", help="which systems to run")
+    be.add_argument("--scaling", action="store_true", help="also run streamflow with 1, 2 and 4 processes per stage")
     _settings_args(be)
     be.set_defaults(func=cmd_bench)
     return p

@@ -51,9 +51,10 @@ class Tally:
 class ResultMonitor(threading.Thread):
     """Reads the scored and dead-letter topics and tallies results of records ingested since ``since_ms``."""
 
-    def __init__(self, settings: Settings, bootstrap: str, since_ms: int) -> None:
+    def __init__(self, settings: Settings, bootstrap: str, since_ms: int, *, keep_values: bool = False) -> None:
         super().__init__(name="streamflow-monitor", daemon=True)
         self.settings, self.since_ms = settings, since_ms
+        self.values: dict[tuple[int, int], bytes] | None = {} if keep_values else None
         self.tally = Tally()
         self.lock = threading.Lock()
         self._stop_event = threading.Event()
@@ -89,6 +90,8 @@ class ResultMonitor(threading.Thread):
                     self._seen.add(src)
                     if m.topic() == scored_topic:
                         self.tally.scored += 1
+                        if self.values is not None:
+                            self.values[src] = m.value()
                         self.tally.latencies_ms.append(now * 1000.0 - ingest)
                     else:
                         self.tally.dead += 1

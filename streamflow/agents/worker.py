@@ -176,31 +176,33 @@ class StageProcesses:
         self.settings, self.bootstrap, self.argv_settings = settings, bootstrap, argv_settings
         self.stages = stages
         self.log_dir = log_dir
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.mp_dir = tempfile.mkdtemp(prefix="streamflow-metrics-")
         self.server: Any = None
 
     def start(self) -> None:
         env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=self.mp_dir, PYTHONUNBUFFERED="1")
-        for stage in self.stages:
+        for i, stage in enumerate(self.stages):
             out: Any = None
             if self.log_dir:
-                out = open(Path(self.log_dir) / f"worker-{stage}.log", "ab")  # noqa: SIM115
-            self.procs[stage] = subprocess.Popen(child_command(stage, self.argv_settings, self.bootstrap),
-                                                 env=env, stdout=out, stderr=subprocess.STDOUT if out else None,
-                                                 preexec_fn=die_with_parent, start_new_session=True)
+                suffix = "" if self.stages.count(stage) == 1 else f"-{i}"
+                out = open(Path(self.log_dir) / f"worker-{stage}{suffix}.log", "ab")  # noqa: SIM115
+            proc = subprocess.Popen(child_command(stage, self.argv_settings, self.bootstrap),
+                                    env=env, stdout=out, stderr=subprocess.STDOUT if out else None,
+                                    preexec_fn=die_with_parent, start_new_session=True)
+            self.procs.append((stage, proc))
         self.server = serve(None, self.settings.metrics.host, self.settings.metrics.port,
                             multiprocess_dir=self.mp_dir)
 
     def dead(self) -> list[str]:
-        return [f"{s} (exit {p.returncode})" for s, p in self.procs.items() if p.poll() is not None]
+        return [f"{s} (exit {p.returncode})" for s, p in self.procs if p.poll() is not None]
 
     def stop(self, timeout_s: float = 30.0) -> None:
-        for p in self.procs.values():
+        for _, p in self.procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
-        for p in self.procs.values():
+        for _, p in self.procs:
             try:
                 p.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:

@@ -1,0 +1,218 @@
+"""``streamflow bench e2e``: streamflow and two baselines, same data, same machine, same run.
+
+1. Backlog: N synthetic records (with their malformed ones) are produced once to a shared raw
+   topic. Each system consumes it with its own group, and a separate consumer reads its
+   result and dead-letter topics until every record is accounted for. Reported: records/s
+   (first to last result), CPU µs per record (the system's processes; the broker's CPU is
+   not counted for anyone), peak worker RSS. Checked: scored + dead-lettered == produced, and
+   a sample of scores equals a direct ONNX Runtime computation on the same raw bytes.
+2. Latency: each system on a fresh topic fed at fixed rates. End-to-end latency is the
+   result's arrival at the separate consumer minus the raw message's Kafka timestamp.
+3. Optional scaling: streamflow with 1, 2, 4 processes per stage on the backlog.
+
+Writes bench-results/<timestamp>.json, .md and .png.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import fastavro
+import numpy as np
+
+from streamflow.bench.systems import Run, System, shared_raw_topic, wait_accounted
+from streamflow.broker import EmbeddedBroker
+from streamflow.collectors.produce import RawProducer, run_synthetic
+from streamflow.demo import ResultMonitor, percentiles
+from streamflow.settings import Settings, with_overrides
+
+SYSTEMS = ("streamflow", "limit", "naive")
+
+
+@dataclass
+class Backlog:
+    system: str
+    records: int
+    accounted: int
+    duplicates: int
+    seconds: float
+    records_per_s: float
+    cpu_us_per_record: float
+    rss_mb: float
+    scores_checked: int
+    scores_max_abs_error: float
+    processes: int = 1
+
+
+@dataclass
+class Latency:
+    system: str
+    rate: float
+    seconds: float
+    produced: int
+    accounted: int
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+    saturated: bool
+
+
+@dataclass
+class BenchResult:
+    records: int
+    backlog: list[Backlog] = field(default_factory=list)
+    latency: list[Latency] = field(default_factory=list)
+    scaling: list[Backlog] = field(default_factory=list)
+    ratios: dict[str, float] = field(default_factory=dict)
+    machine: dict[str, Any] = field(default_factory=dict)
+
+
+def produce_backlog(settings: Settings, bootstrap: str, raw: str, records: int) -> None:
+    rp = RawProducer(with_overrides(settings, topics={"raw": raw}), bootstrap)
+    run_synthetic(rp, rate=0, records=records, seed=3)
+
+
+def read_raw(bootstrap: str, topic: str, n: int) -> dict[tuple[int, int], bytes]:
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-read-{time.time()}",
+                  "enable.auto.commit": False, "log_level": 3})
+    md = c.list_topics(topic, timeout=10).topics[topic]
+    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in md.partitions])
+    out: dict[tuple[int, int], bytes] = {}
+    deadline = time.monotonic() + 120
+    while len(out) < n and time.monotonic() < deadline:
+        for m in c.consume(10000, timeout=0.5):
+            if not m.error():
+                out[(m.partition(), m.offset())] = m.value() or b""
+    c.close()
+    return out
+
+
+def check_scores(settings: Settings, raw: dict[tuple[int, int], bytes], results: dict[tuple[int, int], bytes],
+                 sample: int = 2000) -> tuple[int, float]:
+    """Scores of a sample of results against a direct computation on the same raw bytes."""
+    from streamflow.bench.baselines import Work
+
+    work = Work(settings)
+    keys = random.Random(0).sample(sorted(results), min(sample, len(results)))
+    schema = fastavro.parse_schema(json.loads(Path(settings.output.schema).read_text()))
+    got = np.array([fastavro.schemaless_reader(io.BytesIO(results[k]), schema)["score"] for k in keys])
+    msgs = [("t", k[0], k[1], 0, None, raw[k]) for k in keys]
+    out = work.run(msgs, "scored", "dlq")
+    want = np.array([fastavro.schemaless_reader(io.BytesIO(v), schema)["score"] for t, v, _, _ in out if t == "scored"])
+    if len(want) != len(got):
+        return len(keys), float("inf")
+    return len(keys), float(np.max(np.abs(got - want))) if len(got) else 0.0
+
+
+def backlog_run(kind: str, settings: Settings, bootstrap: str, raw_topic: str, raw: dict[tuple[int, int], bytes],
+                records: int, replicas: int = 1) -> Backlog:
+    system = System(kind, settings, bootstrap, Run(kind, raw_topic), replicas=replicas)
+    monitor = ResultMonitor(system.settings, bootstrap, 0, keep_values=True)
+    monitor.start()
+    print(f"  {kind}{f' x{replicas}' if replicas > 1 else ''}: backlog of {records} ...", flush=True)
+    system.start()
+    cpu0 = system.cpu_s()
+    try:
+        wait_accounted(monitor, records, system, timeout_s=max(180.0, records / 1000.0))
+        cpu = system.cpu_s() - cpu0
+        rss = system.rss_mb()
+    finally:
+        system.stop()
+        monitor.stop()
+    t = monitor.tally
+    secs = max(t.last_ts - t.first_ts, 1e-9)
+    checked, err = check_scores(system.settings, raw, monitor.values or {})
+    b = Backlog(kind, records, t.accounted, t.duplicates, round(secs, 2), round(t.accounted / secs, 1),
+                round(cpu / max(t.accounted, 1) * 1e6, 1), round(rss, 1), checked, err, len(system.pids()))
+    print(f"    {b.records_per_s:,.0f} records/s, {b.cpu_us_per_record:.0f} CPU µs/record, RSS {b.rss_mb:.0f} MB, "
+          f"accounted {b.accounted}/{records}, scores max error {err:.2e}", flush=True)
+    return b
+
+
+def latency_run(kind: str, settings: Settings, bootstrap: str, rate: float, seconds: float) -> Latency:
+    raw_topic = shared_raw_topic(bootstrap, settings)
+    system = System(kind, settings, bootstrap, Run(kind, raw_topic))
+    system.start()
+    monitor = ResultMonitor(system.settings, bootstrap, 0)
+    monitor.start()
+    rp = RawProducer(system.settings, bootstrap)
+    n = int(rate * seconds)
+    feeder = threading.Thread(target=run_synthetic, kwargs={"raw": rp, "rate": rate, "records": n, "seed": 5})
+    try:
+        feeder.start()
+        feeder.join()
+        wait_accounted(monitor, n, system, timeout_s=30.0)
+    finally:
+        system.stop()
+        monitor.stop()
+    t = monitor.tally
+    pct = percentiles(t.latencies_ms)
+    lat = Latency(kind, rate, seconds, n, t.accounted, round(pct["p50"], 1), round(pct["p95"], 1),
+                  round(pct["p99"], 1), round(pct["max"], 1), t.accounted < n)
+    print(f"  {kind} at {rate:,.0f}/s: p50 {lat.p50_ms} p95 {lat.p95_ms} p99 {lat.p99_ms} max {lat.max_ms} ms"
+          + (f"  SATURATED ({t.accounted}/{n} in time)" if lat.saturated else ""), flush=True)
+    return lat
+
+
+def run_bench(settings: Settings, argv_settings: list[str], *, records: int, what: str = "e2e",
+              rates: tuple[float, ...] = (1000.0, 5000.0, 20000.0), seconds: float = 5.0,
+              systems: tuple[str, ...] = SYSTEMS, scaling: bool = False) -> int:
+    from streamflow.bench.report import write_report
+
+    broker = None if settings.kafka.bootstrap else EmbeddedBroker().start()
+    bootstrap = broker.bootstrap if broker else settings.kafka.bootstrap
+    result = BenchResult(records, machine=_machine())
+    try:
+        print(f"backlog: {records} records on {settings.topics.partitions} partitions ({bootstrap})", flush=True)
+        raw_topic = shared_raw_topic(bootstrap, settings)
+        produce_backlog(settings, bootstrap, raw_topic, records)
+        raw = read_raw(bootstrap, raw_topic, records)
+        for kind in systems:
+            result.backlog.append(backlog_run(kind, settings, bootstrap, raw_topic, raw, records))
+        if scaling and "streamflow" in systems:
+            print("scaling: processes per stage on the same backlog", flush=True)
+            for k in (1, 2, 4):
+                result.scaling.append(backlog_run("streamflow", settings, bootstrap, raw_topic, raw, records, k))
+        print("latency at fixed input rates", flush=True)
+        for kind in systems:
+            for rate in rates:
+                result.latency.append(latency_run(kind, settings, bootstrap, rate, seconds))
+    finally:
+        if broker:
+            broker.stop()
+    by = {b.system: b for b in result.backlog}
+    if "streamflow" in by:
+        sf = by["streamflow"].records_per_s
+        if "limit" in by:
+            result.ratios["ratio_to_limit"] = round(sf / by["limit"].records_per_s, 3)
+            result.ratios["cpu_ratio_to_limit"] = round(by["streamflow"].cpu_us_per_record
+                                                        / max(by["limit"].cpu_us_per_record, 1e-9), 3)
+        if "naive" in by:
+            result.ratios["ratio_to_naive"] = round(sf / by["naive"].records_per_s, 3)
+    paths = write_report(result)
+    print(Path(paths["md"]).read_text())
+    print("wrote " + ", ".join(paths.values()))
+    ok = all(b.accounted == b.records and b.scores_max_abs_error <= 1e-5 for b in result.backlog + result.scaling)
+    if not ok:
+        print("INCORRECT: a system lost records or produced wrong scores (see above)")
+    return 0 if ok else 1
+
+
+def _machine() -> dict[str, Any]:
+    import os
+    import platform
+
+    return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+
+
+__all__ = ["BenchResult", "Backlog", "Latency", "run_bench", "asdict"]

@@ -1,0 +1,149 @@
+"""The two baselines ``streamflow bench`` measures beside streamflow, on the same data and machine.
+
+- ``limit``: a plain confluent-kafka loop. ``consume(5000)``, decode, clean, normalize, one ORT run
+  per batch, encode, produce, async commit. No framework: the machine's limit for this work
+  in Python.
+- ``naive``: a per-record faust agent (``await topic.send`` per result), the way most faust
+  code is written.
+
+Both use streamflow's own codecs and stages, and write the same headers as streamflow
+(source coordinates, ingest time), so one monitor measures all three systems.
+Run as ``python -m streamflow.bench.baselines limit|naive --pipeline P --bootstrap B --raw T
+--scored S --dlq D --group G``. Each prints ``ready`` once it has its partitions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from streamflow.agents.common import dead_letter, source_headers
+from streamflow.clients import producer_config
+from streamflow.codecs import ReadingDecoder, ResultEncoder
+from streamflow.inference import load_model
+from streamflow.records import Rejected
+from streamflow.settings import Settings, load_settings
+from streamflow.stages.clean import CleanRules, clean
+from streamflow.stages.normalize import Normalizer, normalize
+
+
+class Work:
+    """decode -> clean -> normalize -> score -> encode, on a list of raw messages."""
+
+    def __init__(self, s: Settings) -> None:
+        self.s = s
+        self.decoder = ReadingDecoder(s.input.schema, s.feature_names, format=s.input.format)
+        self.rules = CleanRules.from_features(s.features)
+        self.norm = Normalizer.from_features(s.features)
+        self.model = load_model(s)
+        self.encoder = ResultEncoder(s.output.schema, format=s.output.format)
+
+    def run(self, msgs: list[tuple[str, int, int, int, bytes | None, bytes]], scored: str, dlq: str) -> list[tuple[str, bytes, bytes | None, list[tuple[str, bytes]]]]:
+        """(topic, partition, offset, ingest_ms, key, value) -> (topic, value, key, headers) to produce."""
+        dec = self.decoder.decode_batch([m[5] for m in msgs])
+        c = clean(dec.values, dec.missing, self.rules)
+        n = normalize(c.values, self.norm)
+        ok = c.ok & n.ok & np.array([e is None for e in dec.errors], dtype=bool)
+        out = []
+        idx = np.flatnonzero(ok)
+        if len(idx):
+            scores = self.model.run(n.values[idx])
+            labels = np.where(scores >= self.s.model.threshold, "anomaly", "normal").tolist()
+            now = time.time() * 1000
+            ingest = np.array([msgs[i][3] for i in idx.tolist()], dtype=np.float64)
+            values = self.encoder.encode_batch([dec.device_ids[i] for i in idx.tolist()], dec.event_ms[idx], scores,
+                                               labels, self.model.name, self.model.version, now - ingest)
+            for i, v in zip(idx.tolist(), values, strict=True):
+                t, p, o, ing, k, _ = msgs[i]
+                out.append((scored, v, k, source_headers(t, p, o, ing)))
+        for i in np.flatnonzero(~ok).tolist():
+            t, p, o, ing, k, v = msgs[i]
+            reason = dec.errors[i] or c.reasons[i] or n.reasons[i] or "rejected"
+            d = dead_letter(Rejected("clean", "ValidationError", reason, t, p, o, k, v, ing), dlq)
+            out.append((dlq, d.value, d.key, d.headers or []))
+        return out
+
+
+def run_limit(s: Settings, a: argparse.Namespace) -> None:
+    from confluent_kafka import Consumer, Producer
+
+    work = Work(s)
+    stop = {"now": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    consumer = Consumer({"bootstrap.servers": a.bootstrap, "group.id": a.group, "auto.offset.reset": "earliest",
+                         "enable.auto.commit": False, "fetch.wait.max.ms": 5, "session.timeout.ms": 6000,
+                         "heartbeat.interval.ms": 1000, "log_level": 3})
+    producer = Producer(producer_config(s, a.bootstrap))
+
+    def on_assign(c: Any, parts: Any) -> None:
+        print("ready", flush=True)
+
+    consumer.subscribe([a.raw], on_assign=on_assign)
+    while not stop["now"]:
+        batch = consumer.consume(5000, timeout=0.005)
+        msgs = [(m.topic(), m.partition(), m.offset(), m.timestamp()[1], m.key(), m.value() or b"")
+                for m in batch if not m.error()]
+        if not msgs:
+            producer.poll(0)
+            continue
+        for topic, value, key, headers in work.run(msgs, a.scored, a.dlq):
+            while True:
+                try:
+                    producer.produce(topic, value, key, headers=headers)
+                    break
+                except BufferError:
+                    producer.poll(0.01)
+        producer.poll(0)
+        consumer.commit(asynchronous=True)
+    producer.flush(10)
+    consumer.close()
+
+
+def run_naive(s: Settings, a: argparse.Namespace) -> None:
+    import faust
+
+    from streamflow.agents import worker
+
+    worker._FETCH_MAX_WAIT_MS = s.kafka.fetch_max_wait_ms
+    worker._patch_fetch_wait()
+    work = Work(s)
+    app = worker.make_app(s, "naive", a.bootstrap)
+    source = app.topic(a.raw, key_serializer="raw", value_serializer="raw")
+    topics = {a.scored: app.topic(a.scored, key_serializer="raw", value_serializer="raw"),
+              a.dlq: app.topic(a.dlq, key_serializer="raw", value_serializer="raw")}
+
+    @app.agent(source)
+    async def score_each(stream: Any) -> None:
+        async for event in stream.events():
+            m = event.message
+            msg = (m.topic, m.partition, m.offset, int(m.timestamp * 1000), m.key, m.value or b"")
+            for topic, value, key, headers in work.run([msg], a.scored, a.dlq):
+                await topics[topic].send(key=key, value=value, headers=headers)
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def assigned(app: Any, *args: Any, **kwargs: Any) -> None:
+        print("ready", flush=True)
+
+    faust.Worker(app, loglevel="warning", quiet=True, redirect_stdouts=False).execute_from_commandline()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("system", choices=["limit", "naive"])
+    for flag in ("--pipeline", "--bootstrap", "--raw", "--scored", "--dlq", "--group"):
+        p.add_argument(flag, required=True)
+    a = p.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    s = load_settings(a.pipeline, {"kafka.bootstrap": a.bootstrap, "name": a.group.replace(".", "-")})
+    (run_limit if a.system == "limit" else run_naive)(s, a)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Benchmark output: JSON for machines, a markdown table and a PNG for people."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+LABELS = {"streamflow": "streamflow (3 faust stages)", "limit": "plain confluent-kafka loop (limit)",
+          "naive": "faust per-record agent (naive)"}
+
+
+def to_json(result: Any) -> dict[str, Any]:
+    data = asdict(result)
+    systems: dict[str, Any] = {}
+    for b in result.backlog:
+        systems[b.system] = {"records_per_s": b.records_per_s, "cpu_us_per_record": b.cpu_us_per_record,
+                             "rss_mb": b.rss_mb, "latency": {}}
+    for lat in result.latency:
+        systems.setdefault(lat.system, {"latency": {}})["latency"][str(int(lat.rate))] = {
+            "p50_ms": lat.p50_ms, "p95_ms": lat.p95_ms, "p99_ms": lat.p99_ms, "max_ms": lat.max_ms,
+            "saturated": lat.saturated}
+    if "streamflow" in systems:
+        systems["streamflow"].update(result.ratios)
+    data["systems"] = systems
+    return data
+
+
+def markdown(result: Any) -> str:
+    lines = [f"Backlog of {result.records:,} records ({result.machine.get('cpus')} CPUs, same broker, same run)", "",
+             "| system | records/s | CPU µs/record | peak worker RSS MB | accounted | scores max error |",
+             "|---|---|---|---|---|---|"]
+    for b in result.backlog:
+        lines.append(f"| {LABELS.get(b.system, b.system)} | {b.records_per_s:,.0f} | {b.cpu_us_per_record:.0f} | "
+                     f"{b.rss_mb:.0f} | {b.accounted:,}/{b.records:,} | {b.scores_max_abs_error:.1e} |")
+    if result.ratios:
+        lines += ["", "streamflow: " + ", ".join(f"{k} {v:.2f}" for k, v in result.ratios.items())]
+    if result.scaling:
+        lines += ["", "| streamflow processes per stage | records/s | CPU µs/record |", "|---|---|---|"]
+        lines += [f"| {b.processes // 3} | {b.records_per_s:,.0f} | {b.cpu_us_per_record:.0f} |" for b in result.scaling]
+    if result.latency:
+        lines += ["", "| system | input rate/s | p50 ms | p95 ms | p99 ms | max ms |", "|---|---|---|---|---|---|"]
+        for lat in result.latency:
+            sat = " (saturated)" if lat.saturated else ""
+            lines.append(f"| {lat.system} | {lat.rate:,.0f}{sat} | {lat.p50_ms} | {lat.p95_ms} | {lat.p99_ms} | {lat.max_ms} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: Any, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.8))
+    names = [b.system for b in result.backlog]
+    vals = [b.records_per_s for b in result.backlog]
+    bars = ax1.bar(names, vals, color=["#2b7bba" if n == "streamflow" else "#999999" for n in names])
+    for bar, b in zip(bars, result.backlog, strict=True):
+        ax1.annotate(f"{b.records_per_s:,.0f}/s\n{b.cpu_us_per_record:.0f} µs/rec",
+                     (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=8)
+    ax1.set_title(f"Backlog throughput ({result.records:,} records)")
+    ax1.set_ylabel("records/s")
+    ax1.set_ylim(0, max(vals + [1]) * 1.25)
+    for system in dict.fromkeys(lat.system for lat in result.latency):
+        pts = [lat for lat in result.latency if lat.system == system]
+        rates = [lat.rate for lat in pts]
+        ax2.plot(rates, [lat.p99_ms for lat in pts], marker="o", label=f"{system} p99")
+        ax2.plot(rates, [lat.p50_ms for lat in pts], marker=".", linestyle="--", label=f"{system} p50")
+    ax2.set_xscale("log")
+    ax2.set_yscale("log")
+    ax2.axhline(50, color="red", linewidth=0.8, linestyle=":", label="50 ms")
+    ax2.set_xlabel("input rate (records/s)")
+    ax2.set_ylabel("end-to-end latency (ms)")
+    ax2.set_title("Latency at fixed input rates")
+    ax2.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(result: Any, out_dir: str = "bench-results") -> dict[str, str]:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    d = Path(out_dir)
+    d.mkdir(exist_ok=True)
+    paths = {"json": d / f"{stamp}.json", "md": d / f"{stamp}.md", "png": d / f"{stamp}.png"}
+    paths["json"].write_text(json.dumps(to_json(result), indent=2) + "\n")
+    paths["md"].write_text(markdown(result))
+    try:
+        plot(result, paths["png"])
+    except ImportError:
+        del paths["png"]  # matplotlib is in the dev extra
+    return {k: str(v) for k, v in paths.items()}

@@ -1,0 +1,160 @@
+"""The systems a benchmark runs: streamflow's stage processes and the two baselines.
+
+Each runs as separate processes, so CPU time and peak RSS are read from /proc the same
+way for all of them; the broker's own CPU is not counted for any of them.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from streamflow.agents.worker import STAGES, StageProcesses
+from streamflow.broker import TopicSpec, die_with_parent, ensure_topics, pipeline_topics
+from streamflow.settings import Settings, load_settings
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu_s(pid: int) -> float:
+    """utime + stime of a live process, in seconds (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def proc_peak_rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return 0.0
+
+
+@dataclass
+class Run:
+    """Topics of one measured run: a raw topic (shared or fresh) and this system's outputs."""
+
+    system: str
+    raw: str
+    tag: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
+
+    @property
+    def scored(self) -> str:
+        return f"bench-{self.system}-{self.tag}.scored"
+
+    @property
+    def dlq(self) -> str:
+        return f"bench-{self.system}-{self.tag}.dlq"
+
+    @property
+    def name(self) -> str:
+        return f"bench-{self.system}-{self.tag}"
+
+
+class System:
+    """One system under test; ``start()`` returns once it has its partitions."""
+
+    def __init__(self, kind: str, base: Settings, bootstrap: str, run: Run, *, replicas: int = 1) -> None:
+        self.kind, self.base, self.bootstrap, self.run, self.replicas = kind, base, bootstrap, run, replicas
+        self.settings = load_settings(base.source, {
+            "name": run.name, "topics.raw": run.raw, "topics.scored": run.scored, "topics.dlq": run.dlq,
+            "kafka.bootstrap": bootstrap, "metrics.port": str(_free_port())})
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.stages: StageProcesses | None = None
+        self.log_dir = tempfile.mkdtemp(prefix=f"streamflow-bench-{kind}-")
+        ensure_topics(bootstrap, pipeline_topics(self.settings))
+
+    def start(self, timeout_s: float = 90.0) -> None:
+        s = self.settings
+        if self.kind == "streamflow":
+            argv = ["--pipeline", s.source] + [a for k, v in {
+                "name": s.name, "topics.raw": s.topics.raw, "topics.scored": s.topics.scored,
+                "topics.dlq": s.topics.dlq, "metrics.port": str(s.metrics.port)}.items() for a in ("--set", f"{k}={v}")]
+            self.stages = StageProcesses(s, self.bootstrap, argv, log_dir=self.log_dir,
+                                         stages=tuple(st for st in STAGES for _ in range(self.replicas)))
+            self.stages.start()
+            from streamflow.demo import LocalPipeline
+
+            probe = LocalPipeline(s, [])
+            probe.stages = self.stages
+            if not probe.wait_consuming(timeout_s):
+                raise RuntimeError(f"streamflow stages did not start; logs in {self.log_dir}")
+            self.procs = [p for _, p in self.stages.procs]
+            return
+        cmd = [sys.executable, "-m", "streamflow.bench.baselines", self.kind, "--pipeline", s.source,
+               "--bootstrap", self.bootstrap, "--raw", s.topics.raw, "--scored", s.topics.scored,
+               "--dlq", s.topics.dlq, "--group", s.name]
+        log = open(Path(self.log_dir) / f"{self.kind}.log", "ab")  # noqa: SIM115
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, preexec_fn=die_with_parent,
+                                start_new_session=True)
+        self.procs = [proc]
+        ready = threading.Event()
+
+        def watch() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                if line.rstrip().endswith(b"ready"):  # faust may prefix terminal escape codes
+                    ready.set()
+
+        threading.Thread(target=watch, daemon=True).start()
+        if not ready.wait(timeout_s):
+            self.stop()
+            raise RuntimeError(f"{self.kind} did not get its partitions; log in {self.log_dir}")
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs]
+
+    def cpu_s(self) -> float:
+        return sum(proc_cpu_s(pid) for pid in self.pids())
+
+    def rss_mb(self) -> float:
+        """Peak RSS of the largest process (a worker's footprint)."""
+        return max((proc_peak_rss_mb(pid) for pid in self.pids()), default=0.0)
+
+    def dead(self) -> bool:
+        return any(p.poll() is not None for p in self.procs)
+
+    def stop(self) -> None:
+        if self.stages is not None:
+            self.stages.stop()
+            return
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def _free_port() -> int:
+    from streamflow.broker import free_port
+
+    return free_port()
+
+
+def shared_raw_topic(bootstrap: str, settings: Settings) -> str:
+    name = f"bench-raw-{uuid.uuid4().hex[:6]}"
+    ensure_topics(bootstrap, [TopicSpec(name, settings.topics.partitions)])
+    return name
+
+
+def wait_accounted(monitor: object, target: int, system: System, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    tally = monitor.tally  # type: ignore[attr-defined]
+    while tally.accounted < target and time.monotonic() < deadline and not system.dead():
+        time.sleep(0.05)
