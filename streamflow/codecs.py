@@ -340,6 +340,22 @@ def _batch_header(data: bytes) -> tuple[dict[str, Any], int]:
     return header, end
 
 
+def encode_record_batches(batch: RecordBatch, max_bytes: int) -> list[bytes]:
+    """``batch`` encoded as one message, or as several of at most ``max_bytes`` each when it is
+    larger (a single row larger than that still goes out alone)."""
+    data = encode_record_batch(batch)
+    n = len(batch)
+    if len(data) <= max_bytes or n <= 1:
+        return [data]
+    parts = min(n, -(-len(data) // max_bytes) + 1)  # one spare part: rows differ in size
+    bounds = np.linspace(0, n, parts + 1).astype(np.int64)
+    out: list[bytes] = []
+    for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+        if hi > lo:
+            out += encode_record_batches(batch.select(np.arange(lo, hi)), max_bytes)
+    return out
+
+
 def record_batch_length(data: bytes) -> int:
     """Rows in an encoded batch, from its header alone."""
     return int(_batch_header(data)[0]["n"])

@@ -58,6 +58,7 @@ class ResultMonitor(threading.Thread):
         self.tally = Tally()
         self.lock = threading.Lock()
         self._stop_event = threading.Event()
+        self.ready = threading.Event()  # set after the first fetch round trip
         self._seen: set[tuple[int, int]] = set()
         self.consumer = Consumer({
             "bootstrap.servers": bootstrap, "group.id": f"streamflow-demo-monitor-{int(time.time())}",
@@ -73,6 +74,7 @@ class ResultMonitor(threading.Thread):
         scored_topic = self.settings.topics.scored
         while not self._stop_event.is_set():
             msgs = self.consumer.consume(5000, timeout=0.05)
+            self.ready.set()
             now = time.time()
             with self.lock:
                 for m in msgs:
@@ -91,7 +93,7 @@ class ResultMonitor(threading.Thread):
                     if m.topic() == scored_topic:
                         self.tally.scored += 1
                         if self.values is not None:
-                            self.values[src] = m.value()
+                            self.values[src] = m.value() or b""
                         self.tally.latencies_ms.append(now * 1000.0 - ingest)
                     else:
                         self.tally.dead += 1

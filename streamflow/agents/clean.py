@@ -9,19 +9,11 @@ from typing import Any
 import numpy as np
 
 from streamflow.agents.common import StageContext, dead_letter
+from streamflow.agents.transport import Chunk
 from streamflow.clients import OutMessage
-from streamflow.codecs import ReadingDecoder, encode_record_batch
+from streamflow.codecs import ReadingDecoder
 from streamflow.records import BytesColumn, RecordBatch, Rejected
 from streamflow.stages.clean import CleanRules, clean
-
-
-def group_by_partition(events: Sequence[Any]) -> dict[tuple[str, int], list[Any]]:
-    """Events grouped by source partition, keeping offset order within each."""
-    groups: dict[tuple[str, int], list[Any]] = {}
-    for e in events:
-        m = e.message
-        groups.setdefault((m.topic, m.partition), []).append(m)
-    return groups
 
 
 class CleanHandler:
@@ -39,10 +31,9 @@ class CleanHandler:
             max_message_bytes=s.kafka.max_message_bytes,
         )
         self.rules = CleanRules.from_features(s.features)
-        self.out_partitions = s.internal_partitions
 
     @staticmethod
-    def weight(event: Any) -> int:
+    def weight(record: Any) -> int:
         return 1
 
     def process(self, topic: str, partition: int, messages: Sequence[Any]) -> tuple[RecordBatch, list[Rejected]]:
@@ -56,7 +47,7 @@ class CleanHandler:
             source_topic=topic,
             source_partition=partition,
             offsets=np.fromiter((m.offset for m in messages), dtype=np.int64, count=len(values)),
-            ingest_ms=np.fromiter((int(m.timestamp * 1000) for m in messages), dtype=np.int64, count=len(values)),
+            ingest_ms=np.fromiter((m.timestamp for m in messages), dtype=np.int64, count=len(values)),
             keys=BytesColumn.from_list([m.key for m in messages]),
             values=BytesColumn.from_list(values),
             device_ids=BytesColumn.from_list([d.encode() for d in dec.device_ids]),
@@ -73,24 +64,23 @@ class CleanHandler:
                 error_class="DecodeError" if undecodable else "ValidationError",
                 reason=dec.errors[row] if undecodable else res.reasons[row],  # type: ignore[arg-type]
                 source_topic=topic, source_partition=partition, source_offset=m.offset,
-                key=m.key, value=m.value, ingest_ms=int(m.timestamp * 1000),
+                key=m.key, value=m.value, ingest_ms=int(m.timestamp),
             ))
         return (batch if ok.all() else batch.select(ok)), rejected
 
-    async def handle(self, events: Sequence[Any]) -> None:
+    async def handle(self, chunks: Sequence[Chunk]) -> None:
         started = time.perf_counter()
         out: list[OutMessage] = []
         rejected: list[Rejected] = []
-        n_ok = 0
+        n_ok = n = 0
         s = self.ctx.settings
-        for (topic, partition), messages in group_by_partition(events).items():
-            batch, bad = self.process(topic, partition, messages)
+        for c in chunks:
+            batch, bad = self.process(c.topic, c.partition, c.records)
             rejected += bad
+            n += len(c.records)
             if len(batch):
                 n_ok += len(batch)
-                out.append(OutMessage(s.cleaned_topic, encode_record_batch(batch),
-                                      partition=partition % self.out_partitions))
-            self.ctx.processed(topic, partition, messages[-1].offset)
+                out += self.ctx.batch_messages(s.cleaned_topic, batch)
         out += [dead_letter(r, s.topics.dlq) for r in rejected]
         await self.ctx.deliver(out)
-        self.ctx.account(n_ok, rejected, started, len(events))
+        self.ctx.account(n_ok, rejected, started, n)

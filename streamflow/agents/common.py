@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from streamflow.clients import BatchProducer, OutMessage
+from streamflow.codecs import encode_record_batches
 from streamflow.metrics import Metrics
-from streamflow.records import Rejected, reason_code
+from streamflow.records import RecordBatch, Rejected, reason_code
 from streamflow.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,9 @@ H_REASON = "sf-reason"
 H_REASON_CODE = "sf-reason-code"
 H_MODEL = "sf-model"
 H_MODEL_VERSION = "sf-model-version"
+
+# Internal-topic messages stay under this size: Kafka brokers refuse messages over 1 MiB by default.
+INTERNAL_MESSAGE_BYTES = 900_000
 
 
 def source_headers(topic: str, partition: int, offset: int, ingest_ms: int) -> list[tuple[str, bytes]]:
@@ -63,6 +67,13 @@ class StageContext:
     @property
     def pipeline(self) -> str:
         return self.settings.name
+
+    def batch_messages(self, topic: str, batch: RecordBatch) -> list[OutMessage]:
+        """``batch`` as internal-topic messages, each under ``INTERNAL_MESSAGE_BYTES``, on the
+        internal partition that matches its source partition (so per-partition order holds)."""
+        partition = batch.source_partition % self.settings.internal_partitions
+        return [OutMessage(topic, data, partition=partition)
+                for data in encode_record_batches(batch, INTERNAL_MESSAGE_BYTES)]
 
     async def deliver(self, messages: Sequence[OutMessage]) -> None:
         """Send and wait until the broker has acknowledged every message."""

@@ -14,7 +14,6 @@ import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import numpy as np
 
@@ -26,6 +25,7 @@ from streamflow.agents.common import (
     source_headers,
 )
 from streamflow.agents.normalize import batch_weight, decode_batches
+from streamflow.agents.transport import Chunk
 from streamflow.clients import OutMessage
 from streamflow.codecs import ResultEncoder
 from streamflow.inference import LoadedModel
@@ -91,10 +91,10 @@ class InferenceHandler:
                                       batch.ingest_ms.tolist(), strict=True)
         ]
 
-    async def handle(self, events: Sequence[Any]) -> None:
+    async def handle(self, chunks: Sequence[Chunk]) -> None:
         started = time.perf_counter()
         s, m = self.ctx.settings, self.ctx.metrics
-        batches, out = decode_batches(events, self.stage, s.topics.dlq)
+        batches, out = decode_batches(chunks, self.stage, s.topics.dlq)
         rejected: list[Rejected] = []
         n = sum(len(b) for b in batches)
         delivered: list[RecordBatch] = []
@@ -126,6 +126,4 @@ class InferenceHandler:
             now = time.time()
             ingest = np.concatenate([b.ingest_ms for b in delivered]).astype(np.float64) / 1000.0
             observe_many(m.end_to_end.labels(s.name), now - ingest)
-        for e in events:
-            self.ctx.processed(e.message.topic, e.message.partition, e.message.offset)
         self.ctx.account(n - len(rejected), rejected, started, n)

@@ -10,18 +10,18 @@ from typing import Any
 import numpy as np
 
 from streamflow.agents.common import StageContext, dead_letter
+from streamflow.agents.transport import Chunk
 from streamflow.clients import OutMessage
-from streamflow.codecs import decode_record_batch, encode_record_batch
+from streamflow.codecs import decode_record_batch
 from streamflow.errors import DecodeError
 from streamflow.records import RecordBatch, Rejected, rejected_from_batch
 from streamflow.stages.normalize import Normalizer, normalize
 
 
-def decode_batches(events: Sequence[Any], stage: str, dlq_topic: str) -> tuple[list[RecordBatch], list[OutMessage]]:
+def decode_batches(chunks: Sequence[Chunk], stage: str, dlq_topic: str) -> tuple[list[RecordBatch], list[OutMessage]]:
     """Decode internal batch messages; a corrupt one is dead-lettered whole (it names no record)."""
     batches, bad = [], []
-    for e in events:
-        m = e.message
+    for m in (r for c in chunks for r in c.records):
         try:
             batches.append(decode_record_batch(m.value))
         except DecodeError as exc:
@@ -30,12 +30,12 @@ def decode_batches(events: Sequence[Any], stage: str, dlq_topic: str) -> tuple[l
     return batches, bad
 
 
-def batch_weight(event: Any) -> int:
+def batch_weight(record: Any) -> int:
     """Records in an internal batch message, read from its header without decoding it."""
     from streamflow.codecs import record_batch_length
 
     try:
-        return max(1, record_batch_length(event.message.value))
+        return max(1, record_batch_length(record.value))
     except DecodeError:
         return 1
 
@@ -62,10 +62,10 @@ class NormalizeHandler:
                                        stage=self.stage, error_class="ValidationError")
         return out.select(res.ok), rejected
 
-    async def handle(self, events: Sequence[Any]) -> None:
+    async def handle(self, chunks: Sequence[Chunk]) -> None:
         started = time.perf_counter()
         s = self.ctx.settings
-        batches, out = decode_batches(events, self.stage, s.topics.dlq)
+        batches, out = decode_batches(chunks, self.stage, s.topics.dlq)
         rejected: list[Rejected] = []
         n = 0
         for batch in batches:
@@ -73,10 +73,7 @@ class NormalizeHandler:
             rejected += bad
             n += len(batch)
             if len(good):
-                out.append(OutMessage(s.normalized_topic, encode_record_batch(good),
-                                      partition=batch.source_partition % s.internal_partitions))
+                out += self.ctx.batch_messages(s.normalized_topic, good)
         out += [dead_letter(r, s.topics.dlq) for r in rejected]
         await self.ctx.deliver(out)
-        for e in events:
-            self.ctx.processed(e.message.topic, e.message.partition, e.message.offset)
         self.ctx.account(n - len(rejected), rejected, started, n)

@@ -23,7 +23,7 @@ import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from streamflow.agents.common import StageContext
-from streamflow.agents.take import take_weighted
+from streamflow.agents.transport import ChunkBuffer
 from streamflow.broker import die_with_parent, ensure_topics, pipeline_topics, wait_ready
 from streamflow.clients import BatchProducer, producer_config
 from streamflow.errors import ConfigError
@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 STAGES = ("clean", "normalize", "inference")
 
 _FETCH_MAX_WAIT_MS = 10
+EXIT_STAGE_FAILED = 70  # EX_SOFTWARE: the stage hit an error it cannot dead-letter
 
 
 def _patch_fetch_wait() -> None:
@@ -56,13 +57,14 @@ def _patch_fetch_wait() -> None:
     cls._streamflow_patched = True
 
 
-def make_app(settings: Settings, stage: str, bootstrap: str) -> faust.App:
+def make_app(settings: Settings, stage: str, bootstrap: str, *, chunked: bool = True) -> faust.App:
     k = settings.kafka
     datadir = Path(tempfile.gettempdir()) / "streamflow-faust" / f"{settings.group_id(stage)}-{os.getpid()}"
     datadir.parent.mkdir(parents=True, exist_ok=True)  # faust creates only the last level
     return faust.App(
         settings.group_id(stage),
-        broker=f"kafka://{bootstrap}",
+        # streamflow:// is faust's aiokafka transport with chunked delivery (agents/transport.py)
+        broker=f"{'streamflow' if chunked else 'kafka'}://{bootstrap}",
         broker_session_timeout=k.session_timeout_s,
         broker_heartbeat_interval=k.heartbeat_interval_s,
         broker_commit_interval=k.commit_interval_s,
@@ -118,12 +120,32 @@ def run_stage(settings: Settings, stage: str, bootstrap: str, *, serve_metrics: 
     ctx = StageContext(settings, stage, metrics, producer)
     handler = build_handler(stage, ctx)  # loads the model: fails here, before joining the group
     app = make_app(settings, stage, bootstrap)
+    # The consumer hands fetched records straight to this buffer (see agents/transport.py);
+    # it holds at most two batches' worth, so a slow stage stops the fetching.
+    buffer = ChunkBuffer(handler.max_weight, handler.weight)
+    app.streamflow_buffer = buffer  # type: ignore[attr-defined]
     topic = app.topic(handler.source_topic, key_serializer="raw", value_serializer="raw")
+    failure: list[BaseException] = []
 
     @app.agent(topic, name=f"streamflow.{stage}")
     async def agent(stream: Any) -> None:
-        async for events in take_weighted(stream, handler.max_weight, handler.within, handler.weight):
-            await handler.handle(events)
+        consumer: Any = app.consumer
+        try:
+            while True:
+                chunks = await buffer.take(handler.within)
+                await handler.handle(chunks)  # returns once the broker has everything it produced
+                for chunk in chunks:  # one batch at a time, in offset order: acks never leave gaps
+                    consumer.ack_chunk(chunk)
+                    ctx.processed(chunk.topic, chunk.partition, chunk.last_offset)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # Not a bad record (those are dead-lettered): a fault in the stage itself. Stop the
+            # worker with an error, committing only what was acked, so a supervisor restarts it
+            # and the unacked batch is read again, instead of a live process that does nothing.
+            log.critical("stage %s failed, stopping the worker: %r", stage, exc, exc_info=True)
+            failure.append(exc)
+            os.kill(os.getpid(), signal.SIGTERM)
 
     @app.timer(interval=2.0)
     async def report_lag() -> None:
@@ -148,6 +170,12 @@ def run_stage(settings: Settings, stage: str, bootstrap: str, *, serve_metrics: 
         log.info("stage %s consuming %s partitions %s as group %s at %s", stage, handler.source_topic, mine,
                  settings.group_id(stage), bootstrap)
 
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def revoked(app: Any, revoked: Any = (), **kwargs: Any) -> None:
+        dropped = buffer.discard({(tp.topic, tp.partition) for tp in revoked})
+        if dropped:
+            log.info("stage %s: partitions revoked, %d buffered records left to their new owner", stage, dropped)
+
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def flush_producer(app: Any, **kwargs: Any) -> None:
         left = await asyncio.get_running_loop().run_in_executor(None, producer.close, 30.0)
@@ -160,7 +188,12 @@ def run_stage(settings: Settings, stage: str, bootstrap: str, *, serve_metrics: 
         serve(metrics.registry, settings.metrics.host, settings.metrics.port)
         log.info("metrics at http://%s:%d/metrics", settings.metrics.host, settings.metrics.port)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        if not failure:
+            raise
+        raise SystemExit(EXIT_STAGE_FAILED) from exc
 
 
 def child_command(stage: str, argv_settings: list[str], bootstrap: str) -> list[str]:

@@ -22,7 +22,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import fastavro
 import numpy as np
@@ -49,6 +49,7 @@ class Backlog:
     scores_checked: int
     scores_max_abs_error: float
     processes: int = 1
+    cpu_us_by_process: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -92,7 +93,7 @@ def read_raw(bootstrap: str, topic: str, n: int) -> dict[tuple[int, int], bytes]
     while len(out) < n and time.monotonic() < deadline:
         for m in c.consume(10000, timeout=0.5):
             if not m.error():
-                out[(m.partition(), m.offset())] = m.value() or b""
+                out[(m.partition() or 0, m.offset() or 0)] = m.value() or b""
     c.close()
     return out
 
@@ -100,15 +101,18 @@ def read_raw(bootstrap: str, topic: str, n: int) -> dict[tuple[int, int], bytes]
 def check_scores(settings: Settings, raw: dict[tuple[int, int], bytes], results: dict[tuple[int, int], bytes],
                  sample: int = 2000) -> tuple[int, float]:
     """Scores of a sample of results against a direct computation on the same raw bytes."""
-    from streamflow.bench.baselines import Work
+    from streamflow.bench.baselines import RawMessage, Work
 
     work = Work(settings)
     keys = random.Random(0).sample(sorted(results), min(sample, len(results)))
     schema = fastavro.parse_schema(json.loads(Path(settings.output.schema).read_text()))
-    got = np.array([fastavro.schemaless_reader(io.BytesIO(results[k]), schema)["score"] for k in keys])
-    msgs = [("t", k[0], k[1], 0, None, raw[k]) for k in keys]
+    def score(value: bytes) -> float:
+        return float(cast(dict[str, Any], fastavro.schemaless_reader(io.BytesIO(value), schema))["score"])
+
+    got = np.array([score(results[k]) for k in keys])
+    msgs: list[RawMessage] = [("t", k[0], k[1], 0, None, raw[k]) for k in keys]
     out = work.run(msgs, "scored", "dlq")
-    want = np.array([fastavro.schemaless_reader(io.BytesIO(v), schema)["score"] for t, v, _, _ in out if t == "scored"])
+    want = np.array([score(v) for t, v, _, _ in out if t == "scored"])
     if len(want) != len(got):
         return len(keys), float("inf")
     return len(keys), float(np.max(np.abs(got - want))) if len(got) else 0.0
@@ -121,10 +125,12 @@ def backlog_run(kind: str, settings: Settings, bootstrap: str, raw_topic: str, r
     monitor.start()
     print(f"  {kind}{f' x{replicas}' if replicas > 1 else ''}: backlog of {records} ...", flush=True)
     system.start()
-    cpu0 = system.cpu_s()
+    cpu0 = system.cpu_by_process()
     try:
         wait_accounted(monitor, records, system, timeout_s=max(180.0, records / 1000.0))
-        cpu = system.cpu_s() - cpu0
+        cpu1 = system.cpu_by_process()
+        by_proc = {k: round((cpu1[k] - cpu0[k]) / max(records, 1) * 1e6, 1) for k in cpu1}
+        cpu = sum(cpu1.values()) - sum(cpu0.values())
         rss = system.rss_mb()
     finally:
         system.stop()
@@ -133,9 +139,10 @@ def backlog_run(kind: str, settings: Settings, bootstrap: str, raw_topic: str, r
     secs = max(t.last_ts - t.first_ts, 1e-9)
     checked, err = check_scores(system.settings, raw, monitor.values or {})
     b = Backlog(kind, records, t.accounted, t.duplicates, round(secs, 2), round(t.accounted / secs, 1),
-                round(cpu / max(t.accounted, 1) * 1e6, 1), round(rss, 1), checked, err, len(system.pids()))
+                round(cpu / max(t.accounted, 1) * 1e6, 1), round(rss, 1), checked, err, len(system.pids()), by_proc)
     print(f"    {b.records_per_s:,.0f} records/s, {b.cpu_us_per_record:.0f} CPU µs/record, RSS {b.rss_mb:.0f} MB, "
-          f"accounted {b.accounted}/{records}, scores max error {err:.2e}", flush=True)
+          f"accounted {b.accounted}/{records}, scores max error {err:.2e}; CPU µs/record by process {by_proc}",
+          flush=True)
     return b
 
 
@@ -146,6 +153,10 @@ def latency_run(kind: str, settings: Settings, bootstrap: str, rate: float, seco
     monitor = ResultMonitor(system.settings, bootstrap, 0)
     monitor.start()
     rp = RawProducer(system.settings, bootstrap)
+    # Warm both ends before the clock starts: connection set-up is not pipeline latency.
+    rp.producer.list_topics(timeout=10)
+    monitor.ready.wait(10)
+    time.sleep(1.0)
     n = int(rate * seconds)
     feeder = threading.Thread(target=run_synthetic, kwargs={"raw": rp, "rate": rate, "records": n, "seed": 5})
     try:

@@ -19,7 +19,8 @@ import logging
 import signal
 import sys
 import time
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
 import numpy as np
 
@@ -31,6 +32,9 @@ from streamflow.records import Rejected
 from streamflow.settings import Settings, load_settings
 from streamflow.stages.clean import CleanRules, clean
 from streamflow.stages.normalize import Normalizer, normalize
+
+RawMessage = tuple[str, int, int, int, bytes | None, bytes]  # topic, partition, offset, ingest_ms, key, value
+Headers = list[tuple[str, bytes]]
 
 
 class Work:
@@ -44,13 +48,13 @@ class Work:
         self.model = load_model(s)
         self.encoder = ResultEncoder(s.output.schema, format=s.output.format)
 
-    def run(self, msgs: list[tuple[str, int, int, int, bytes | None, bytes]], scored: str, dlq: str) -> list[tuple[str, bytes, bytes | None, list[tuple[str, bytes]]]]:
+    def run(self, msgs: Sequence[RawMessage], scored: str, dlq: str) -> list[tuple[str, bytes, bytes | None, Headers]]:
         """(topic, partition, offset, ingest_ms, key, value) -> (topic, value, key, headers) to produce."""
         dec = self.decoder.decode_batch([m[5] for m in msgs])
         c = clean(dec.values, dec.missing, self.rules)
         n = normalize(c.values, self.norm)
         ok = c.ok & n.ok & np.array([e is None for e in dec.errors], dtype=bool)
-        out = []
+        out: list[tuple[str, bytes, bytes | None, Headers]] = []
         idx = np.flatnonzero(ok)
         if len(idx):
             scores = self.model.run(n.values[idx])
@@ -87,15 +91,15 @@ def run_limit(s: Settings, a: argparse.Namespace) -> None:
     consumer.subscribe([a.raw], on_assign=on_assign)
     while not stop["now"]:
         batch = consumer.consume(5000, timeout=0.005)
-        msgs = [(m.topic(), m.partition(), m.offset(), m.timestamp()[1], m.key(), m.value() or b"")
-                for m in batch if not m.error()]
+        msgs: list[RawMessage] = [(m.topic() or "", m.partition() or 0, m.offset() or 0, m.timestamp()[1], m.key(),
+                                   m.value() or b"") for m in batch if not m.error()]
         if not msgs:
             producer.poll(0)
             continue
         for topic, value, key, headers in work.run(msgs, a.scored, a.dlq):
             while True:
                 try:
-                    producer.produce(topic, value, key, headers=headers)
+                    producer.produce(topic, value, key, headers=cast(Any, headers))
                     break
                 except BufferError:
                     producer.poll(0.01)
@@ -113,7 +117,7 @@ def run_naive(s: Settings, a: argparse.Namespace) -> None:
     worker._FETCH_MAX_WAIT_MS = s.kafka.fetch_max_wait_ms
     worker._patch_fetch_wait()
     work = Work(s)
-    app = worker.make_app(s, "naive", a.bootstrap)
+    app = worker.make_app(s, "naive", a.bootstrap, chunked=False)  # faust as shipped
     source = app.topic(a.raw, key_serializer="raw", value_serializer="raw")
     topics = {a.scored: app.topic(a.scored, key_serializer="raw", value_serializer="raw"),
               a.dlq: app.topic(a.dlq, key_serializer="raw", value_serializer="raw")}

@@ -116,8 +116,9 @@ class System:
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs]
 
-    def cpu_s(self) -> float:
-        return sum(proc_cpu_s(pid) for pid in self.pids())
+    def cpu_by_process(self) -> dict[str, float]:
+        names = [st for st, _ in self.stages.procs] if self.stages else [self.kind]
+        return {f"{n}#{i}": proc_cpu_s(p.pid) for i, (n, p) in enumerate(zip(names, self.procs, strict=True))}
 
     def rss_mb(self) -> float:
         """Peak RSS of the largest process (a worker's footprint)."""

@@ -12,6 +12,7 @@ from streamflow.codecs import (
     ResultEncoder,
     decode_record_batch,
     encode_record_batch,
+    encode_record_batches,
     record_batch_length,
     to_json_line,
 )
@@ -118,6 +119,18 @@ def test_record_batches_round_trip_exactly(n: int) -> None:
         np.testing.assert_array_equal(getattr(got, name), getattr(b, name))
     for name in ("keys", "values", "device_ids"):
         assert getattr(got, name).to_list() == getattr(b, name).to_list()
+
+
+def test_large_batches_are_split_under_the_size_limit_in_order() -> None:
+    b = batch(600)  # values grow with the row: ~180 kB of raw bytes alone
+    whole = encode_record_batch(b)
+    parts = encode_record_batches(b, 40_000)
+    assert len(parts) > 1 and all(len(p) <= 40_000 for p in parts)
+    got = [decode_record_batch(p) for p in parts]
+    np.testing.assert_array_equal(np.concatenate([g.offsets for g in got]), b.offsets)
+    assert sum((g.values.to_list() for g in got), []) == b.values.to_list()
+    assert encode_record_batches(b, len(whole)) == [whole]
+    assert encode_record_batches(batch(1), 10) == [encode_record_batch(batch(1))]  # one row goes alone
 
 
 def test_truncated_or_foreign_batches_are_decode_errors() -> None:

@@ -1,0 +1,181 @@
+"""faust's aiokafka transport, with a consumer that hands fetched records to the stage in chunks.
+
+faust's consumer delivers each message on its own: for every record it builds a
+``Message``, awaits ``wait_first(callback(message), ...)`` (tasks per message), and the
+conductor and ``Stream`` build an ``Event`` and pass it through queues and processors:
+about 80 µs per message before any work is done (FIELD_NOTES). streamflow's stages
+work on batches, so this consumer keeps everything faust does around the records (group
+membership, assignment, flow control during rebalances, read offsets and gaps, the commit
+loop) and replaces the per-message delivery with one hand-off per fetched partition
+chunk into a bounded ``ChunkBuffer``. The stage acks a chunk's offsets in bulk, after the
+broker has acknowledged everything the chunk produced; faust's commit loop then commits
+them.
+
+Use the ``streamflow://host:port`` broker URL to get it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from faust.transport import drivers
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+from faust.types.tuples import ack_lock
+from mode.utils.futures import notify
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Consecutive records of one partition, as aiokafka returned them (timestamps in ms)."""
+
+    topic: str
+    partition: int
+    records: list[Any]
+    weight: int
+
+    @property
+    def last_offset(self) -> int:
+        return int(self.records[-1].offset)
+
+
+class ChunkBuffer:
+    """Bounded hand-off between the consumer's drain loop and the stage (backpressure by weight)."""
+
+    def __init__(self, batch_weight: int, weight: Callable[[Any], int], *, capacity_batches: int = 2) -> None:
+        self.batch_weight = batch_weight  # what the stage takes at once; chunks are cut to fit
+        self.max_weight = capacity_batches * batch_weight  # buffered beyond this, fetching waits
+        self.weight = weight
+        self._chunks: deque[tuple[float, Chunk]] = deque()
+        self._total = 0
+        self._arrived = asyncio.Event()
+        self._drained = asyncio.Event()
+
+    def __len__(self) -> int:
+        return self._total
+
+    async def put(self, topic: str, partition: int, records: list[Any]) -> None:
+        while self._total >= self.max_weight:  # the stage is behind: stop fetching
+            self._drained.clear()
+            await self._drained.wait()
+        now = time.monotonic()
+        piece: list[Any] = []
+        w = 0
+        for r in records:
+            rw = self.weight(r)
+            if piece and w + rw > self.batch_weight:
+                self._chunks.append((now, Chunk(topic, partition, piece, w)))
+                self._total += w
+                piece, w = [], 0
+            piece.append(r)
+            w += rw
+        if piece:
+            self._chunks.append((now, Chunk(topic, partition, piece, w)))
+            self._total += w
+        self._arrived.set()
+
+    def discard(self, partitions: set[tuple[str, int]]) -> int:
+        """Drop buffered chunks of ``partitions`` (revoked: their new owner reads them from the
+        committed offset). Returns the weight dropped."""
+        keep = deque(e for e in self._chunks if (e[1].topic, e[1].partition) not in partitions)
+        dropped = self._total - sum(e[1].weight for e in keep)
+        self._chunks, self._total = keep, self._total - dropped
+        self._drained.set()
+        return dropped
+
+    async def take(self, within: float) -> list[Chunk]:
+        """Chunks totalling up to ``batch_weight`` (at least one), once that much is buffered
+        or ``within`` seconds after the oldest buffered chunk arrived."""
+        max_weight = self.batch_weight
+        while not self._chunks:
+            self._arrived.clear()
+            await self._arrived.wait()
+        deadline = self._chunks[0][0] + within
+        while self._total < max_weight:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), left)
+            except TimeoutError:
+                break
+        out: list[Chunk] = []
+        taken = 0
+        while self._chunks and (not out or taken + self._chunks[0][1].weight <= max_weight):
+            chunk = self._chunks.popleft()[1]
+            out.append(chunk)
+            taken += chunk.weight
+        self._total -= taken
+        self._drained.set()
+        return out
+
+
+class ChunkingConsumer(faust_aiokafka.Consumer):
+    """faust's aiokafka consumer, delivering chunks to ``app.streamflow_buffer``."""
+
+    async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - exercised by integration tests
+        buffer: ChunkBuffer = self.app.streamflow_buffer  # type: ignore[attr-defined]
+        consumer_should_stop = self._stopped.is_set
+        fetcher_should_stop = fetcher._stopped.is_set
+        read_offset = self._read_offset
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                records, active = await self._wait_next_records(1.0)
+                if not records or self.should_stop:
+                    await asyncio.sleep(0)
+                    continue
+                for tp, recs in records.items():
+                    if active is not None and tp not in active and tp not in self._buffered_partitions:
+                        continue
+                    last = read_offset.get(tp)
+                    if last is not None and recs[0].offset <= last:
+                        recs = [r for r in recs if r.offset > last]  # already handed over
+                        if not recs:
+                            continue
+                    await self._note_gaps(tp, last, recs)
+                    read_offset[tp] = recs[-1].offset
+                    await buffer.put(tp.topic, tp.partition, recs)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                return
+            raise
+
+    async def _note_gaps(self, tp: TP, last: int | None, recs: list[Any]) -> None:
+        """Offsets that will never arrive (transaction markers, compaction) count as acked."""
+        prev = last
+        for r in recs:
+            if prev is not None and r.offset - prev > 1:
+                await self._add_gap(tp, prev + 1, r.offset - 1)
+            prev = r.offset
+
+    def ack_chunk(self, chunk: Chunk) -> None:
+        """Mark every offset of ``chunk`` safe to commit (what ``Consumer.ack`` does per message)."""
+        tp = TP(chunk.topic, chunk.partition)
+        with ack_lock:
+            committed = self._committed_offset[tp]
+            index = self._acked_index[tp]
+            acked = self._acked[tp]
+            for r in chunk.records:
+                offset = r.offset
+                if (committed is None or offset >= committed) and offset not in index:
+                    index.add(offset)
+                    acked.append(offset)
+                    self._n_acked += 1
+            notify(self._waiting_for_ack)
+
+
+class Transport(faust_aiokafka.Transport):
+    Consumer = ChunkingConsumer
+
+
+drivers.TRANSPORTS.aliases.setdefault("streamflow", f"{__name__}:Transport")

@@ -1,0 +1,123 @@
+"""The bounded hand-off between the consumer's fetch loop and a stage (agents/transport.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import pytest
+
+from streamflow.agents.transport import ChunkBuffer
+
+
+@dataclass
+class Rec:
+    offset: int
+    n: int = 1  # records it carries (internal batch messages carry many)
+
+
+def recs(start: int, count: int, n: int = 1) -> list[Rec]:
+    return [Rec(o, n) for o in range(start, start + count)]
+
+
+def offsets(chunks: list) -> list[tuple[int, list[int]]]:
+    return [(c.partition, [r.offset for r in c.records]) for c in chunks]
+
+
+def test_fetched_records_are_cut_to_the_batch_size_and_taken_in_order() -> None:
+    async def main() -> None:
+        buf = ChunkBuffer(4, lambda r: r.n, capacity_batches=10)
+        await buf.put("t", 0, recs(0, 10))
+        await buf.put("t", 1, recs(0, 2))
+        assert len(buf) == 12
+        assert offsets(await buf.take(0.0)) == [(0, [0, 1, 2, 3])]
+        assert offsets(await buf.take(0.0)) == [(0, [4, 5, 6, 7])]
+        assert offsets(await buf.take(0.0)) == [(0, [8, 9]), (1, [0, 1])]
+        assert len(buf) == 0
+
+    asyncio.run(main())
+
+
+def test_weights_count_records_inside_messages() -> None:
+    async def main() -> None:
+        buf = ChunkBuffer(100, lambda r: r.n, capacity_batches=10)
+        await buf.put("t", 0, recs(0, 5, n=40))
+        first = await buf.take(0.0)
+        assert [c.weight for c in first] == [80]
+        assert offsets(first) == [(0, [0, 1])]
+        big = ChunkBuffer(10, lambda r: r.n)
+        await big.put("t", 0, [Rec(0, 50)])  # one message over the batch size still goes, alone
+        assert offsets(await big.take(0.0)) == [(0, [0])]
+
+    asyncio.run(main())
+
+
+def test_take_waits_for_a_full_batch_or_the_delay() -> None:
+    async def main() -> None:
+        buf = ChunkBuffer(10, lambda r: r.n)
+        await buf.put("t", 0, recs(0, 3))
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        got = await buf.take(0.2)  # only 3 of 10: waits out the delay
+        assert offsets(got) == [(0, [0, 1, 2])] and loop.time() - t0 >= 0.15
+
+        async def fill() -> None:
+            await asyncio.sleep(0.05)
+            await buf.put("t", 0, recs(3, 10))
+
+        task = asyncio.create_task(fill())
+        t0 = loop.time()
+        got = await buf.take(5.0)  # a full batch arrives: no need to wait 5 s
+        assert sum(c.weight for c in got) == 10 and loop.time() - t0 < 2.0
+        await task
+
+    asyncio.run(main())
+
+
+def test_a_full_buffer_holds_the_fetcher_until_the_stage_takes() -> None:
+    async def main() -> None:
+        buf = ChunkBuffer(5, lambda r: r.n, capacity_batches=2)
+        await buf.put("t", 0, recs(0, 10))  # at capacity
+        blocked = asyncio.create_task(buf.put("t", 0, recs(10, 5)))
+        await asyncio.sleep(0.05)
+        assert not blocked.done() and len(buf) == 10
+        await buf.take(0.0)
+        await asyncio.wait_for(blocked, 1.0)
+        assert len(buf) == 10
+
+    asyncio.run(main())
+
+
+def test_revoked_partitions_are_dropped_from_the_buffer() -> None:
+    async def main() -> None:
+        buf = ChunkBuffer(100, lambda r: r.n)
+        await buf.put("t", 0, recs(0, 3))
+        await buf.put("t", 1, recs(0, 4))
+        assert buf.discard({("t", 1)}) == 4
+        assert len(buf) == 3
+        assert offsets(await buf.take(0.0)) == [(0, [0, 1, 2])]
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("batch", [1, 7, 64])
+def test_every_record_comes_out_once_in_partition_order(batch: int) -> None:
+    async def main() -> None:
+        buf = ChunkBuffer(batch, lambda r: r.n, capacity_batches=3)
+        sent = {p: 0 for p in range(3)}
+
+        async def produce() -> None:
+            for i in range(60):
+                p = i % 3
+                await buf.put("t", p, recs(sent[p], 5))
+                sent[p] += 5
+
+        task = asyncio.create_task(produce())
+        seen: dict[int, list[int]] = {0: [], 1: [], 2: []}
+        while sum(len(v) for v in seen.values()) < 300:
+            for c in await buf.take(0.01):
+                seen[c.partition] += [r.offset for r in c.records]
+        await task
+        assert all(seen[p] == list(range(100)) for p in range(3))
+
+    asyncio.run(main())
