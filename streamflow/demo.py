@@ -73,9 +73,14 @@ class ResultMonitor(threading.Thread):
     def run(self) -> None:
         scored_topic = self.settings.topics.scored
         while not self._stop_event.is_set():
-            msgs = self.consumer.consume(5000, timeout=0.05)
-            self.ready.set()
+            # poll() returns as soon as one result is readable, then consume(timeout=0) takes what
+            # else is already fetched: arrival times are not delayed by waiting for a full batch.
+            first = self.consumer.poll(0.05)
             now = time.time()
+            self.ready.set()
+            if first is None:
+                continue
+            msgs = [first, *self.consumer.consume(5000, timeout=0)]
             with self.lock:
                 for m in msgs:
                     if m.error():
@@ -264,6 +269,8 @@ def run_demo(settings: Settings, argv_settings: list[str], *, records: int, rate
         monitor = ResultMonitor(settings, bootstrap, int(started * 1000) - 1)
         monitor.start()
         raw = RawProducer(settings, bootstrap)
+        raw.producer.list_topics(timeout=10)  # connected before the first record is timed
+        monitor.ready.wait(10)
         collector = threading.Thread(target=run_synthetic, name="collector", daemon=True,
                                      kwargs={"raw": raw, "rate": rate, "records": records, "seed": seed, "stop": stop})
         collector.start()

@@ -70,6 +70,7 @@ class BatchingSettings:
     max_batch: int = 4096  # records per ONNX Runtime call
     max_delay_ms: float = 5.0  # longest a record waits for its batch to fill
     clean_max_batch: int = 2000  # raw messages the clean stage takes at once
+    max_in_flight: int = 4  # batches a stage may have sent and not yet seen acknowledged
 
 
 @dataclass(frozen=True)
@@ -408,6 +409,8 @@ def check(s: Settings) -> list[str]:
         p.append(f"batching.max_batch: must be >= 1, got {b.max_batch}")
     if b.clean_max_batch < 1:
         p.append(f"batching.clean_max_batch: must be >= 1, got {b.clean_max_batch}")
+    if b.max_in_flight < 1:
+        p.append(f"batching.max_in_flight: must be >= 1, got {b.max_in_flight}")
     if not 0.0 <= b.max_delay_ms <= 60_000:
         p.append(f"batching.max_delay_ms: must be within [0, 60000], got {b.max_delay_ms}")
     if s.runtime.device not in DEVICES:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -24,7 +25,7 @@ class CleanHandler:
         self.ctx = ctx
         self.source_topic = s.topics.raw
         self.max_weight = s.batching.clean_max_batch
-        self.within = max(s.batching.max_delay_ms, 1.0) / 1000.0
+        self.within = 0.0  # what is fetched is the batch: waiting here only adds latency
         self.decoder = ReadingDecoder(
             s.input.schema, s.feature_names, format=s.input.format, key_field=s.input.key_field,
             timestamp_field=s.input.timestamp_field, schema_registry_url=s.input.schema_registry_url,
@@ -68,7 +69,7 @@ class CleanHandler:
             ))
         return (batch if ok.all() else batch.select(ok)), rejected
 
-    async def handle(self, chunks: Sequence[Chunk]) -> None:
+    async def handle(self, chunks: Sequence[Chunk]) -> asyncio.Future[None]:
         started = time.perf_counter()
         out: list[OutMessage] = []
         rejected: list[Rejected] = []
@@ -82,5 +83,5 @@ class CleanHandler:
                 n_ok += len(batch)
                 out += self.ctx.batch_messages(s.cleaned_topic, batch)
         out += [dead_letter(r, s.topics.dlq) for r in rejected]
-        await self.ctx.deliver(out)
         self.ctx.account(n_ok, rejected, started, n)
+        return self.ctx.send(out)

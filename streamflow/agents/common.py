@@ -75,10 +75,9 @@ class StageContext:
         return [OutMessage(topic, data, partition=partition)
                 for data in encode_record_batches(batch, INTERNAL_MESSAGE_BYTES)]
 
-    async def deliver(self, messages: Sequence[OutMessage]) -> None:
-        """Send and wait until the broker has acknowledged every message."""
-        if messages:
-            await self.producer.send(messages, asyncio.get_running_loop())
+    def send(self, messages: Sequence[OutMessage]) -> asyncio.Future[None]:
+        """Queue every message; the future resolves once the broker has acknowledged them all."""
+        return self.producer.send(messages, asyncio.get_running_loop())
 
     def account(self, n_ok: int, rejected: Sequence[Rejected], started: float, batch_records: int) -> None:
         m, p, s = self.metrics, self.pipeline, self.stage

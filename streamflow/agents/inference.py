@@ -91,7 +91,7 @@ class InferenceHandler:
                                       batch.ingest_ms.tolist(), strict=True)
         ]
 
-    async def handle(self, chunks: Sequence[Chunk]) -> None:
+    async def handle(self, chunks: Sequence[Chunk]) -> asyncio.Future[None]:
         started = time.perf_counter()
         s, m = self.ctx.settings, self.ctx.metrics
         batches, out = decode_batches(chunks, self.stage, s.topics.dlq)
@@ -121,9 +121,14 @@ class InferenceHandler:
                     out += self.results(batch, batch_scores)
                     delivered.append(batch)
         out += [dead_letter(r, s.topics.dlq) for r in rejected]
-        await self.ctx.deliver(out)
-        if delivered:
-            now = time.time()
-            ingest = np.concatenate([b.ingest_ms for b in delivered]).astype(np.float64) / 1000.0
-            observe_many(m.end_to_end.labels(s.name), now - ingest)
         self.ctx.account(n - len(rejected), rejected, started, n)
+        sent = self.ctx.send(out)
+        if delivered:
+            ingest = np.concatenate([b.ingest_ms for b in delivered]).astype(np.float64) / 1000.0
+
+            def observe(f: asyncio.Future[None]) -> None:  # end to end: until the broker has the result
+                if not f.cancelled() and f.exception() is None:
+                    observe_many(m.end_to_end.labels(s.name), time.time() - ingest)
+
+            sent.add_done_callback(observe)
+        return sent

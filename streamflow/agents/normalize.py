@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -48,7 +49,7 @@ class NormalizeHandler:
         self.ctx = ctx
         self.source_topic = s.cleaned_topic
         self.max_weight = s.batching.max_batch
-        self.within = max(s.batching.max_delay_ms, 1.0) / 1000.0
+        self.within = 0.0  # what is fetched is the batch: waiting here only adds latency
         self.norm = Normalizer.from_features(s.features)
         self.weight = batch_weight
 
@@ -62,7 +63,7 @@ class NormalizeHandler:
                                        stage=self.stage, error_class="ValidationError")
         return out.select(res.ok), rejected
 
-    async def handle(self, chunks: Sequence[Chunk]) -> None:
+    async def handle(self, chunks: Sequence[Chunk]) -> asyncio.Future[None]:
         started = time.perf_counter()
         s = self.ctx.settings
         batches, out = decode_batches(chunks, self.stage, s.topics.dlq)
@@ -75,5 +76,5 @@ class NormalizeHandler:
             if len(good):
                 out += self.ctx.batch_messages(s.normalized_topic, good)
         out += [dead_letter(r, s.topics.dlq) for r in rejected]
-        await self.ctx.deliver(out)
         self.ctx.account(n - len(rejected), rejected, started, n)
+        return self.ctx.send(out)

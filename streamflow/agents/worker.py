@@ -127,25 +127,51 @@ def run_stage(settings: Settings, stage: str, bootstrap: str, *, serve_metrics: 
     topic = app.topic(handler.source_topic, key_serializer="raw", value_serializer="raw")
     failure: list[BaseException] = []
 
+    def fail(exc: BaseException) -> None:
+        # Not a bad record (those are dead-lettered): a fault in the stage itself. Stop the
+        # worker with an error, committing only what was acked, so a supervisor restarts it
+        # and the unacked batches are read again, instead of a live process that does nothing.
+        if not failure:
+            log.critical("stage %s failed, stopping the worker: %r", stage, exc, exc_info=exc)
+            failure.append(exc)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    # Batches sent and not yet acknowledged by the broker, oldest first. The stage works on
+    # the next batch while the broker acknowledges the previous ones; a batch's input offsets
+    # are acked only once its output is acknowledged, and in order, so acks never leave gaps.
+    in_flight: asyncio.Queue[tuple[asyncio.Future[None], list[Any]]] = asyncio.Queue(
+        maxsize=settings.batching.max_in_flight)
+
+    async def acknowledge() -> None:
+        consumer: Any = app.consumer
+        while True:
+            sent, chunks = await in_flight.get()
+            await sent
+            for chunk in chunks:
+                consumer.ack_chunk(chunk)
+                ctx.processed(chunk.topic, chunk.partition, chunk.last_offset)
+            in_flight.task_done()
+
     @app.agent(topic, name=f"streamflow.{stage}")
     async def agent(stream: Any) -> None:
-        consumer: Any = app.consumer
+        acker = asyncio.create_task(acknowledge())
+
+        def acker_done(t: asyncio.Task[None]) -> None:
+            exc = None if t.cancelled() else t.exception()
+            if exc is not None:
+                fail(exc)
+
+        acker.add_done_callback(acker_done)
         try:
-            while True:
+            while not acker.done():
                 chunks = await buffer.take(handler.within)
-                await handler.handle(chunks)  # returns once the broker has everything it produced
-                for chunk in chunks:  # one batch at a time, in offset order: acks never leave gaps
-                    consumer.ack_chunk(chunk)
-                    ctx.processed(chunk.topic, chunk.partition, chunk.last_offset)
+                await in_flight.put((await handler.handle(chunks), chunks))  # waits while max_in_flight are out
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            # Not a bad record (those are dead-lettered): a fault in the stage itself. Stop the
-            # worker with an error, committing only what was acked, so a supervisor restarts it
-            # and the unacked batch is read again, instead of a live process that does nothing.
-            log.critical("stage %s failed, stopping the worker: %r", stage, exc, exc_info=True)
-            failure.append(exc)
-            os.kill(os.getpid(), signal.SIGTERM)
+            fail(exc)
+        finally:
+            acker.cancel()
 
     @app.timer(interval=2.0)
     async def report_lag() -> None:

@@ -27,7 +27,7 @@ from typing import Any, cast
 import fastavro
 import numpy as np
 
-from streamflow.bench.systems import Run, System, shared_raw_topic, wait_accounted
+from streamflow.bench.systems import Run, System, proc_cpu_s, shared_raw_topic, wait_accounted
 from streamflow.broker import EmbeddedBroker
 from streamflow.collectors.produce import RawProducer, run_synthetic
 from streamflow.demo import ResultMonitor, percentiles
@@ -50,6 +50,7 @@ class Backlog:
     scores_max_abs_error: float
     processes: int = 1
     cpu_us_by_process: dict[str, float] = field(default_factory=dict)
+    broker_cpu_us_per_record: float | None = None  # the embedded broker's CPU, when it is ours
 
 
 @dataclass
@@ -64,6 +65,8 @@ class Latency:
     p99_ms: float
     max_ms: float
     saturated: bool
+    cpu_pct: float = 0.0  # the system's processes, in % of one core, while records flowed
+    broker_cpu_pct: float | None = None  # the embedded broker's, likewise
 
 
 @dataclass
@@ -118,17 +121,21 @@ def check_scores(settings: Settings, raw: dict[tuple[int, int], bytes], results:
     return len(keys), float(np.max(np.abs(got - want))) if len(got) else 0.0
 
 
+def _cpu(pid: int | None) -> float:
+    return proc_cpu_s(pid) if pid else 0.0
+
+
 def backlog_run(kind: str, settings: Settings, bootstrap: str, raw_topic: str, raw: dict[tuple[int, int], bytes],
-                records: int, replicas: int = 1) -> Backlog:
+                records: int, replicas: int = 1, broker_pid: int | None = None) -> Backlog:
     system = System(kind, settings, bootstrap, Run(kind, raw_topic), replicas=replicas)
     monitor = ResultMonitor(system.settings, bootstrap, 0, keep_values=True)
     monitor.start()
     print(f"  {kind}{f' x{replicas}' if replicas > 1 else ''}: backlog of {records} ...", flush=True)
     system.start()
-    cpu0 = system.cpu_by_process()
+    cpu0, broker0 = system.cpu_by_process(), _cpu(broker_pid)
     try:
         wait_accounted(monitor, records, system, timeout_s=max(180.0, records / 1000.0))
-        cpu1 = system.cpu_by_process()
+        cpu1, broker1 = system.cpu_by_process(), _cpu(broker_pid)
         by_proc = {k: round((cpu1[k] - cpu0[k]) / max(records, 1) * 1e6, 1) for k in cpu1}
         cpu = sum(cpu1.values()) - sum(cpu0.values())
         rss = system.rss_mb()
@@ -139,14 +146,17 @@ def backlog_run(kind: str, settings: Settings, bootstrap: str, raw_topic: str, r
     secs = max(t.last_ts - t.first_ts, 1e-9)
     checked, err = check_scores(system.settings, raw, monitor.values or {})
     b = Backlog(kind, records, t.accounted, t.duplicates, round(secs, 2), round(t.accounted / secs, 1),
-                round(cpu / max(t.accounted, 1) * 1e6, 1), round(rss, 1), checked, err, len(system.pids()), by_proc)
-    print(f"    {b.records_per_s:,.0f} records/s, {b.cpu_us_per_record:.0f} CPU µs/record, RSS {b.rss_mb:.0f} MB, "
+                round(cpu / max(t.accounted, 1) * 1e6, 1), round(rss, 1), checked, err, len(system.pids()), by_proc,
+                round((broker1 - broker0) / max(t.accounted, 1) * 1e6, 1) if broker_pid else None)
+    print(f"    {b.records_per_s:,.0f} records/s, {b.cpu_us_per_record:.0f} CPU µs/record "
+          f"(broker {b.broker_cpu_us_per_record}), RSS {b.rss_mb:.0f} MB, "
           f"accounted {b.accounted}/{records}, scores max error {err:.2e}; CPU µs/record by process {by_proc}",
           flush=True)
     return b
 
 
-def latency_run(kind: str, settings: Settings, bootstrap: str, rate: float, seconds: float) -> Latency:
+def latency_run(kind: str, settings: Settings, bootstrap: str, rate: float, seconds: float,
+                broker_pid: int | None = None) -> Latency:
     raw_topic = shared_raw_topic(bootstrap, settings)
     system = System(kind, settings, bootstrap, Run(kind, raw_topic))
     system.start()
@@ -160,17 +170,23 @@ def latency_run(kind: str, settings: Settings, bootstrap: str, rate: float, seco
     n = int(rate * seconds)
     feeder = threading.Thread(target=run_synthetic, kwargs={"raw": rp, "rate": rate, "records": n, "seed": 5})
     try:
+        t0, cpu0, broker0 = time.monotonic(), sum(system.cpu_by_process().values()), _cpu(broker_pid)
         feeder.start()
         feeder.join()
         wait_accounted(monitor, n, system, timeout_s=30.0)
+        secs = time.monotonic() - t0
+        cpu_pct = (sum(system.cpu_by_process().values()) - cpu0) / secs * 100
+        broker_pct = (_cpu(broker_pid) - broker0) / secs * 100 if broker_pid else None
     finally:
         system.stop()
         monitor.stop()
     t = monitor.tally
     pct = percentiles(t.latencies_ms)
     lat = Latency(kind, rate, seconds, n, t.accounted, round(pct["p50"], 1), round(pct["p95"], 1),
-                  round(pct["p99"], 1), round(pct["max"], 1), t.accounted < n)
-    print(f"  {kind} at {rate:,.0f}/s: p50 {lat.p50_ms} p95 {lat.p95_ms} p99 {lat.p99_ms} max {lat.max_ms} ms"
+                  round(pct["p99"], 1), round(pct["max"], 1), t.accounted < n, round(cpu_pct, 1),
+                  round(broker_pct, 1) if broker_pct is not None else None)
+    print(f"  {kind} at {rate:,.0f}/s: p50 {lat.p50_ms} p95 {lat.p95_ms} p99 {lat.p99_ms} max {lat.max_ms} ms; "
+          f"CPU {lat.cpu_pct:.0f}% of a core, broker {lat.broker_cpu_pct}%"
           + (f"  SATURATED ({t.accounted}/{n} in time)" if lat.saturated else ""), flush=True)
     return lat
 
@@ -182,6 +198,7 @@ def run_bench(settings: Settings, argv_settings: list[str], *, records: int, wha
 
     broker = None if settings.kafka.bootstrap else EmbeddedBroker().start()
     bootstrap = broker.bootstrap if broker else settings.kafka.bootstrap
+    broker_pid = broker.pid if broker else None
     result = BenchResult(records, machine=_machine())
     try:
         print(f"backlog: {records} records on {settings.topics.partitions} partitions ({bootstrap})", flush=True)
@@ -189,15 +206,16 @@ def run_bench(settings: Settings, argv_settings: list[str], *, records: int, wha
         produce_backlog(settings, bootstrap, raw_topic, records)
         raw = read_raw(bootstrap, raw_topic, records)
         for kind in systems:
-            result.backlog.append(backlog_run(kind, settings, bootstrap, raw_topic, raw, records))
+            result.backlog.append(backlog_run(kind, settings, bootstrap, raw_topic, raw, records, broker_pid=broker_pid))
         if scaling and "streamflow" in systems:
             print("scaling: processes per stage on the same backlog", flush=True)
             for k in (1, 2, 4):
-                result.scaling.append(backlog_run("streamflow", settings, bootstrap, raw_topic, raw, records, k))
+                result.scaling.append(backlog_run("streamflow", settings, bootstrap, raw_topic, raw, records, k,
+                                                  broker_pid=broker_pid))
         print("latency at fixed input rates", flush=True)
         for kind in systems:
             for rate in rates:
-                result.latency.append(latency_run(kind, settings, bootstrap, rate, seconds))
+                result.latency.append(latency_run(kind, settings, bootstrap, rate, seconds, broker_pid))
     finally:
         if broker:
             broker.stop()
