@@ -209,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_broker)
 
     w = sub.add_parser("worker", help="run agents against the configured broker (what compose and k8s run)")
-    w.add_argument("--stage", required=True, choices=["clean", "normalize", "inference", "all"])
+    w.add_argument("--stage", required=True, choices=["clean", "normalize", "inference", "chained", "all"])
     w.add_argument("--loglevel", default="info")
     _settings_args(w)
     w.set_defaults(func=cmd_worker)
@@ -265,7 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--records", type=int, default=200_000, help="backlog size")
     be.add_argument("--rates", default="1000,5000,20000", help="input rates for the latency runs ('' to skip)")
     be.add_argument("--seconds", type=float, default=5.0, help="length of each latency run")
-    be.add_argument("--systems", default="streamflow,limit,naive", help="which systems to run")
+    be.add_argument("--systems", default="streamflow,chained,limit,naive",
+                    help="which systems to run: streamflow (3 stages), chained, limit, naive")
     be.add_argument("--scaling", action="store_true", help="also run streamflow with 1, 2 and 4 processes per stage")
     _settings_args(be)
     be.set_defaults(func=cmd_bench)

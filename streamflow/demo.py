@@ -24,7 +24,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamflow.agents.common import H_INGEST_MS, H_REASON_CODE, H_SOURCE_OFFSET, H_SOURCE_PARTITION
-from streamflow.agents.worker import STAGES, StageProcesses
+from streamflow.agents.worker import STAGES, StageProcesses, process_stages
 from streamflow.broker import EmbeddedBroker, ensure_topics, pipeline_topics
 from streamflow.collectors.produce import RawProducer, run_synthetic
 from streamflow.settings import Settings
@@ -226,7 +226,7 @@ class LocalPipeline:
                 text = urllib.request.urlopen(self.metrics_url, timeout=1).read().decode()
                 up = {s.labels["stage"] for f in text_string_to_metric_families(text) for s in f.samples
                       if s.name == "streamflow_worker_up" and s.value == 1}
-                if up >= set(STAGES):
+                if up >= set(process_stages(self.settings)):
                     return True
             except OSError:
                 pass

@@ -75,6 +75,10 @@ class BatchingSettings:
 
 @dataclass(frozen=True)
 class RuntimeSettings:
+    # "stages": clean, normalize and inference are separate agents (and consumer groups) joined
+    # by internal topics, each scaled on its own. "chained": one agent runs the three in turn
+    # on each batch of raw records (no internal hops: less latency and broker load).
+    topology: str = "stages"
     device: str = "auto"
     intra_op_threads: int = 1
     inter_op_threads: int = 1
@@ -409,6 +413,8 @@ def check(s: Settings) -> list[str]:
         p.append(f"batching.max_batch: must be >= 1, got {b.max_batch}")
     if b.clean_max_batch < 1:
         p.append(f"batching.clean_max_batch: must be >= 1, got {b.clean_max_batch}")
+    if s.runtime.topology not in ("stages", "chained"):
+        p.append(f"runtime.topology: must be 'stages' or 'chained', got {s.runtime.topology!r}")
     if b.max_in_flight < 1:
         p.append(f"batching.max_in_flight: must be >= 1, got {b.max_in_flight}")
     if not 0.0 <= b.max_delay_ms <= 60_000:

@@ -91,44 +91,57 @@ class InferenceHandler:
                                       batch.ingest_ms.tolist(), strict=True)
         ]
 
-    async def handle(self, chunks: Sequence[Chunk]) -> asyncio.Future[None]:
-        started = time.perf_counter()
+    async def score(self, batches: Sequence[RecordBatch]) -> tuple[list[OutMessage], list[Rejected], list[RecordBatch]]:
+        """Score ``batches`` in one ONNX Runtime call: (results, rows the model failed on, batches scored)."""
         s, m = self.ctx.settings, self.ctx.metrics
-        batches, out = decode_batches(chunks, self.stage, s.topics.dlq)
+        out: list[OutMessage] = []
         rejected: list[Rejected] = []
-        n = sum(len(b) for b in batches)
         delivered: list[RecordBatch] = []
-        if n:
-            x = np.ascontiguousarray(np.concatenate([b.features for b in batches]), dtype=np.float32)
-            t0 = time.perf_counter()
-            scores, errors = await asyncio.get_running_loop().run_in_executor(
-                self.pool, score_rows, self.model, x, s.batching.max_batch)
-            m.inference_seconds.labels(s.name, self.model.name).observe(time.perf_counter() - t0)
-            start = 0
-            for batch in batches:
-                rows = np.arange(start, start + len(batch))
-                start += len(batch)
-                bad = [i for i, r in enumerate(rows.tolist()) if r in errors]
-                if bad:
-                    rejected += rejected_from_batch(batch, np.array(bad), [errors[rows[i]] for i in bad],
-                                                    stage=self.stage, error_class="ModelError")
-                    keep = np.ones(len(batch), dtype=bool)
-                    keep[bad] = False
-                    batch, batch_scores = batch.select(keep), scores[rows][keep]
-                else:
-                    batch_scores = scores[rows]
-                if len(batch):
-                    out += self.results(batch, batch_scores)
-                    delivered.append(batch)
-        out += [dead_letter(r, s.topics.dlq) for r in rejected]
-        self.ctx.account(n - len(rejected), rejected, started, n)
+        if not sum(len(b) for b in batches):
+            return out, rejected, delivered
+        x = np.ascontiguousarray(np.concatenate([b.features for b in batches]), dtype=np.float32)
+        t0 = time.perf_counter()
+        scores, errors = await asyncio.get_running_loop().run_in_executor(
+            self.pool, score_rows, self.model, x, s.batching.max_batch)
+        m.inference_seconds.labels(s.name, self.model.name).observe(time.perf_counter() - t0)
+        start = 0
+        for batch in batches:
+            rows = np.arange(start, start + len(batch))
+            start += len(batch)
+            bad = [i for i, r in enumerate(rows.tolist()) if r in errors]
+            if bad:
+                rejected += rejected_from_batch(batch, np.array(bad), [errors[rows[i]] for i in bad],
+                                                stage=self.stage, error_class="ModelError")
+                keep = np.ones(len(batch), dtype=bool)
+                keep[bad] = False
+                batch, batch_scores = batch.select(keep), scores[rows][keep]
+            else:
+                batch_scores = scores[rows]
+            if len(batch):
+                out += self.results(batch, batch_scores)
+                delivered.append(batch)
+        return out, rejected, delivered
+
+    def send(self, out: list[OutMessage], delivered: Sequence[RecordBatch]) -> asyncio.Future[None]:
+        """Send results (and dead letters); observe end-to-end latency once the broker has them."""
+        s, m = self.ctx.settings, self.ctx.metrics
         sent = self.ctx.send(out)
         if delivered:
             ingest = np.concatenate([b.ingest_ms for b in delivered]).astype(np.float64) / 1000.0
 
-            def observe(f: asyncio.Future[None]) -> None:  # end to end: until the broker has the result
+            def observe(f: asyncio.Future[None]) -> None:
                 if not f.cancelled() and f.exception() is None:
                     observe_many(m.end_to_end.labels(s.name), time.time() - ingest)
 
             sent.add_done_callback(observe)
         return sent
+
+    async def handle(self, chunks: Sequence[Chunk]) -> asyncio.Future[None]:
+        started = time.perf_counter()
+        s = self.ctx.settings
+        batches, out = decode_batches(chunks, self.stage, s.topics.dlq)
+        n = sum(len(b) for b in batches)
+        results, rejected, delivered = await self.score(batches)
+        out += results + [dead_letter(r, s.topics.dlq) for r in rejected]
+        self.ctx.account(n - len(rejected), rejected, started, n)
+        return self.send(out, delivered)

@@ -32,6 +32,12 @@ from streamflow.settings import Settings
 
 log = logging.getLogger(__name__)
 STAGES = ("clean", "normalize", "inference")
+CHAINED = "chained"
+
+
+def process_stages(settings: Settings) -> tuple[str, ...]:
+    """The agents ``worker --stage all`` (and demo, up) runs for this pipeline's topology."""
+    return (CHAINED,) if settings.runtime.topology == "chained" else STAGES
 
 _FETCH_MAX_WAIT_MS = 10
 EXIT_STAGE_FAILED = 70  # EX_SOFTWARE: the stage hit an error it cannot dead-letter
@@ -96,7 +102,12 @@ def build_handler(stage: str, ctx: StageContext) -> Any:
         from streamflow.inference import load_model
 
         return InferenceHandler(ctx, load_model(ctx.settings))
-    raise ConfigError(f"--stage: unknown stage {stage!r} (one of {', '.join(STAGES)}, all)")
+    if stage == CHAINED:
+        from streamflow.agents.chained import ChainedHandler
+        from streamflow.inference import load_model
+
+        return ChainedHandler(ctx, load_model(ctx.settings))
+    raise ConfigError(f"--stage: unknown stage {stage!r} (one of {', '.join(STAGES)}, {CHAINED}, all)")
 
 
 def run_stage(settings: Settings, stage: str, bootstrap: str, *, serve_metrics: bool = True,
@@ -231,9 +242,9 @@ class StageProcesses:
     """Every stage in its own child process, metrics summed on one endpoint."""
 
     def __init__(self, settings: Settings, bootstrap: str, argv_settings: list[str], *, log_dir: str = "",
-                 stages: tuple[str, ...] = STAGES) -> None:
+                 stages: tuple[str, ...] = ()) -> None:
         self.settings, self.bootstrap, self.argv_settings = settings, bootstrap, argv_settings
-        self.stages = stages
+        self.stages = stages or process_stages(settings)
         self.log_dir = log_dir
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.mp_dir = tempfile.mkdtemp(prefix="streamflow-metrics-")
@@ -287,7 +298,7 @@ def run_all(settings: Settings, bootstrap: str, argv_settings: list[str]) -> int
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    print(f"streamflow: stages {', '.join(STAGES)} running against {bootstrap}; "
+    print(f"streamflow: stages {', '.join(procs.stages)} running against {bootstrap}; "
           f"metrics at http://{settings.metrics.host}:{settings.metrics.port}/metrics", flush=True)
     while not stop["signal"] and not procs.dead():
         time.sleep(0.2)

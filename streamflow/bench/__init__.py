@@ -33,7 +33,8 @@ from streamflow.collectors.produce import RawProducer, run_synthetic
 from streamflow.demo import ResultMonitor, percentiles
 from streamflow.settings import Settings, with_overrides
 
-SYSTEMS = ("streamflow", "limit", "naive")
+SYSTEMS = ("streamflow", "chained", "limit", "naive")
+STREAMFLOW_KINDS = ("streamflow", "chained")  # the default topology (3 stages) and the chained one
 
 
 @dataclass
@@ -75,7 +76,7 @@ class BenchResult:
     backlog: list[Backlog] = field(default_factory=list)
     latency: list[Latency] = field(default_factory=list)
     scaling: list[Backlog] = field(default_factory=list)
-    ratios: dict[str, float] = field(default_factory=dict)
+    ratios: dict[str, dict[str, float]] = field(default_factory=dict)  # per streamflow kind
     machine: dict[str, Any] = field(default_factory=dict)
 
 
@@ -220,14 +221,13 @@ def run_bench(settings: Settings, argv_settings: list[str], *, records: int, wha
         if broker:
             broker.stop()
     by = {b.system: b for b in result.backlog}
-    if "streamflow" in by:
-        sf = by["streamflow"].records_per_s
+    for kind in (k for k in STREAMFLOW_KINDS if k in by):
+        sf, r = by[kind], result.ratios.setdefault(kind, {})
         if "limit" in by:
-            result.ratios["ratio_to_limit"] = round(sf / by["limit"].records_per_s, 3)
-            result.ratios["cpu_ratio_to_limit"] = round(by["streamflow"].cpu_us_per_record
-                                                        / max(by["limit"].cpu_us_per_record, 1e-9), 3)
+            r["ratio_to_limit"] = round(sf.records_per_s / by["limit"].records_per_s, 3)
+            r["cpu_ratio_to_limit"] = round(sf.cpu_us_per_record / max(by["limit"].cpu_us_per_record, 1e-9), 3)
         if "naive" in by:
-            result.ratios["ratio_to_naive"] = round(sf / by["naive"].records_per_s, 3)
+            r["ratio_to_naive"] = round(sf.records_per_s / by["naive"].records_per_s, 3)
     paths = write_report(result)
     print(Path(paths["md"]).read_text())
     print("wrote " + ", ".join(paths.values()))

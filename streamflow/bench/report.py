@@ -8,8 +8,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-LABELS = {"streamflow": "streamflow (3 faust stages)", "limit": "plain confluent-kafka loop (limit)",
-          "naive": "faust per-record agent (naive)"}
+LABELS = {"streamflow": "streamflow (3 faust stages)", "chained": "streamflow, chained topology (1 faust agent)",
+          "limit": "plain confluent-kafka loop (limit)", "naive": "faust per-record agent (naive)"}
 
 
 def to_json(result: Any) -> dict[str, Any]:
@@ -17,34 +17,38 @@ def to_json(result: Any) -> dict[str, Any]:
     systems: dict[str, Any] = {}
     for b in result.backlog:
         systems[b.system] = {"records_per_s": b.records_per_s, "cpu_us_per_record": b.cpu_us_per_record,
-                             "rss_mb": b.rss_mb, "latency": {}}
+                             "rss_mb": b.rss_mb, "broker_cpu_us_per_record": b.broker_cpu_us_per_record,
+                             "latency": {}}
     for lat in result.latency:
         systems.setdefault(lat.system, {"latency": {}})["latency"][str(int(lat.rate))] = {
             "p50_ms": lat.p50_ms, "p95_ms": lat.p95_ms, "p99_ms": lat.p99_ms, "max_ms": lat.max_ms,
-            "saturated": lat.saturated}
-    if "streamflow" in systems:
-        systems["streamflow"].update(result.ratios)
+            "saturated": lat.saturated, "cpu_pct": lat.cpu_pct, "broker_cpu_pct": lat.broker_cpu_pct}
+    for kind, ratios in result.ratios.items():
+        systems.setdefault(kind, {}).update(ratios)
     data["systems"] = systems
     return data
 
 
 def markdown(result: Any) -> str:
     lines = [f"Backlog of {result.records:,} records ({result.machine.get('cpus')} CPUs, same broker, same run)", "",
-             "| system | records/s | CPU µs/record | peak worker RSS MB | accounted | scores max error |",
-             "|---|---|---|---|---|---|"]
+             "| system | records/s | CPU µs/record | broker CPU µs/record | peak worker RSS MB | accounted "
+             "| scores max error |", "|---|---|---|---|---|---|---|"]
     for b in result.backlog:
+        broker = "-" if b.broker_cpu_us_per_record is None else f"{b.broker_cpu_us_per_record:.0f}"
         lines.append(f"| {LABELS.get(b.system, b.system)} | {b.records_per_s:,.0f} | {b.cpu_us_per_record:.0f} | "
-                     f"{b.rss_mb:.0f} | {b.accounted:,}/{b.records:,} | {b.scores_max_abs_error:.1e} |")
-    if result.ratios:
-        lines += ["", "streamflow: " + ", ".join(f"{k} {v:.2f}" for k, v in result.ratios.items())]
+                     f"{broker} | {b.rss_mb:.0f} | {b.accounted:,}/{b.records:,} | {b.scores_max_abs_error:.1e} |")
+    for kind, ratios in result.ratios.items():
+        lines += ["", f"{LABELS.get(kind, kind)}: " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items())]
     if result.scaling:
         lines += ["", "| streamflow processes per stage | records/s | CPU µs/record |", "|---|---|---|"]
         lines += [f"| {b.processes // 3} | {b.records_per_s:,.0f} | {b.cpu_us_per_record:.0f} |" for b in result.scaling]
     if result.latency:
-        lines += ["", "| system | input rate/s | p50 ms | p95 ms | p99 ms | max ms |", "|---|---|---|---|---|---|"]
+        lines += ["", "| system | input rate/s | p50 ms | p95 ms | p99 ms | max ms | CPU % of a core | broker CPU % |",
+                  "|---|---|---|---|---|---|---|---|"]
         for lat in result.latency:
             sat = " (saturated)" if lat.saturated else ""
-            lines.append(f"| {lat.system} | {lat.rate:,.0f}{sat} | {lat.p50_ms} | {lat.p95_ms} | {lat.p99_ms} | {lat.max_ms} |")
+            lines.append(f"| {lat.system} | {lat.rate:,.0f}{sat} | {lat.p50_ms} | {lat.p95_ms} | {lat.p99_ms} | "
+                         f"{lat.max_ms} | {lat.cpu_pct:.0f} | {lat.broker_cpu_pct if lat.broker_cpu_pct is not None else '-'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -57,7 +61,7 @@ def plot(result: Any, path: Path) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.8))
     names = [b.system for b in result.backlog]
     vals = [b.records_per_s for b in result.backlog]
-    bars = ax1.bar(names, vals, color=["#2b7bba" if n == "streamflow" else "#999999" for n in names])
+    bars = ax1.bar(names, vals, color=["#2b7bba" if n in ("streamflow", "chained") else "#999999" for n in names])
     for bar, b in zip(bars, result.backlog, strict=True):
         ax1.annotate(f"{b.records_per_s:,.0f}/s\n{b.cpu_us_per_record:.0f} µs/rec",
                      (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=8)

@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from streamflow.agents.worker import STAGES, StageProcesses
+from streamflow.agents.worker import StageProcesses, process_stages
 from streamflow.broker import TopicSpec, die_with_parent, ensure_topics, pipeline_topics
 from streamflow.settings import Settings, load_settings
 
@@ -70,7 +70,8 @@ class System:
         self.kind, self.base, self.bootstrap, self.run, self.replicas = kind, base, bootstrap, run, replicas
         self.settings = load_settings(base.source, {
             "name": run.name, "topics.raw": run.raw, "topics.scored": run.scored, "topics.dlq": run.dlq,
-            "kafka.bootstrap": bootstrap, "metrics.port": str(_free_port())})
+            "kafka.bootstrap": bootstrap, "metrics.port": str(_free_port()),
+            "runtime.topology": "chained" if kind == "chained" else base.runtime.topology})
         self.procs: list[subprocess.Popen[bytes]] = []
         self.stages: StageProcesses | None = None
         self.log_dir = tempfile.mkdtemp(prefix=f"streamflow-bench-{kind}-")
@@ -78,12 +79,13 @@ class System:
 
     def start(self, timeout_s: float = 90.0) -> None:
         s = self.settings
-        if self.kind == "streamflow":
+        if self.kind in ("streamflow", "chained"):
             argv = ["--pipeline", s.source] + [a for k, v in {
                 "name": s.name, "topics.raw": s.topics.raw, "topics.scored": s.topics.scored,
-                "topics.dlq": s.topics.dlq, "metrics.port": str(s.metrics.port)}.items() for a in ("--set", f"{k}={v}")]
+                "topics.dlq": s.topics.dlq, "metrics.port": str(s.metrics.port),
+                "runtime.topology": s.runtime.topology}.items() for a in ("--set", f"{k}={v}")]
             self.stages = StageProcesses(s, self.bootstrap, argv, log_dir=self.log_dir,
-                                         stages=tuple(st for st in STAGES for _ in range(self.replicas)))
+                                         stages=tuple(st for st in process_stages(s) for _ in range(self.replicas)))
             self.stages.start()
             from streamflow.demo import LocalPipeline
 

@@ -38,10 +38,12 @@ def argv_for(overrides: dict[str, str]) -> list[str]:
     return out
 
 
-@pytest.fixture()
-def pipeline(pipeline_overrides: dict[str, str]) -> Iterator[tuple[Settings, LocalPipeline]]:
-    settings = load_settings(PIPELINE, pipeline_overrides)
-    pipe = LocalPipeline(settings, argv_for(pipeline_overrides))
+@pytest.fixture(params=["stages", "chained"])
+def pipeline(request: pytest.FixtureRequest, pipeline_overrides: dict[str, str]) -> Iterator[tuple[Settings, LocalPipeline]]:
+    """The pipeline in each topology: three stage processes, or one chained process."""
+    overrides = {**pipeline_overrides, "runtime.topology": request.param}
+    settings = load_settings(PIPELINE, overrides)
+    pipe = LocalPipeline(settings, argv_for(overrides))
     pipe.start()
     try:
         assert pipe.wait_consuming(90), f"stages did not start; logs in {pipe.log_dir}"
@@ -149,3 +151,6 @@ def test_every_record_is_scored_or_dead_lettered(pipeline: tuple[Settings, Local
     assert metric_sum(m, "streamflow_dead_letters_total") == len(dead)
     assert metric_sum(m, "streamflow_end_to_end_latency_seconds_count") == len(scored)
     assert metric_sum(m, "streamflow_model_info", model="telemetry-anomaly") == 1
+    # Both topologies account every step under its own stage name.
+    assert metric_sum(m, "streamflow_records_total", stage="normalize") == metric_sum(
+        m, "streamflow_records_total", stage="clean", outcome="ok")

@@ -58,6 +58,14 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     assert "features[16] (extra): zscore needs mean and std" in msg
 
 
+def test_topology_and_in_flight_limits_are_checked() -> None:
+    assert load_settings(PIPELINE, {"runtime.topology": "chained"}, environ={}).runtime.topology == "chained"
+    with pytest.raises(ConfigError) as e:
+        load_settings(PIPELINE, {"runtime.topology": "mesh", "batching.max_in_flight": "0"}, environ={})
+    assert "runtime.topology: must be 'stages' or 'chained', got 'mesh'" in str(e.value)
+    assert "batching.max_in_flight: must be >= 1, got 0" in str(e.value)
+
+
 def test_missing_files_are_named(tmp_path: Path) -> None:
     p = write(tmp_path, "")
     p.write_text(p.read_text().replace("model.onnx", "nope.onnx"))
