@@ -148,6 +148,12 @@ class EmbeddedBroker:
             proc.kill()
             proc.wait(timeout=5)
 
+    def kill(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+
     def __enter__(self) -> EmbeddedBroker:
         return self.start()
 

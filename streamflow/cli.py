@@ -82,7 +82,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_broker(args: argparse.Namespace) -> int:
     from streamflow.broker import EmbeddedBroker, ensure_topics, pipeline_topics
-    from streamflow.demo import install_stop_handler
+    from streamflow.signals import install_stop_handler
 
     stop = install_stop_handler()
     with EmbeddedBroker(port=args.port) as b:
@@ -120,7 +120,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_collect(args: argparse.Namespace) -> int:
     from streamflow.collectors.produce import RawProducer, run_file, run_synthetic
-    from streamflow.demo import install_stop_handler
+    from streamflow.signals import install_stop_handler
 
     s = _load(args)
     bootstrap = _bootstrap_or_fail(s, "streamflow collect")

@@ -28,6 +28,7 @@ from streamflow.agents.worker import STAGES, StageProcesses, process_stages
 from streamflow.broker import EmbeddedBroker, ensure_topics, pipeline_topics
 from streamflow.collectors.produce import RawProducer, run_synthetic
 from streamflow.settings import Settings
+from streamflow.signals import install_stop_handler
 
 log = logging.getLogger(__name__)
 DRAIN_S = 20.0
@@ -234,24 +235,31 @@ class LocalPipeline:
         return False
 
     def stop(self) -> None:
-        if self.stages:
-            self.stages.stop()
-        if self.broker:
-            self.broker.stop()
-
-
-def install_stop_handler() -> threading.Event:
-    """An event set by the first SIGINT/SIGTERM; a second one aborts at once."""
-    stop = threading.Event()
-
-    def handler(signum: int, frame: Any) -> None:
-        if stop.is_set():
+        """Stop the stages (they drain and commit) and the broker. A signal meanwhile kills them."""
+        def abort(signum: int, frame: Any) -> None:
             raise KeyboardInterrupt
-        stop.set()
 
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-    return stop
+        in_main = threading.current_thread() is threading.main_thread()
+        if in_main:
+            signal.signal(signal.SIGINT, abort)
+            signal.signal(signal.SIGTERM, abort)
+        try:
+            if self.stages:
+                self.stages.stop()
+            if self.broker:
+                self.broker.stop()
+        except KeyboardInterrupt:
+            self.kill()
+
+    def kill(self) -> None:
+        """Abort: SIGKILL every child now (what a second Ctrl-C asks for). Nothing interrupts it."""
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if self.stages:
+            self.stages.kill()
+        if self.broker:
+            self.broker.kill()
 
 
 def run_demo(settings: Settings, argv_settings: list[str], *, records: int, rate: float, seed: int = 0) -> int:
@@ -299,6 +307,9 @@ def run_demo(settings: Settings, argv_settings: list[str], *, records: int, rate
         monitor.stop()
         print(summary(raw.stats.produced, monitor.tally, started, raw.stats.faults), flush=True)
         return 0 if (not records or monitor.tally.accounted == raw.stats.produced) else 1
+    except KeyboardInterrupt:  # a second signal: abort
+        pipe.kill()
+        return 130
     finally:
         pipe.stop()
 
@@ -321,5 +332,8 @@ def run_up(settings: Settings, argv_settings: list[str]) -> int:
                 return 1
             time.sleep(0.2)
         return 0
+    except KeyboardInterrupt:  # a second signal: abort
+        pipe.kill()
+        return 130
     finally:
         pipe.stop()

@@ -279,6 +279,19 @@ class StageProcesses:
                 p.kill()
                 p.wait()
             mark_process_dead(p.pid, self.mp_dir)
+        self._close_server()
+
+    def kill(self) -> None:
+        """SIGKILL every stage process now (an abort: no drain, uncommitted work is redone)."""
+        for _, p in self.procs:
+            if p.poll() is None:
+                p.kill()
+        for _, p in self.procs:
+            p.wait()
+            mark_process_dead(p.pid, self.mp_dir)
+        self._close_server()
+
+    def _close_server(self) -> None:
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()

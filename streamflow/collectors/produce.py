@@ -18,6 +18,7 @@ from confluent_kafka import Producer
 from streamflow.clients import producer_config
 from streamflow.codecs import RecordCodec
 from streamflow.settings import Settings
+from streamflow.signals import StopFlag
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ class RawProducer:
 
 
 def run_synthetic(raw: RawProducer, *, rate: float, records: int, seed: int = 0,
-                  stop: threading.Event | None = None, malformed_rate: float = 0.02,
+                  stop: threading.Event | StopFlag | None = None, malformed_rate: float = 0.02,
                   anomaly_rate: float = 0.01, devices: int = 200) -> ProduceStats:
     """Produce ``records`` synthetic readings (0: until ``stop``) at ``rate`` per second (0: as fast as possible)."""
     from streamflow.collectors.synthetic import TelemetryGenerator

@@ -176,3 +176,29 @@ def test_up_prints_where_to_connect_and_stops_cleanly_on_ctrl_c(pipeline_overrid
 
     with pytest.raises(BrokerUnavailable):
         wait_ready(bootstrap, 1.0)
+
+
+def test_a_second_signal_aborts_at_once_and_leaves_nothing_behind(pipeline_overrides: dict[str, str]) -> None:
+    """Ctrl-C then Ctrl-C (or a supervisor's SIGTERM) while stopping: no hang, no orphans.
+
+    Regression: the handler used to set a threading.Event, whose lock a signal arriving
+    inside Event.set() found taken: the process deadlocked.
+    """
+    import signal
+
+    overrides = {k: v for k, v in pipeline_overrides.items() if k != "kafka.bootstrap"}
+    proc = subprocess.Popen([sys.executable, "-m", "streamflow.cli", "up", *sets(overrides)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "Ctrl-C stops" in line:
+            break
+    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    for sig in (signal.SIGINT, signal.SIGINT, signal.SIGTERM, signal.SIGTERM):
+        proc.send_signal(sig)
+        time.sleep(0.01)
+    proc.wait(timeout=60)
+    time.sleep(0.5)
+    alive = [pid for pid in children if Path(f"/proc/{pid}").exists()
+             and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()]
+    assert alive == [], f"left behind: {alive}"
