@@ -182,7 +182,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     rates = tuple(float(r) for r in args.rates.split(",") if r)
     systems = tuple(x for x in args.systems.split(",") if x)
     return run_bench(_load(args), _argv_settings(args), records=args.records, what=args.what, rates=rates,
-                     seconds=args.seconds, systems=systems, scaling=args.scaling)
+                     seconds=args.seconds, systems=systems, scaling=args.scaling, repeat=args.repeat)
 
 
 def cmd_kcat(args: argparse.Namespace) -> int:
@@ -268,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--systems", default="streamflow,chained,limit,naive",
                     help="which systems to run: streamflow (3 stages), chained, limit, naive")
     be.add_argument("--scaling", action="store_true", help="also run streamflow with 1, 2 and 4 processes per stage")
+    be.add_argument("--repeat", type=int, default=1, help="backlog runs per system; the median is reported")
     _settings_args(be)
     be.set_defaults(func=cmd_bench)
     return p

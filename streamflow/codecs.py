@@ -16,6 +16,7 @@ import copy
 import io
 import json
 import math
+import operator
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ import fastavro
 import numpy as np
 
 from streamflow.errors import DecodeError
+from streamflow.flatavro import compile_reader, compile_writer
 from streamflow.records import BytesColumn, RecordBatch
 
 MAGIC = b"SFB1"
@@ -185,11 +187,15 @@ class ReadingDecoder:
                  schema_registry_url: str = "", max_message_bytes: int = 1_048_576) -> None:
         self.schema = load_schema(schema_path)
         self.names = list(feature_names)
+        self._row_of = operator.itemgetter(*self.names) if len(self.names) > 1 else (lambda r: [r[self.names[0]]])
         self.format = format
         self.key_field, self.ts_field = key_field, timestamp_field
         self.registry = _registry_for(schema_registry_url) if schema_registry_url else None
         self.max_bytes = max_message_bytes
         self.required_str = [n for n, t in _field_types(schema_path).items() if t == {"string"}]
+        # Flat schemas (the telemetry one is) get a generated reader, ~3x faster than fastavro.
+        self._read_avro = compile_reader(_strip_logical_types(_raw_schema(schema_path))) or \
+            (lambda data: _avro_read(data, self.schema, None))
 
     def decode_one(self, value: bytes | None) -> dict[str, Any]:
         """One message as a record dict; raises DecodeError with the reason."""
@@ -205,7 +211,7 @@ class ReadingDecoder:
             raise DecodeError("json: invalid JSON: not an object")
         if self.registry is not None:
             return _decode_wire(value, self.registry, self.schema)
-        return _avro_read(value, self.schema, None)
+        return self._read_avro(value)
 
     def _json(self, value: bytes) -> dict[str, Any]:
         try:
@@ -236,6 +242,7 @@ class ReadingDecoder:
 
     def decode_batch(self, values: Sequence[bytes | None]) -> DecodedReadings:
         n, names = len(values), self.names
+        row_of = self._row_of
         rows: list[list[Any]] = []
         device_ids: list[str] = []
         event_ms: list[int] = []
@@ -253,7 +260,10 @@ class ReadingDecoder:
                 event_ms.append(0)
                 errors.append(exc.reason)
                 continue
-            rows.append([rec.get(k) for k in names])
+            try:
+                rows.append(row_of(rec))  # every field present (Avro): one C call
+            except KeyError:
+                rows.append([rec.get(k) for k in names])  # JSON may leave optional ones out
             device_ids.append(dev)
             event_ms.append(ts)
             errors.append(None)
@@ -270,6 +280,9 @@ class ReadingDecoder:
         return DecodedReadings(values_f, missing, device_ids, ev, errors)
 
 
+RESULT_FIELDS = ("device_id", "timestamp", "score", "label", "model_name", "model_version", "latency_ms")
+
+
 class ResultEncoder:
     """Encodes scored results, one message per row."""
 
@@ -280,6 +293,10 @@ class ResultEncoder:
         self._prefix = b""
         if self.codec.registry is not None and format == "avro":
             self._prefix = struct.pack(">bI", WIRE_MAGIC, self.codec.registry.register(self.codec.subject, schema_path))
+        # The shipped result schema is flat, in this field order: a generated writer (flatavro).
+        raw = _strip_logical_types(_raw_schema(schema_path))
+        in_order = [f.get("name") for f in raw.get("fields", [])] == list(RESULT_FIELDS)
+        self._write = compile_writer(raw) if in_order else None
 
     def encode_batch(self, device_ids: Sequence[str], event_ms: np.ndarray, scores: np.ndarray,
                      labels: Sequence[str], model_name: str, model_version: str,
@@ -293,7 +310,12 @@ class ResultEncoder:
                                        "model_name": model_name, "model_version": model_version,
                                        "latency_ms": round(la, 3)}, separators=(",", ":")).encode())
             return out
-        schema, write, prefix = self.codec.schema, fastavro.schemaless_writer, self._prefix
+        prefix = self._prefix
+        if self._write is not None:
+            w = self._write
+            return [prefix + w(d, t, s, lb, model_name, model_version, la)
+                    for d, t, s, lb, la in zip(device_ids, ts, sc, labels, lat, strict=True)]
+        schema, write = self.codec.schema, fastavro.schemaless_writer
         rec: dict[str, Any] = {"model_name": model_name, "model_version": model_version}
         for d, t, s, lb, la in zip(device_ids, ts, sc, labels, lat, strict=True):
             rec["device_id"], rec["timestamp"], rec["score"], rec["label"], rec["latency_ms"] = d, t, s, lb, la

@@ -39,9 +39,14 @@ def markdown(result: Any) -> str:
                      f"{broker} | {b.rss_mb:.0f} | {b.accounted:,}/{b.records:,} | {b.scores_max_abs_error:.1e} |")
     for kind, ratios in result.ratios.items():
         lines += ["", f"{LABELS.get(kind, kind)}: " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items())]
+    if any(len(b.runs_records_per_s) > 1 for b in result.backlog):
+        lines += ["", "Median of " + ", ".join(f"{b.system} {'/'.join(f'{x:,.0f}' for x in b.runs_records_per_s)}"
+                                               for b in result.backlog) + " records/s."]
     if result.scaling:
-        lines += ["", "| streamflow processes per stage | records/s | CPU µs/record |", "|---|---|---|"]
-        lines += [f"| {b.processes // 3} | {b.records_per_s:,.0f} | {b.cpu_us_per_record:.0f} |" for b in result.scaling]
+        lines += ["", "| topology | processes per stage | records/s | CPU µs/record | peak RSS MB |", "|---|---|---|---|---|"]
+        per = {"streamflow": 3, "chained": 1}
+        lines += [f"| {b.system} | {b.processes // per.get(b.system, 1)} | {b.records_per_s:,.0f} | "
+                  f"{b.cpu_us_per_record:.0f} | {b.rss_mb:.0f} |" for b in result.scaling]
     if result.latency:
         lines += ["", "| system | input rate/s | p50 ms | p95 ms | p99 ms | max ms | CPU % of a core | broker CPU % |",
                   "|---|---|---|---|---|---|---|---|"]

@@ -119,8 +119,9 @@ class System:
         return [p.pid for p in self.procs]
 
     def cpu_by_process(self) -> dict[str, float]:
-        names = [st for st, _ in self.stages.procs] if self.stages else [self.kind]
-        return {f"{n}#{i}": proc_cpu_s(p.pid) for i, (n, p) in enumerate(zip(names, self.procs, strict=True))}
+        procs = [(f"{st}#{i}", p) for i, (st, p) in enumerate(self.stages.procs)] if self.stages else \
+            [(f"{self.kind}#{i}", p) for i, p in enumerate(self.procs)]
+        return {name: proc_cpu_s(p.pid) for name, p in procs}
 
     def rss_mb(self) -> float:
         """Peak RSS of the largest process (a worker's footprint)."""
@@ -142,6 +143,39 @@ class System:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+
+
+class CpuSampler(threading.Thread):
+    """Samples the CPU time of a system's processes (and the broker's) every ``interval_s``,
+    so the CPU spent between two instants (first and last result) can be read afterwards:
+    start-up (imports, model load, group join) is not counted as work on records."""
+
+    def __init__(self, system: System, broker_pid: int | None, interval_s: float = 0.02) -> None:
+        super().__init__(name="cpu-sampler", daemon=True)
+        self.system, self.broker_pid, self.interval_s = system, broker_pid, interval_s
+        self.samples: list[tuple[float, dict[str, float]]] = []
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            cpu = self.system.cpu_by_process()
+            if self.broker_pid:
+                cpu["broker"] = proc_cpu_s(self.broker_pid)
+            self.samples.append((time.time(), cpu))
+            self._stop_event.wait(self.interval_s)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=2)
+
+    def at(self, t: float) -> dict[str, float]:
+        """CPU seconds per process at time ``t`` (the last sample at or before it)."""
+        before = [cpu for ts, cpu in self.samples if ts <= t]
+        return before[-1] if before else (self.samples[0][1] if self.samples else {})
+
+    def between(self, t0: float, t1: float) -> dict[str, float]:
+        a, b = self.at(t0), self.at(t1)
+        return {k: b[k] - a.get(k, 0.0) for k in b}
 
 
 def _free_port() -> int:
