@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -74,35 +75,34 @@ class BatchProducer:
         if not messages:
             fut.set_result(None)
             return fut
-        state = {"pending": len(messages)}
-        lock = threading.Lock()
-        errors: list[str] = []
-        per_topic: dict[str, list[int]] = {}
+        # Delivery reports run on the poll thread only (never flush() or poll() on the caller's
+        # thread while messages are out), so this countdown needs no lock.
+        pending = [len(messages)]
+        errors: list[tuple[str, str]] = []
+        per_topic: dict[str, int] = {}
+        for m in messages:
+            per_topic[m.topic] = per_topic.get(m.topic, 0) + 1
 
         def settle() -> None:
             if self._on_delivered is not None:
-                for topic, (ok, bad) in per_topic.items():
-                    self._on_delivered(topic, ok, bad)
+                failed: dict[str, int] = {}
+                for topic, _ in errors:
+                    failed[topic] = failed.get(topic, 0) + 1
+                for topic, n in per_topic.items():
+                    self._on_delivered(topic, n - failed.get(topic, 0), failed.get(topic, 0))
             if fut.done():
                 return
             if errors:
-                fut.set_exception(DeliveryError(f"{len(errors)} message(s) not delivered: {errors[0]}",
-                                                retriable=False))
+                fut.set_exception(DeliveryError(f"{len(errors)} message(s) not delivered: "
+                                                f"{errors[0][0]}: {errors[0][1]}", retriable=False))
             else:
                 fut.set_result(None)
 
         def on_delivery(err: KafkaError | None, msg: Any) -> None:
-            # Runs on the poll thread, or on the loop thread inside flush(): hence the lock.
-            with lock:
-                counts = per_topic.setdefault(msg.topic(), [0, 0])
-                if err is not None:
-                    errors.append(f"{msg.topic()}: {err.str()}")
-                    counts[1] += 1
-                else:
-                    counts[0] += 1
-                state["pending"] -= 1
-                done = state["pending"] == 0
-            if done:
+            if err is not None:
+                errors.append((msg.topic(), err.str()))
+            pending[0] -= 1
+            if not pending[0]:
                 loop.call_soon_threadsafe(settle)
 
         produce = self._producer.produce
@@ -116,19 +116,18 @@ class BatchProducer:
                         produce(m.topic, m.value, m.key, headers=m.headers, on_delivery=on_delivery)  # type: ignore[arg-type]
                     break
                 except BufferError:
-                    # Local queue full: the broker is slower than we produce. Waiting here is
-                    # the backpressure that keeps memory bounded.
-                    self._producer.flush(0.1)
+                    # Local queue full: the broker is slower than we produce. Waiting here (the
+                    # poll thread drains the queue) is the backpressure that keeps memory bounded.
+                    time.sleep(0.005)
         return fut
 
-    def flush(self, timeout_s: float = 30.0) -> int:
-        """Wait for outstanding deliveries; return how many are still queued."""
-        return int(self._producer.flush(timeout_s))
-
     def close(self, timeout_s: float = 30.0) -> int:
-        left = self.flush(timeout_s)
+        """Wait for outstanding deliveries (up to ``timeout_s``); return how many are still queued.
+
+        The poll thread stops first, so delivery reports keep running on one thread only."""
         self._stop.set()
         self._thread.join(timeout=2)
+        left = int(self._producer.flush(timeout_s))
         if left:
             log.error("%d message(s) still undelivered at shutdown", left)
         return left

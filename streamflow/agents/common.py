@@ -42,6 +42,15 @@ def source_headers(topic: str, partition: int, offset: int, ingest_ms: int) -> l
     ]
 
 
+def batch_source_headers(topic: str, partition: int, offsets: Sequence[int], ingest_ms: Sequence[int],
+                         extra: Sequence[tuple[str, bytes]] = ()) -> list[list[tuple[str, bytes]]]:
+    """``source_headers`` for many records of one partition (+ ``extra``), sharing the constant
+    header tuples: building them is a third of the cost of producing a result."""
+    t, p = (H_SOURCE_TOPIC, topic.encode()), (H_SOURCE_PARTITION, b"%d" % partition)
+    return [[t, p, (H_SOURCE_OFFSET, b"%d" % off), (H_INGEST_MS, b"%d" % ing), *extra]
+            for off, ing in zip(offsets, ingest_ms, strict=True)]
+
+
 def dead_letter(r: Rejected, dlq_topic: str) -> OutMessage:
     """The dead-letter message: the original key and bytes, and why, in headers."""
     headers = source_headers(r.source_topic, r.source_partition, r.source_offset, r.ingest_ms)

@@ -21,8 +21,8 @@ from streamflow.agents.common import (
     H_MODEL,
     H_MODEL_VERSION,
     StageContext,
+    batch_source_headers,
     dead_letter,
-    source_headers,
 )
 from streamflow.agents.normalize import batch_weight, decode_batches
 from streamflow.agents.transport import Chunk
@@ -73,6 +73,7 @@ class InferenceHandler:
                                      schema_registry_url=s.input.schema_registry_url, topic=s.topics.scored)
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamflow-ort")
         self.threshold = s.model.threshold
+        self.model_headers = ((H_MODEL, model.name.encode()), (H_MODEL_VERSION, model.version.encode()))
         ctx.metrics.model_info.labels(s.name, model.name, model.version, model.sha256, model.provider).set(1)
 
     def results(self, batch: RecordBatch, scores: np.ndarray) -> list[OutMessage]:
@@ -83,13 +84,10 @@ class InferenceHandler:
             batch.device_id_list(), batch.event_ms, scores, labels, self.model.name, self.model.version,
             now_ms - batch.ingest_ms.astype(np.float64),
         )
-        model_headers = [(H_MODEL, self.model.name.encode()), (H_MODEL_VERSION, self.model.version.encode())]
-        topic, part = batch.source_topic, batch.source_partition
-        return [
-            OutMessage(s.topics.scored, v, k, source_headers(topic, part, off, ing) + model_headers)
-            for v, k, off, ing in zip(values, batch.keys.to_list(), batch.offsets.tolist(),
-                                      batch.ingest_ms.tolist(), strict=True)
-        ]
+        headers = batch_source_headers(batch.source_topic, batch.source_partition, batch.offsets.tolist(),
+                                       batch.ingest_ms.tolist(), self.model_headers)
+        topic = s.topics.scored
+        return [OutMessage(topic, v, k, h) for v, k, h in zip(values, batch.keys.to_list(), headers, strict=True)]
 
     async def score(self, batches: Sequence[RecordBatch]) -> tuple[list[OutMessage], list[Rejected], list[RecordBatch]]:
         """Score ``batches`` in one ONNX Runtime call: (results, rows the model failed on, batches scored)."""

@@ -24,7 +24,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from streamflow.agents.common import dead_letter, source_headers
+from streamflow.agents.common import H_MODEL, H_MODEL_VERSION, batch_source_headers, dead_letter
 from streamflow.clients import producer_config
 from streamflow.codecs import ReadingDecoder, ResultEncoder
 from streamflow.inference import load_model
@@ -63,9 +63,11 @@ class Work:
             ingest = np.array([msgs[i][3] for i in idx.tolist()], dtype=np.float64)
             values = self.encoder.encode_batch([dec.device_ids[i] for i in idx.tolist()], dec.event_ms[idx], scores,
                                                labels, self.model.name, self.model.version, now - ingest)
+            # The same headers as streamflow's results, built the same way (shared constant tuples).
+            model = ((H_MODEL, self.model.name.encode()), (H_MODEL_VERSION, self.model.version.encode()))
             for i, v in zip(idx.tolist(), values, strict=True):
                 t, p, o, ing, k, _ = msgs[i]
-                out.append((scored, v, k, source_headers(t, p, o, ing)))
+                out.append((scored, v, k, batch_source_headers(t, p, (o,), (ing,), model)[0]))
         for i in np.flatnonzero(~ok).tolist():
             t, p, o, ing, k, v = msgs[i]
             reason = dec.errors[i] or c.reasons[i] or n.reasons[i] or "rejected"
