@@ -262,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     be = sub.add_parser("bench", help="benchmarks (see benchmarks/)")
     be.add_argument("what", choices=["e2e"], nargs="?", default="e2e")
-    be.add_argument("--records", type=int, default=200_000, help="backlog size")
+    be.add_argument("--records", type=int, default=200_000, help="backlog size (0: latency runs only)")
     be.add_argument("--rates", default="1000,5000,20000", help="input rates for the latency runs ('' to skip)")
     be.add_argument("--seconds", type=float, default=5.0, help="length of each latency run")
     be.add_argument("--systems", default="streamflow,chained,limit,naive",

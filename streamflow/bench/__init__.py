@@ -231,27 +231,36 @@ def run_bench(settings: Settings, argv_settings: list[str], *, records: int, wha
     broker_pid = broker.pid if broker else None
     result = BenchResult(records, machine=_machine())
     try:
-        print(f"backlog: {records} records on {settings.topics.partitions} partitions ({bootstrap})", flush=True)
-        raw_topic = shared_raw_topic(bootstrap, settings)
-        produce_backlog(settings, bootstrap, raw_topic, records)
-        raw = read_raw(bootstrap, raw_topic, records)
+        if records:
+            print(f"backlog: {records} records on {settings.topics.partitions} partitions ({bootstrap})", flush=True)
+            raw_topic = shared_raw_topic(bootstrap, settings)
+            produce_backlog(settings, bootstrap, raw_topic, records)
+            raw = read_raw(bootstrap, raw_topic, records)
         runs: dict[str, list[Backlog]] = {k: [] for k in systems}
-        for r in range(repeat):  # interleaved, so drift over the run hits every system alike
+        for r in range(repeat if records else 0):  # interleaved, so drift over the run hits every system alike
             for kind in systems:
                 print(f"run {r + 1}/{repeat}:" if repeat > 1 else "", end="", flush=True)
                 runs[kind].append(backlog_run(kind, settings, bootstrap, raw_topic, raw, records,
                                               broker_pid=broker_pid))
-        for kind in systems:
+        for kind in (k for k in systems if runs[k]):
             result.backlog.append(median_run(runs[kind]))
-        for kind in (k for k in STREAMFLOW_KINDS if scaling and k in systems):
+        for kind in (k for k in STREAMFLOW_KINDS if scaling and records and k in systems):
             print(f"scaling: {kind}, processes per stage on the same backlog", flush=True)
             for k in (1, 2, 4):
                 result.scaling.append(backlog_run(kind, settings, bootstrap, raw_topic, raw, records, k,
                                                   broker_pid=broker_pid))
-        print("latency at fixed input rates", flush=True)
+        print("latency at fixed input rates" + (", each run on a fresh embedded broker" if broker else ""), flush=True)
         for kind in systems:
             for rate in rates:
-                result.latency.append(latency_run(kind, settings, bootstrap, rate, seconds, broker_pid))
+                # The embedded broker slows down as it accumulates batches (FIELD_NOTES): a fresh one
+                # per run gives every system and rate the same broker.
+                fresh = EmbeddedBroker().start() if broker else None
+                try:
+                    result.latency.append(latency_run(kind, settings, fresh.bootstrap if fresh else bootstrap,
+                                                      rate, seconds, fresh.pid if fresh else None))
+                finally:
+                    if fresh:
+                        fresh.stop()
     finally:
         if broker:
             broker.stop()
