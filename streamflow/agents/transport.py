@@ -174,8 +174,27 @@ class ChunkingConsumer(faust_aiokafka.Consumer):
             notify(self._waiting_for_ack)
 
 
+def _bare_record(self: Any, tp: Any, record: Any) -> Any:
+    """aiokafka's C record (``offset``, ``timestamp`` in ms, ``key``, ``value``, ``headers``) as is."""
+    return record
+
+
+def _hand_over_bare_records() -> None:
+    """aiokafka wraps every fetched record in a ``ConsumerRecord`` (11 fields, a headers tuple):
+    17% of the clean stage's time. The chunking consumer reads four attributes that aiokafka's
+    C record already has, so it skips the wrapper. Process-wide: only stage processes, which
+    consume through this transport alone, install it."""
+    from aiokafka.consumer.fetcher import PartitionRecords
+
+    PartitionRecords._consumer_record = _bare_record  # type: ignore[method-assign]
+
+
 class Transport(faust_aiokafka.Transport):
     Consumer = ChunkingConsumer
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _hand_over_bare_records()
 
 
 drivers.TRANSPORTS.aliases.setdefault("streamflow", f"{__name__}:Transport")
