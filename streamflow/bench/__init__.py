@@ -4,8 +4,9 @@ Systems: ``streamflow`` (the default topology, three stage processes), ``chained
 chained topology, one process), ``limit`` (a plain confluent-kafka batch loop) and ``naive``
 (a per-record faust agent); see ``baselines.py``.
 
-1. Backlog: N synthetic records (with their malformed ones) are produced once to a shared raw
-   topic. Each system consumes it with its own group, and a separate consumer reads its
+1. Backlog: N synthetic records (with their malformed ones, the same ones every run) are
+   produced to a raw topic on a fresh embedded broker per run (the broker slows down as it
+   accumulates batches, so a shared one would favour whoever runs first). The system consumes it, and a separate consumer reads its
    result and dead-letter topics until every record is accounted for. Reported: records/s
    (first to last result), CPU µs per record of the system's processes and, separately, of
    the embedded broker (both sampled every 20 ms and read between the first and the last
@@ -26,6 +27,8 @@ import json
 import random
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -226,44 +229,45 @@ def run_bench(settings: Settings, argv_settings: list[str], *, records: int, wha
               systems: tuple[str, ...] = SYSTEMS, scaling: bool = False, repeat: int = 1) -> int:
     from streamflow.bench.report import write_report
 
-    broker = None if settings.kafka.bootstrap else EmbeddedBroker().start()
-    bootstrap = broker.bootstrap if broker else settings.kafka.bootstrap
-    broker_pid = broker.pid if broker else None
+    embedded = not settings.kafka.bootstrap
     result = BenchResult(records, machine=_machine())
-    try:
-        if records:
-            print(f"backlog: {records} records on {settings.topics.partitions} partitions ({bootstrap})", flush=True)
+
+    @contextmanager
+    def broker_for_run() -> Iterator[tuple[str, int | None]]:
+        """A fresh embedded broker per measured run (it slows down as it accumulates batches:
+        FIELD_NOTES), so every system and rate meets the same broker; else the configured one."""
+        if not embedded:
+            yield settings.kafka.bootstrap, None
+            return
+        with EmbeddedBroker() as b:
+            yield b.bootstrap, b.pid
+
+    def backlog(kind: str, replicas: int = 1) -> Backlog:
+        with broker_for_run() as (bootstrap, pid):
             raw_topic = shared_raw_topic(bootstrap, settings)
-            produce_backlog(settings, bootstrap, raw_topic, records)
+            produce_backlog(settings, bootstrap, raw_topic, records)  # the same seed: the same records
             raw = read_raw(bootstrap, raw_topic, records)
-        runs: dict[str, list[Backlog]] = {k: [] for k in systems}
-        for r in range(repeat if records else 0):  # interleaved, so drift over the run hits every system alike
-            for kind in systems:
-                print(f"run {r + 1}/{repeat}:" if repeat > 1 else "", end="", flush=True)
-                runs[kind].append(backlog_run(kind, settings, bootstrap, raw_topic, raw, records,
-                                              broker_pid=broker_pid))
-        for kind in (k for k in systems if runs[k]):
-            result.backlog.append(median_run(runs[kind]))
-        for kind in (k for k in STREAMFLOW_KINDS if scaling and records and k in systems):
-            print(f"scaling: {kind}, processes per stage on the same backlog", flush=True)
-            for k in (1, 2, 4):
-                result.scaling.append(backlog_run(kind, settings, bootstrap, raw_topic, raw, records, k,
-                                                  broker_pid=broker_pid))
-        print("latency at fixed input rates" + (", each run on a fresh embedded broker" if broker else ""), flush=True)
+            return backlog_run(kind, settings, bootstrap, raw_topic, raw, records, replicas, broker_pid=pid)
+
+    if records:
+        print(f"backlog: {records} records on {settings.topics.partitions} partitions, "
+              + ("each run on a fresh embedded broker" if embedded else settings.kafka.bootstrap), flush=True)
+    runs: dict[str, list[Backlog]] = {k: [] for k in systems}
+    for r in range(repeat if records else 0):  # interleaved, so drift over the run hits every system alike
         for kind in systems:
-            for rate in rates:
-                # The embedded broker slows down as it accumulates batches (FIELD_NOTES): a fresh one
-                # per run gives every system and rate the same broker.
-                fresh = EmbeddedBroker().start() if broker else None
-                try:
-                    result.latency.append(latency_run(kind, settings, fresh.bootstrap if fresh else bootstrap,
-                                                      rate, seconds, fresh.pid if fresh else None))
-                finally:
-                    if fresh:
-                        fresh.stop()
-    finally:
-        if broker:
-            broker.stop()
+            print(f"run {r + 1}/{repeat}:" if repeat > 1 else "", end="", flush=True)
+            runs[kind].append(backlog(kind))
+    for kind in (k for k in systems if runs[k]):
+        result.backlog.append(median_run(runs[kind]))
+    for kind in (k for k in STREAMFLOW_KINDS if scaling and records and k in systems):
+        print(f"scaling: {kind}, processes per stage on the same backlog", flush=True)
+        for k in (1, 2, 4):
+            result.scaling.append(backlog(kind, k))
+    print("latency at fixed input rates", flush=True)
+    for kind in systems:
+        for rate in rates:
+            with broker_for_run() as (bootstrap, pid):
+                result.latency.append(latency_run(kind, settings, bootstrap, rate, seconds, pid))
     by = {b.system: b for b in result.backlog}
     for kind in (k for k in STREAMFLOW_KINDS if k in by):
         sf, ratios = by[kind], result.ratios.setdefault(kind, {})
