@@ -30,7 +30,9 @@ def to_json(result: Any) -> dict[str, Any]:
 
 
 def markdown(result: Any) -> str:
-    lines = [f"Backlog of {result.records:,} records ({result.machine.get('cpus')} CPUs, same broker, same run)", "",
+    reps = max((len(b.runs_records_per_s) for b in result.backlog), default=1)
+    lines = [f"Backlog of {result.records:,} records ({result.machine.get('cpus')} CPUs, same run, same records, "
+             f"a fresh embedded broker per run unless a bootstrap is set{f', median of {reps}' if reps > 1 else ''})", "",
              "| system | records/s | CPU µs/record | broker CPU µs/record | peak worker RSS MB | accounted "
              "| scores max error |", "|---|---|---|---|---|---|---|"]
     for b in result.backlog:
