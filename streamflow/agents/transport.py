@@ -133,13 +133,15 @@ class ChunkingConsumer(faust_aiokafka.Consumer):
                 for tp, recs in records.items():
                     if active is not None and tp not in active and tp not in self._buffered_partitions:
                         continue
-                    last = read_offset.get(tp)
-                    if last is not None and recs[0].offset <= last:
-                        recs = [r for r in recs if r.offset > last]  # already handed over
+                    # The next offset to hand over. faust's seek sets it to the committed offset (on
+                    # assignment, restart, rebalance): that record has not been handed over yet.
+                    expected = read_offset.get(tp)
+                    if expected is not None and recs[0].offset < expected:
+                        recs = [r for r in recs if r.offset >= expected]  # already handed over
                         if not recs:
                             continue
-                    await self._note_gaps(tp, last, recs)
-                    read_offset[tp] = recs[-1].offset
+                    await self._note_gaps(tp, expected, recs)
+                    read_offset[tp] = recs[-1].offset + 1
                     await buffer.put(tp.topic, tp.partition, recs)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
@@ -150,13 +152,12 @@ class ChunkingConsumer(faust_aiokafka.Consumer):
                 return
             raise
 
-    async def _note_gaps(self, tp: TP, last: int | None, recs: list[Any]) -> None:
+    async def _note_gaps(self, tp: TP, expected: int | None, recs: list[Any]) -> None:
         """Offsets that will never arrive (transaction markers, compaction) count as acked."""
-        prev = last
         for r in recs:
-            if prev is not None and r.offset - prev > 1:
-                await self._add_gap(tp, prev + 1, r.offset - 1)
-            prev = r.offset
+            if expected is not None and r.offset > expected:
+                await self._add_gap(tp, expected, r.offset - 1)  # faust's bounds are inclusive
+            expected = r.offset + 1
 
     def ack_chunk(self, chunk: Chunk) -> None:
         """Mark every offset of ``chunk`` safe to commit (what ``Consumer.ack`` does per message)."""
