@@ -34,12 +34,7 @@ INTERNAL_MESSAGE_BYTES = 900_000
 
 
 def source_headers(topic: str, partition: int, offset: int, ingest_ms: int) -> list[tuple[str, bytes]]:
-    return [
-        (H_SOURCE_TOPIC, topic.encode()),
-        (H_SOURCE_PARTITION, str(partition).encode()),
-        (H_SOURCE_OFFSET, str(offset).encode()),
-        (H_INGEST_MS, str(ingest_ms).encode()),
-    ]
+    return batch_source_headers(topic, partition, (offset,), (ingest_ms,))[0]
 
 
 def batch_source_headers(topic: str, partition: int, offsets: Sequence[int], ingest_ms: Sequence[int],

@@ -40,8 +40,8 @@ from streamflow.bench.systems import (
     CpuSampler,
     Run,
     System,
+    fresh_raw_topic,
     proc_cpu_s,
-    shared_raw_topic,
     wait_accounted,
 )
 from streamflow.broker import EmbeddedBroker
@@ -190,7 +190,7 @@ def backlog_run(kind: str, settings: Settings, bootstrap: str, raw_topic: str, r
 
 def latency_run(kind: str, settings: Settings, bootstrap: str, rate: float, seconds: float,
                 broker_pid: int | None = None) -> Latency:
-    raw_topic = shared_raw_topic(bootstrap, settings)
+    raw_topic = fresh_raw_topic(bootstrap, settings)
     system = System(kind, settings, bootstrap, Run(kind, raw_topic))
     system.start()
     monitor = ResultMonitor(system.settings, bootstrap, 0)
@@ -244,7 +244,7 @@ def run_bench(settings: Settings, argv_settings: list[str], *, records: int, wha
 
     def backlog(kind: str, replicas: int = 1) -> Backlog:
         with broker_for_run() as (bootstrap, pid):
-            raw_topic = shared_raw_topic(bootstrap, settings)
+            raw_topic = fresh_raw_topic(bootstrap, settings)
             produce_backlog(settings, bootstrap, raw_topic, records)  # the same seed: the same records
             raw = read_raw(bootstrap, raw_topic, records)
             return backlog_run(kind, settings, bootstrap, raw_topic, raw, records, replicas, broker_pid=pid)

@@ -184,7 +184,7 @@ def _free_port() -> int:
     return free_port()
 
 
-def shared_raw_topic(bootstrap: str, settings: Settings) -> str:
+def fresh_raw_topic(bootstrap: str, settings: Settings) -> str:
     name = f"bench-raw-{uuid.uuid4().hex[:6]}"
     ensure_topics(bootstrap, [TopicSpec(name, settings.topics.partitions)])
     return name

@@ -62,22 +62,16 @@ all_types = st.fixed_dictionaries({
     "n": st.none(), "os": st.none() | st.text(max_size=5), "ol": st.none() | st.integers(-(2**63), 2**63 - 1)})
 
 
+@pytest.mark.parametrize("schema,records", [(READING, readings), (ALL_TYPES, all_types)],
+                         ids=["telemetry-reading", "every-primitive-type"])
 @settings(max_examples=300, deadline=None)
-@given(readings)
-def test_telemetry_readings_decode_exactly_as_fastavro(rec: dict[str, Any]) -> None:
-    data = encode(READING, rec)
-    read = compile_reader(READING)
+@given(data=st.data())
+def test_records_decode_exactly_as_fastavro(schema: dict[str, Any], records: st.SearchStrategy[dict[str, Any]],
+                                            data: st.DataObject) -> None:
+    encoded = encode(schema, data.draw(records))
+    read = compile_reader(schema)
     assert read is not None
-    assert same(read(data), fast(READING, data))
-
-
-@settings(max_examples=300, deadline=None)
-@given(all_types)
-def test_every_primitive_type_decodes_exactly_as_fastavro(rec: dict[str, Any]) -> None:
-    data = encode(ALL_TYPES, rec)
-    read = compile_reader(ALL_TYPES)
-    assert read is not None
-    assert same(read(data), fast(ALL_TYPES, data))
+    assert same(read(encoded), fast(schema, encoded))
 
 
 @settings(max_examples=500, deadline=None)
