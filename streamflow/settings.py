@@ -26,6 +26,35 @@ ENV_PREFIX = "STREAMFLOW_"
 NORMALIZERS = ("zscore", "minmax", "log1p", "none")
 DEVICES = ("auto", "cpu", "cuda", "tensorrt")
 FORMATS = ("avro", "json", "auto")
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER")
+
+
+class Secret:
+    """A password, client secret or token. Its value shows nowhere (repr, str, logs, errors):
+    only ``reveal()`` returns it, for the one place that hands it to a client."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str = "") -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash((Secret, self._value))
+
+    def __repr__(self) -> str:
+        return "Secret('********')" if self._value else "Secret('')"
+
+    __str__ = __repr__
 
 
 @dataclass(frozen=True)
@@ -45,6 +74,19 @@ class InputSettings:
     key_field: str = "device_id"
     timestamp_field: str = "timestamp"
     schema_registry_url: str = ""
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    """What one input record may contain; anything larger is dead-lettered before it is read.
+
+    ``max_message_bytes`` bounds key + value. A length prefix (an Avro string or bytes, an
+    array or map block) is checked against these limits before anything is allocated.
+    """
+
+    max_message_bytes: int = 1_048_576
+    max_string_length: int = 4096  # bytes of an Avro string/bytes; characters of a JSON string field
+    max_array_length: int = 4096  # items of one Avro array or map (input or registry writer schema)
 
 
 @dataclass(frozen=True)
@@ -82,6 +124,7 @@ class RuntimeSettings:
     device: str = "auto"
     intra_op_threads: int = 1
     inter_op_threads: int = 1
+    drain_timeout_s: float = 30.0  # on SIGTERM: longest to finish in-flight batches before stopping
 
 
 @dataclass(frozen=True)
@@ -95,12 +138,35 @@ class KafkaSettings:
     commit_interval_s: float = 1.0
     connect_timeout_s: float = 10.0
     max_message_bytes: int = 1_048_576
+    # Security (see README "Security"); applied to every Kafka client streamflow creates.
+    security_protocol: str = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
+    ssl_cafile: str = ""  # PEM CA certificate(s) for the brokers (empty: the system's CAs)
+    ssl_certfile: str = ""  # client certificate, PEM (mutual TLS)
+    ssl_keyfile: str = ""  # its private key, PEM
+    ssl_check_hostname: bool = True  # the broker's certificate must name the host connected to
+    sasl_mechanism: str = ""  # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512 | OAUTHBEARER
+    sasl_username: str = ""
+    sasl_password: Secret = Secret()
+    sasl_oauth_token_url: str = ""  # OAUTHBEARER: OAuth 2 client-credentials token endpoint
+    sasl_oauth_client_id: str = ""
+    sasl_oauth_client_secret: Secret = Secret()
+    sasl_oauth_scope: str = ""  # space-separated, optional
 
 
 @dataclass(frozen=True)
 class MetricsSettings:
     host: str = "127.0.0.1"
     port: int = 9108
+
+
+@dataclass(frozen=True)
+class CollectorSettings:
+    """``streamflow collect http``: where it listens and what it accepts."""
+
+    host: str = "127.0.0.1"
+    port: int = 8088
+    token: Secret = Secret()  # when set, POST /records needs "Authorization: Bearer <token>"
+    max_body_bytes: int = 1_048_576  # larger requests get 413 before their body is read
 
 
 @dataclass(frozen=True)
@@ -134,6 +200,8 @@ class Settings:
     kafka: KafkaSettings
     metrics: MetricsSettings
     features: tuple[FeatureSpec, ...] = field(default_factory=tuple)
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    collector: CollectorSettings = field(default_factory=CollectorSettings)
 
     @property
     def feature_names(self) -> list[str]:
@@ -158,14 +226,17 @@ class Settings:
 SECTIONS: dict[str, type] = {
     "topics": TopicSettings,
     "input": InputSettings,
+    "limits": LimitSettings,
     "output": OutputSettings,
     "model": ModelSettings,
     "batching": BatchingSettings,
     "runtime": RuntimeSettings,
     "kafka": KafkaSettings,
     "metrics": MetricsSettings,
+    "collector": CollectorSettings,
 }
-PATH_KEYS = {("input", "schema"), ("output", "schema"), ("model", "path"), ("model", "stats")}
+PATH_KEYS = {("input", "schema"), ("output", "schema"), ("model", "path"), ("model", "stats"),
+             ("kafka", "ssl_cafile"), ("kafka", "ssl_certfile"), ("kafka", "ssl_keyfile")}
 
 
 def _base_type(tp: Any) -> Any:
@@ -213,6 +284,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             except ValueError:
                 pass
         raise ValueError(f"{where}: expected a number, got {value!r}")
+    if base is Secret:
+        if isinstance(value, str):
+            return Secret(value)
+        raise ValueError(f"{where}: expected a string (value not shown: it is a secret)")
     if base is str:
         if isinstance(value, str):
             return value
@@ -315,7 +390,7 @@ def collect_settings(
         if not isinstance(data, dict):
             problems.append(f"{section}: expected a table")
             data = {}
-        if section in ("input", "output", "model"):
+        if section in {sec for sec, _ in PATH_KEYS}:
             data = {k: _resolve(path, v) if (section, k) in PATH_KEYS and isinstance(v, str) and v else v
                     for k, v in data.items()}
         sections[section] = _build(cls, data, section, problems) or cls()
@@ -393,6 +468,14 @@ def check(s: Settings) -> list[str]:
         p.append(f"topics.partitions: must be >= 1, got {s.topics.partitions}")
     if s.input.format not in FORMATS:
         p.append(f"input.format: must be one of {', '.join(FORMATS)}, got {s.input.format!r}")
+    lim = s.limits
+    for key in ("max_message_bytes", "max_string_length", "max_array_length"):
+        if getattr(lim, key) < 1:
+            p.append(f"limits.{key}: must be >= 1, got {getattr(lim, key)}")
+    if lim.max_message_bytes > s.kafka.max_message_bytes:
+        # Accepted records travel on in internal batches and dead letters: our producer must take them.
+        p.append(f"limits.max_message_bytes: {lim.max_message_bytes} is more than kafka.max_message_bytes "
+                 f"{s.kafka.max_message_bytes}, the largest message streamflow produces (raise both)")
     if s.output.format not in ("avro", "json"):
         p.append(f"output.format: must be avro or json, got {s.output.format!r}")
     for key in ("input.schema", "output.schema", "model.path"):
@@ -421,14 +504,21 @@ def check(s: Settings) -> list[str]:
         p.append(f"batching.max_delay_ms: must be within [0, 60000], got {b.max_delay_ms}")
     if s.runtime.device not in DEVICES:
         p.append(f"runtime.device: must be one of {', '.join(DEVICES)}, got {s.runtime.device!r}")
+    if not s.runtime.drain_timeout_s > 0:
+        p.append(f"runtime.drain_timeout_s: must be > 0, got {s.runtime.drain_timeout_s}")
     if s.runtime.intra_op_threads < 0 or s.runtime.inter_op_threads < 0:
         p.append("runtime: thread counts must be >= 0 (0 lets ONNX Runtime choose)")
     if not 0 < s.metrics.port < 65536:
         p.append(f"metrics.port: must be within 1..65535, got {s.metrics.port}")
+    if not 0 <= s.collector.port < 65536:
+        p.append(f"collector.port: must be within 0..65535 (0: any free port), got {s.collector.port}")
+    if s.collector.max_body_bytes < 1:
+        p.append(f"collector.max_body_bytes: must be >= 1, got {s.collector.max_body_bytes}")
     if s.kafka.session_timeout_s <= s.kafka.heartbeat_interval_s:
         p.append("kafka.session_timeout_s: must be greater than kafka.heartbeat_interval_s")
     if s.kafka.fetch_max_wait_ms < 0:
         p.append("kafka.fetch_max_wait_ms: must be >= 0")
+    p.extend(check_kafka_security(s.kafka))
     seen: set[str] = set()
     for i, f in enumerate(s.features):
         where = f"features[{i}] ({f.name})"
@@ -467,6 +557,52 @@ def check(s: Settings) -> list[str]:
                 p.append(f"{where}: scale_min must be < scale_max")
         if sum(st in ("zscore", "minmax") for st in steps) > 1:
             p.append(f"{where}.normalize: use at most one of zscore and minmax")
+    return p
+
+
+def check_kafka_security(k: KafkaSettings) -> list[str]:
+    """TLS and SASL settings: a protocol that needs a mechanism or credentials gets them, files exist.
+
+    Credentials alone are inert (the protocol and mechanism decide what is used), so a shared
+    environment may set them everywhere; a mechanism or TLS file under a protocol that does
+    not use it is an error, as it says the user expects something that would not happen.
+    Messages never contain a secret's value."""
+    p: list[str] = []
+    proto = k.security_protocol
+    if proto not in SECURITY_PROTOCOLS:
+        p.append(f"kafka.security_protocol: must be one of {', '.join(SECURITY_PROTOCOLS)}, got {proto!r}")
+        return p
+    sasl, tls = proto.startswith("SASL_"), proto.endswith("SSL")
+    if k.sasl_mechanism and k.sasl_mechanism not in SASL_MECHANISMS:
+        p.append(f"kafka.sasl_mechanism: must be one of {', '.join(SASL_MECHANISMS)}, got {k.sasl_mechanism!r}")
+    elif sasl and not k.sasl_mechanism:
+        p.append(f"kafka.sasl_mechanism: kafka.security_protocol = {proto} needs a mechanism "
+                 f"({', '.join(SASL_MECHANISMS)})")
+    elif k.sasl_mechanism and not sasl:
+        p.append(f"kafka.sasl_mechanism: {k.sasl_mechanism} is set but kafka.security_protocol = {proto} "
+                 "does not use SASL (SASL_PLAINTEXT or SASL_SSL)")
+    elif sasl and k.sasl_mechanism == "OAUTHBEARER":
+        for key in ("sasl_oauth_token_url", "sasl_oauth_client_id", "sasl_oauth_client_secret"):
+            if not getattr(k, key):
+                p.append(f"kafka.{key}: required with kafka.sasl_mechanism = OAUTHBEARER")
+        url = k.sasl_oauth_token_url
+        if url and not url.startswith(("https://", "http://")):
+            p.append(f"kafka.sasl_oauth_token_url: expected an http(s) URL, got {url!r}")
+    elif sasl:
+        for key in ("sasl_username", "sasl_password"):
+            if not getattr(k, key):
+                p.append(f"kafka.{key}: required with kafka.sasl_mechanism = {k.sasl_mechanism}")
+    for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        path = getattr(k, key)
+        if not path:
+            continue
+        if not tls:
+            p.append(f"kafka.{key}: is set but kafka.security_protocol = {proto} does not use TLS "
+                     "(SSL or SASL_SSL)")
+        elif not Path(path).is_file():
+            p.append(f"kafka.{key}: file not found: {path}")
+    if k.ssl_keyfile and not k.ssl_certfile:
+        p.append("kafka.ssl_keyfile: needs kafka.ssl_certfile (the client certificate it belongs to)")
     return p
 
 

@@ -55,6 +55,7 @@ class ChunkBuffer:
         self._total = 0
         self._arrived = asyncio.Event()
         self._drained = asyncio.Event()
+        self._woken = False
 
     def __len__(self) -> int:
         return self._total
@@ -88,13 +89,22 @@ class ChunkBuffer:
         self._drained.set()
         return dropped
 
+    def wake(self) -> None:
+        """Make the pending (or next) ``take`` return at once, empty: the stage is draining."""
+        self._woken = True
+        self._arrived.set()
+
     async def take(self, within: float) -> list[Chunk]:
         """Chunks totalling up to ``batch_weight`` (at least one), once that much is buffered
-        or ``within`` seconds after the oldest buffered chunk arrived."""
+        or ``within`` seconds after the oldest buffered chunk arrived; ``[]`` after ``wake()``."""
         max_weight = self.batch_weight
         while not self._chunks:
+            if self._woken:
+                return []
             self._arrived.clear()
             await self._arrived.wait()
+        if self._woken:
+            return []
         deadline = self._chunks[0][0] + within
         while self._total < max_weight:
             left = deadline - time.monotonic()
@@ -105,6 +115,8 @@ class ChunkBuffer:
                 await asyncio.wait_for(self._arrived.wait(), left)
             except TimeoutError:
                 break
+            if self._woken:
+                return []
         out: list[Chunk] = []
         taken = 0
         while self._chunks and (not out or taken + self._chunks[0][1].weight <= max_weight):

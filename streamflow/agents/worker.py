@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from streamflow.agents.common import StageContext
 from streamflow.agents.transport import ChunkBuffer
 from streamflow.broker import die_with_parent, ensure_topics, pipeline_topics, wait_ready
-from streamflow.clients import BatchProducer, producer_config
+from streamflow.clients import BatchProducer, faust_credentials, producer_config
 from streamflow.errors import ConfigError
 from streamflow.metrics import Metrics, mark_process_dead, multiprocess_enabled, serve
 from streamflow.settings import Settings
@@ -71,6 +72,7 @@ def make_app(settings: Settings, stage: str, bootstrap: str, *, chunked: bool = 
         settings.group_id(stage),
         # streamflow:// is faust's aiokafka transport with chunked delivery (agents/transport.py)
         broker=f"{'streamflow' if chunked else 'kafka'}://{bootstrap}",
+        broker_credentials=faust_credentials(settings),  # [kafka] TLS/SASL, as aiokafka takes them
         broker_session_timeout=k.session_timeout_s,
         broker_heartbeat_interval=k.heartbeat_interval_s,
         broker_commit_interval=k.commit_interval_s,
@@ -86,6 +88,48 @@ def make_app(settings: Settings, stage: str, bootstrap: str, *, chunked: bool = 
         datadir=str(datadir),
         processing_guarantee="at_least_once",
     )
+
+
+class DrainingWorker(faust.Worker):
+    """faust's worker, draining the stage on the first SIGTERM/SIGINT before shutting down.
+
+    faust's own shutdown cancels the agent and then stops the consumer: batches in flight
+    would be produced but never committed, and repeated after a restart. The drain has to
+    run while the consumer is still up, so it hooks the signal rather than a shutdown hook
+    (``on_before_shutdown`` runs too late: mode gathers and cancels what is left).
+    A second signal, or the drain timing out, shuts down at once (at-least-once still holds).
+    """
+
+    def __init__(self, app: faust.App, drain: Callable[[], Awaitable[None]], timeout_s: float,
+                 **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._drain, self._drain_timeout_s = drain, timeout_s
+        self._draining = False
+
+    def _on_sigint(self) -> None:
+        self._drain_then_stop(signal.SIGINT)
+
+    def _on_sigterm(self) -> None:
+        self._drain_then_stop(signal.SIGTERM)
+
+    def _drain_then_stop(self, sig: signal.Signals) -> None:
+        if self._draining:  # second signal: stop now
+            self._schedule_shutdown(sig)
+            return
+        self._draining = True
+
+        async def drain_then_stop() -> None:
+            try:
+                await asyncio.wait_for(self._drain(), self._drain_timeout_s)
+            except TimeoutError:
+                log.warning("drain did not finish within runtime.drain_timeout_s=%s; stopping anyway "
+                            "(uncommitted batches are read again on restart)", self._drain_timeout_s)
+            except Exception as exc:
+                log.warning("drain failed, stopping anyway: %r", exc)
+            finally:
+                self._schedule_shutdown(sig)
+
+        self.add_future(drain_then_stop())
 
 
 def build_handler(stage: str, ctx: StageContext) -> Any:
@@ -119,8 +163,8 @@ def run_stage(settings: Settings, stage: str, bootstrap: str, *, serve_metrics: 
     from streamflow.validate import require_valid
 
     require_valid(settings)
-    wait_ready(bootstrap, settings.kafka.connect_timeout_s)
-    ensure_topics(bootstrap, pipeline_topics(settings))
+    wait_ready(bootstrap, settings.kafka.connect_timeout_s, settings=settings)
+    ensure_topics(bootstrap, pipeline_topics(settings), settings=settings)
     metrics = Metrics.create()
     def delivered(topic: str, ok: int, bad: int) -> None:
         metrics.produced.labels(settings.name, topic).inc(ok)
@@ -163,6 +207,9 @@ def run_stage(settings: Settings, stage: str, bootstrap: str, *, serve_metrics: 
                 ctx.processed(chunk.topic, chunk.partition, chunk.last_offset)
             in_flight.task_done()
 
+    draining = asyncio.Event()  # a stop signal came: take nothing more, finish what is out
+    drained = asyncio.Event()  # ... and it is finished: every batch taken is delivered and acked
+
     @app.agent(topic, name=f"streamflow.{stage}")
     async def agent(stream: Any) -> None:
         acker = asyncio.create_task(acknowledge())
@@ -174,15 +221,32 @@ def run_stage(settings: Settings, stage: str, bootstrap: str, *, serve_metrics: 
 
         acker.add_done_callback(acker_done)
         try:
-            while not acker.done():
+            while not acker.done() and not draining.is_set():
                 chunks = await buffer.take(handler.within)
-                await in_flight.put((await handler.handle(chunks), chunks))  # waits while max_in_flight are out
+                if chunks:
+                    await in_flight.put((await handler.handle(chunks), chunks))  # waits while max_in_flight are out
+            if not acker.done():  # the acker acks what is still in flight (unless it fails)
+                await asyncio.wait([asyncio.ensure_future(in_flight.join()), acker],
+                                   return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             fail(exc)
         finally:
             acker.cancel()
+            drained.set()  # after a failure too: only what was acked gets committed
+
+    async def drain() -> None:
+        """On SIGTERM/SIGINT, before faust stops anything: no batch is left half done, so a
+        restart repeats nothing. Records fetched and not yet taken are simply not committed."""
+        draining.set()
+        buffer.wake()
+        await drained.wait()
+        consumer: Any = app.consumer
+        await consumer.maybe_wait_for_commit_to_finish()  # commit() skips while another runs
+        await consumer.force_commit()
+        log.info("stage %s drained: in-flight batches delivered, offsets committed %s", stage,
+                 {f"{tp.topic}[{tp.partition}]": o for tp, o in consumer._committed_offset.items()})
 
     @app.timer(interval=2.0)
     async def report_lag() -> None:
@@ -224,7 +288,8 @@ def run_stage(settings: Settings, stage: str, bootstrap: str, *, serve_metrics: 
     if serve_metrics and not multiprocess_enabled():
         serve(metrics.registry, settings.metrics.host, settings.metrics.port)
         log.info("metrics at http://%s:%d/metrics", settings.metrics.host, settings.metrics.port)
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    worker = DrainingWorker(app, drain, settings.runtime.drain_timeout_s, loglevel=loglevel, quiet=True,
+                            redirect_stdouts=False)
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
@@ -300,8 +365,8 @@ class StageProcesses:
 
 def run_all(settings: Settings, bootstrap: str, argv_settings: list[str]) -> int:
     """``worker --stage all``: supervise one process per stage until a signal or a child's death."""
-    wait_ready(bootstrap, settings.kafka.connect_timeout_s)
-    ensure_topics(bootstrap, pipeline_topics(settings))
+    wait_ready(bootstrap, settings.kafka.connect_timeout_s, settings=settings)
+    ensure_topics(bootstrap, pipeline_topics(settings), settings=settings)
     procs = StageProcesses(settings, bootstrap, argv_settings)
     procs.start()
     stop = {"signal": 0}

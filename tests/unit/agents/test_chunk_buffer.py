@@ -121,3 +121,18 @@ def test_every_record_comes_out_once_in_partition_order(batch: int) -> None:
         assert all(seen[p] == list(range(100)) for p in range(3))
 
     asyncio.run(main())
+
+
+def test_wake_makes_a_waiting_take_return_empty_and_leaves_the_buffer_for_the_next_owner() -> None:
+    async def main() -> None:
+        buf = ChunkBuffer(100, lambda r: r.n)
+        await buf.put("t", 0, recs(0, 3))
+        waiting = asyncio.ensure_future(buf.take(60.0))  # waits for a fuller batch
+        await asyncio.sleep(0.01)
+        assert not waiting.done()
+        buf.wake()
+        assert await asyncio.wait_for(waiting, 1.0) == []
+        assert await buf.take(0.0) == []  # stays woken: the stage takes nothing more
+        assert len(buf) == 3  # never handed over: read again from the committed offset
+
+    asyncio.run(main())
