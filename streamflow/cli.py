@@ -126,7 +126,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     bootstrap = _bootstrap_or_fail(s, "streamflow collect")
     from streamflow.broker import wait_ready
 
-    wait_ready(bootstrap, s.kafka.connect_timeout_s)
+    wait_ready(bootstrap, s.kafka.connect_timeout_s, settings=s)
     raw = RawProducer(s, bootstrap)
     t0 = time.monotonic()
     if args.source == "synthetic":
@@ -148,7 +148,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
     bootstrap = _bootstrap_or_fail(s, "streamflow produce")
     from streamflow.broker import wait_ready
 
-    wait_ready(bootstrap, s.kafka.connect_timeout_s)
+    wait_ready(bootstrap, s.kafka.connect_timeout_s, settings=s)
     raw = RawProducer(s, bootstrap)
     raw.topic = args.topic
     texts = args.json or [line for line in sys.stdin if line.strip()]
@@ -172,6 +172,9 @@ def cmd_consume(args: argparse.Namespace) -> int:
 
     s = _load(args)
     bootstrap = _bootstrap_or_fail(s, "streamflow consume")
+    from streamflow.broker import wait_ready
+
+    wait_ready(bootstrap, s.kafka.connect_timeout_s, settings=s)
     return consume(s, bootstrap, args.topic, limit=args.limit, timeout_s=args.timeout,
                    from_beginning=not args.latest, show_headers=args.headers)
 

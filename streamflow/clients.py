@@ -1,4 +1,8 @@
-"""Kafka client configuration and the batch producer every stage sends through.
+"""Kafka client configuration (every client streamflow creates) and the stages' batch producer.
+
+``kafka_config`` is the base of every confluent-kafka client (producers, consumers, admin
+clients): bootstrap, TLS and SASL from ``[kafka]``, and a librdkafka logger that masks secrets.
+``faust_credentials`` maps the same settings onto faust's ``broker_credentials`` (aiokafka).
 
 Stages consume with faust (group membership, commits) but produce with librdkafka: one
 ``produce()`` call per message in C, batched on the wire (linger), and ONE asyncio future
@@ -9,17 +13,24 @@ acks its input only after that future resolves: at-least-once.
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import logging
+import ssl
 import threading
 import time
-from collections.abc import Sequence
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from aiokafka.abc import AbstractTokenProvider
 from confluent_kafka import KafkaError, Producer
 
-from streamflow.errors import DeliveryError
-from streamflow.settings import Settings
+from streamflow.errors import BrokerUnavailable, DeliveryError
+from streamflow.settings import KafkaSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +46,177 @@ class OutMessage:
     partition: int = -1  # -1: the default partitioner (by key)
 
 
+MASK = "********"
+
+
+class _RedactSecrets(logging.Filter):
+    """Replaces every known secret value in a log record's message with ``MASK``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            msg = record.getMessage()
+            if any(sec in msg for sec in self.secrets):
+                for sec in self.secrets:
+                    msg = msg.replace(sec, MASK)
+                record.msg, record.args = msg, None
+        return True
+
+
+_REDACT = _RedactSecrets()
+
+
+def secrets_of(k: KafkaSettings) -> list[str]:
+    return [sec.reveal() for sec in (k.sasl_password, k.sasl_oauth_client_secret) if sec]
+
+
+def redacting_logger(name: str, secrets: Iterable[str] = ()) -> logging.Logger:
+    """A logger for a client library's own messages (librdkafka's ``logger``) that never
+    prints ``secrets``, whatever the library chooses to say."""
+    _REDACT.secrets.update(sec for sec in secrets if sec)
+    logger = logging.getLogger(name)
+    if _REDACT not in logger.filters:
+        logger.addFilter(_REDACT)
+    return logger
+
+
+def security_config(k: KafkaSettings) -> dict[str, Any]:
+    """librdkafka properties for ``kafka.security_protocol``, TLS and SASL (nothing for PLAINTEXT)."""
+    proto = k.security_protocol
+    conf: dict[str, Any] = {}
+    if proto == "PLAINTEXT":
+        return conf
+    conf["security.protocol"] = proto.lower()
+    if proto.endswith("SSL"):
+        for key, prop in (("ssl_cafile", "ssl.ca.location"), ("ssl_certfile", "ssl.certificate.location"),
+                          ("ssl_keyfile", "ssl.key.location")):
+            if getattr(k, key):
+                conf[prop] = getattr(k, key)
+        conf["ssl.endpoint.identification.algorithm"] = "https" if k.ssl_check_hostname else "none"
+    if proto.startswith("SASL_"):
+        conf["sasl.mechanism"] = k.sasl_mechanism
+        if k.sasl_mechanism == "OAUTHBEARER":
+            # librdkafka's built-in OIDC client-credentials flow: the same token endpoint, client
+            # and scope that OAuthTokenProvider uses for the faust (aiokafka) side.
+            conf["sasl.oauthbearer.method"] = "oidc"
+            conf["sasl.oauthbearer.token.endpoint.url"] = k.sasl_oauth_token_url
+            conf["sasl.oauthbearer.client.id"] = k.sasl_oauth_client_id
+            conf["sasl.oauthbearer.client.secret"] = k.sasl_oauth_client_secret.reveal()
+            if k.sasl_oauth_scope:
+                conf["sasl.oauthbearer.scope"] = k.sasl_oauth_scope
+        else:
+            conf["sasl.username"] = k.sasl_username
+            conf["sasl.password"] = k.sasl_password.reveal()
+    return conf
+
+
+def kafka_config(settings: Settings | None, bootstrap: str, *, logger: str = "streamflow.librdkafka",
+                 log_level: int = 3, **extra: Any) -> dict[str, Any]:
+    """The base configuration of every confluent-kafka client: bootstrap, TLS/SASL from
+    ``settings.kafka`` (plaintext without settings), a secret-masking logger; then ``extra``."""
+    k = settings.kafka if settings is not None else KafkaSettings()
+    conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "log_level": log_level,
+                            "logger": redacting_logger(logger, secrets_of(k))}
+    conf.update(security_config(k))
+    conf.update(extra)
+    return conf
+
+
+def ssl_context(k: KafkaSettings) -> ssl.SSLContext:
+    """The TLS context for Python clients (aiokafka under faust), from the same settings."""
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=k.ssl_cafile or None)
+    if k.ssl_certfile:
+        ctx.load_cert_chain(k.ssl_certfile, k.ssl_keyfile or None)
+    ctx.check_hostname = k.ssl_check_hostname
+    return ctx
+
+
+class OAuthTokenProvider(AbstractTokenProvider):
+    """OAUTHBEARER tokens for aiokafka, from an OAuth 2 client-credentials token endpoint: what
+    librdkafka's ``sasl.oauthbearer.method=oidc`` does (HTTP Basic client id/secret, form
+    ``grant_type=client_credentials`` and ``scope``). Tokens are reused until a minute (or a
+    fifth of their lifetime) before they expire."""
+
+    def __init__(self, token_url: str, client_id: str, client_secret: str, scope: str = "", *,
+                 timeout_s: float = 10.0) -> None:
+        self.token_url, self.client_id, self.scope, self.timeout_s = token_url, client_id, scope, timeout_s
+        self._basic = base64.b64encode(f"{client_id}:{client_secret}".encode()).decode()
+        self._token = ""
+        self._expires = 0.0
+        self._lock: asyncio.Lock | None = None
+
+    def __repr__(self) -> str:
+        return f"<OAuthTokenProvider {self.token_url} client {self.client_id}>"
+
+    def fetch(self) -> tuple[str, float]:
+        """One token request: (access token, lifetime in seconds). Blocking."""
+        form = {"grant_type": "client_credentials", **({"scope": self.scope} if self.scope else {})}
+        req = urllib.request.Request(self.token_url, data=urllib.parse.urlencode(form).encode(), method="POST",
+                                     headers={"Authorization": f"Basic {self._basic}", "Accept": "application/json",
+                                              "Content-Type": "application/x-www-form-urlencoded"})
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+                body = json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            why = ""
+            try:
+                err = json.loads(exc.read())
+                why = f": {err.get('error', '')} {err.get('error_description', '')}".rstrip()
+            except (ValueError, AttributeError):
+                pass
+            raise BrokerUnavailable(f"OAUTHBEARER: the token endpoint {self.token_url} answered "
+                                    f"HTTP {exc.code}{why}", retriable=exc.code >= 500) from None
+        except (OSError, ValueError) as exc:
+            raise BrokerUnavailable(f"OAUTHBEARER: no token from {self.token_url}: "
+                                    f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}") from None
+        token = body.get("access_token") if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token:
+            raise BrokerUnavailable(f"OAUTHBEARER: the token endpoint {self.token_url} answered without "
+                                    "an access_token", retriable=False)
+        return token, float(body.get("expires_in") or 3600)
+
+    async def token(self) -> str:
+        """aiokafka's AbstractTokenProvider interface."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if not self._token or time.time() >= self._expires:
+                token, lifetime = await asyncio.get_running_loop().run_in_executor(None, self.fetch)
+                self._token = token
+                self._expires = time.time() + max(lifetime - max(60.0, lifetime / 5), lifetime / 2)
+            return self._token
+
+    def extensions(self) -> dict[str, str]:
+        return {}
+
+
+def faust_credentials(settings: Settings) -> Any:
+    """faust's ``broker_credentials`` for ``settings.kafka`` (None for PLAINTEXT). faust hands
+    them to aiokafka: SSL -> SSLCredentials; SASL PLAIN/SCRAM -> SASLCredentials; OAUTHBEARER
+    -> OAuthCredentials with an OAuthTokenProvider; an SSL context makes the SASL ones SASL_SSL."""
+    import faust
+
+    k = settings.kafka
+    if k.security_protocol == "PLAINTEXT":
+        return None
+    ctx = ssl_context(k) if k.security_protocol.endswith("SSL") else None
+    if k.security_protocol == "SSL":
+        return faust.SSLCredentials(ctx)
+    if k.sasl_mechanism == "OAUTHBEARER":
+        provider = OAuthTokenProvider(k.sasl_oauth_token_url, k.sasl_oauth_client_id,
+                                      k.sasl_oauth_client_secret.reveal(), k.sasl_oauth_scope)
+        return faust.OAuthCredentials(oauth_cb=provider, ssl_context=ctx)
+    return faust.SASLCredentials(username=k.sasl_username, password=k.sasl_password.reveal(), ssl_context=ctx,
+                                 mechanism=k.sasl_mechanism)
+
+
 def producer_config(settings: Settings, bootstrap: str, **extra: Any) -> dict[str, Any]:
     k = settings.kafka
-    conf: dict[str, Any] = {
-        "bootstrap.servers": bootstrap,
+    conf = kafka_config(settings, bootstrap, logger="streamflow.librdkafka.producer")
+    conf.update({
         "linger.ms": k.linger_ms,
         "enable.idempotence": True,
         "acks": "all",
@@ -48,9 +226,7 @@ def producer_config(settings: Settings, bootstrap: str, **extra: Any) -> dict[st
         "message.max.bytes": max(k.max_message_bytes, 1_000_000) + 65_536,
         "socket.connection.setup.timeout.ms": int(k.connect_timeout_s * 1000),
         "partitioner": "murmur2_random",  # the Java client's partitioner: same key -> same partition as other clients
-        "log_level": 3,
-        "logger": logging.getLogger("streamflow.librdkafka.producer"),
-    }
+    })
     conf.update(extra)
     return conf
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
 import time
 import uuid
@@ -11,6 +10,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
 
+from streamflow.clients import kafka_config
 from streamflow.codecs import RecordCodec, to_json_line
 from streamflow.errors import ConfigError, DecodeError
 from streamflow.settings import Settings
@@ -51,9 +51,9 @@ def render(msg: Any, codec: RecordCodec | None, dlq: bool, show_headers: bool) -
 
 def consume(settings: Settings, bootstrap: str, topic: str, *, limit: int, timeout_s: float,
             from_beginning: bool, show_headers: bool) -> int:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"streamflow-consume-{uuid.uuid4().hex[:8]}",
-                         "enable.auto.commit": False, "fetch.wait.max.ms": 50, "log_level": 3,
-                         "logger": logging.getLogger("streamflow.librdkafka.consume")})
+    consumer = Consumer(kafka_config(settings, bootstrap, logger="streamflow.librdkafka.consume") | {
+        "group.id": f"streamflow-consume-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
+        "fetch.wait.max.ms": 50})
     md = consumer.list_topics(topic, timeout=settings.kafka.connect_timeout_s).topics.get(topic)
     if md is None or md.error is not None or not md.partitions:
         consumer.close()

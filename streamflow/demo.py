@@ -26,6 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from streamflow.agents.common import H_INGEST_MS, H_REASON_CODE, H_SOURCE_OFFSET, H_SOURCE_PARTITION
 from streamflow.agents.worker import STAGES, StageProcesses, process_stages
 from streamflow.broker import EmbeddedBroker, ensure_topics, pipeline_topics
+from streamflow.clients import kafka_config
 from streamflow.collectors.produce import RawProducer, run_synthetic
 from streamflow.settings import Settings
 from streamflow.signals import install_stop_handler
@@ -61,11 +62,9 @@ class ResultMonitor(threading.Thread):
         self._stop_event = threading.Event()
         self.ready = threading.Event()  # set after the first fetch round trip
         self._seen: set[tuple[int, int]] = set()
-        self.consumer = Consumer({
-            "bootstrap.servers": bootstrap, "group.id": f"streamflow-demo-monitor-{int(time.time())}",
-            "enable.auto.commit": False, "fetch.wait.max.ms": 10, "log_level": 3,
-            "logger": logging.getLogger("streamflow.librdkafka.monitor"),
-        })
+        self.consumer = Consumer(kafka_config(settings, bootstrap, logger="streamflow.librdkafka.monitor") | {
+            "group.id": f"streamflow-demo-monitor-{int(time.time())}", "enable.auto.commit": False,
+            "fetch.wait.max.ms": 10})
         md = self.consumer.list_topics(timeout=10).topics
         t = settings.topics
         self.consumer.assign([TopicPartition(name, p, OFFSET_BEGINNING)
@@ -211,7 +210,7 @@ class LocalPipeline:
         if not bootstrap:
             self.broker = EmbeddedBroker(log_path=f"{self.log_dir}/broker.log").start()
             bootstrap = self.broker.bootstrap
-        ensure_topics(bootstrap, pipeline_topics(self.settings))
+        ensure_topics(bootstrap, pipeline_topics(self.settings), settings=self.settings)
         self.stages = StageProcesses(self.settings, bootstrap, self.argv_settings, log_dir=self.log_dir)
         self.stages.start()
         self.bootstrap = bootstrap

@@ -102,11 +102,13 @@ def produce_backlog(settings: Settings, bootstrap: str, raw: str, records: int) 
     run_synthetic(rp, rate=0, records=records, seed=3)
 
 
-def read_raw(bootstrap: str, topic: str, n: int) -> dict[tuple[int, int], bytes]:
+def read_raw(bootstrap: str, topic: str, n: int, settings: Settings | None = None) -> dict[tuple[int, int], bytes]:
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-read-{time.time()}",
-                  "enable.auto.commit": False, "log_level": 3})
+    from streamflow.clients import kafka_config
+
+    c = Consumer(kafka_config(settings, bootstrap, logger="streamflow.librdkafka.bench")
+                 | {"group.id": f"bench-read-{time.time()}", "enable.auto.commit": False})
     md = c.list_topics(topic, timeout=10).topics[topic]
     c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in md.partitions])
     out: dict[tuple[int, int], bytes] = {}
@@ -246,7 +248,7 @@ def run_bench(settings: Settings, argv_settings: list[str], *, records: int, wha
         with broker_for_run() as (bootstrap, pid):
             raw_topic = fresh_raw_topic(bootstrap, settings)
             produce_backlog(settings, bootstrap, raw_topic, records)  # the same seed: the same records
-            raw = read_raw(bootstrap, raw_topic, records)
+            raw = read_raw(bootstrap, raw_topic, records, settings)
             return backlog_run(kind, settings, bootstrap, raw_topic, raw, records, replicas, broker_pid=pid)
 
     if records:

@@ -25,7 +25,7 @@ from typing import Any, cast
 import numpy as np
 
 from streamflow.agents.common import H_MODEL, H_MODEL_VERSION, batch_source_headers, dead_letter
-from streamflow.clients import producer_config
+from streamflow.clients import kafka_config, producer_config
 from streamflow.codecs import ReadingDecoder, ResultEncoder
 from streamflow.inference import load_model
 from streamflow.records import Rejected
@@ -82,9 +82,9 @@ def run_limit(s: Settings, a: argparse.Namespace) -> None:
     work = Work(s)
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
-    consumer = Consumer({"bootstrap.servers": a.bootstrap, "group.id": a.group, "auto.offset.reset": "earliest",
-                         "enable.auto.commit": False, "fetch.wait.max.ms": 5, "session.timeout.ms": 6000,
-                         "heartbeat.interval.ms": 1000, "log_level": 3})
+    consumer = Consumer(kafka_config(s, a.bootstrap, logger="streamflow.librdkafka.bench") | {
+        "group.id": a.group, "auto.offset.reset": "earliest", "enable.auto.commit": False, "fetch.wait.max.ms": 5,
+        "session.timeout.ms": 6000, "heartbeat.interval.ms": 1000})
     producer = Producer(producer_config(s, a.bootstrap))
 
     def on_assign(c: Any, parts: Any) -> None:

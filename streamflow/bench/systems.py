@@ -75,7 +75,7 @@ class System:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.stages: StageProcesses | None = None
         self.log_dir = tempfile.mkdtemp(prefix=f"streamflow-bench-{kind}-")
-        ensure_topics(bootstrap, pipeline_topics(self.settings))
+        ensure_topics(bootstrap, pipeline_topics(self.settings), settings=self.settings)
 
     def start(self, timeout_s: float = 90.0) -> None:
         s = self.settings
@@ -186,7 +186,7 @@ def _free_port() -> int:
 
 def fresh_raw_topic(bootstrap: str, settings: Settings) -> str:
     name = f"bench-raw-{uuid.uuid4().hex[:6]}"
-    ensure_topics(bootstrap, [TopicSpec(name, settings.topics.partitions)])
+    ensure_topics(bootstrap, [TopicSpec(name, settings.topics.partitions)], settings=settings)
     return name
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
@@ -21,10 +22,11 @@ class Msg:
 
 
 def read_topic(bootstrap: str, topic: str, *, until: int | None = None, timeout_s: float = 60.0,
-               idle_s: float = 2.0) -> list[Msg]:
-    """Every message of ``topic`` from the beginning; stops at ``until`` messages or after ``idle_s`` of silence."""
+               idle_s: float = 2.0, conf: dict[str, Any] | None = None) -> list[Msg]:
+    """Every message of ``topic`` from the beginning; stops at ``until`` messages or after ``idle_s`` of silence.
+    ``conf``: more client settings (TLS, SASL)."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-{uuid.uuid4().hex[:8]}",
-                  "enable.auto.commit": False, "fetch.wait.max.ms": 20})
+                  "enable.auto.commit": False, "fetch.wait.max.ms": 20, **(conf or {})})
     md = c.list_topics(topic, timeout=10).topics[topic]
     c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in md.partitions])
     out: list[Msg] = []
