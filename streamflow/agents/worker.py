@@ -209,9 +209,11 @@ def run_stage(settings: Settings, stage: str, bootstrap: str, *, serve_metrics: 
 
     draining = asyncio.Event()  # a stop signal came: take nothing more, finish what is out
     drained = asyncio.Event()  # ... and it is finished: every batch taken is delivered and acked
+    running = asyncio.Event()  # the agent has started (a signal during start-up has nothing to drain)
 
     @app.agent(topic, name=f"streamflow.{stage}")
     async def agent(stream: Any) -> None:
+        running.set()
         acker = asyncio.create_task(acknowledge())
 
         def acker_done(t: asyncio.Task[None]) -> None:
@@ -241,7 +243,8 @@ def run_stage(settings: Settings, stage: str, bootstrap: str, *, serve_metrics: 
         restart repeats nothing. Records fetched and not yet taken are simply not committed."""
         draining.set()
         buffer.wake()
-        await drained.wait()
+        if running.is_set():
+            await drained.wait()
         consumer: Any = app.consumer
         await consumer.maybe_wait_for_commit_to_finish()  # commit() skips while another runs
         await consumer.force_commit()
@@ -316,18 +319,38 @@ class StageProcesses:
         self.server: Any = None
 
     def start(self) -> None:
-        env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=self.mp_dir, PYTHONUNBUFFERED="1")
-        for i, stage in enumerate(self.stages):
-            out: Any = None
-            if self.log_dir:
-                suffix = "" if self.stages.count(stage) == 1 else f"-{i}"
-                out = open(Path(self.log_dir) / f"worker-{stage}{suffix}.log", "ab")  # noqa: SIM115
-            proc = subprocess.Popen(child_command(stage, self.argv_settings, self.bootstrap),
-                                    env=env, stdout=out, stderr=subprocess.STDOUT if out else None,
-                                    preexec_fn=die_with_parent, start_new_session=True)
-            self.procs.append((stage, proc))
+        self.procs = [(stage, self._spawn(i, stage)) for i, stage in enumerate(self.stages)]
         self.server = serve(None, self.settings.metrics.host, self.settings.metrics.port,
                             multiprocess_dir=self.mp_dir)
+
+    def _spawn(self, index: int, stage: str) -> subprocess.Popen[bytes]:
+        env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=self.mp_dir, PYTHONUNBUFFERED="1")
+        out: Any = None
+        if self.log_dir:
+            suffix = "" if self.stages.count(stage) == 1 else f"-{index}"
+            out = open(Path(self.log_dir) / f"worker-{stage}{suffix}.log", "ab")  # noqa: SIM115
+        try:
+            return subprocess.Popen(child_command(stage, self.argv_settings, self.bootstrap),
+                                    env=env, stdout=out, stderr=subprocess.STDOUT if out else None,
+                                    preexec_fn=die_with_parent, start_new_session=True)
+        finally:
+            if out is not None:
+                out.close()  # the child has its own descriptor
+
+    def restart(self, index: int, sig: int = signal.SIGTERM, timeout_s: float = 60.0) -> int:
+        """Stop process ``index`` with ``sig`` (SIGKILL: a crash), start a fresh one in its place
+        (it rejoins the stage's group); returns the old one's exit status."""
+        stage, old = self.procs[index]
+        if old.poll() is None:
+            old.send_signal(sig)
+        try:
+            code = old.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            old.kill()
+            code = old.wait()
+        mark_process_dead(old.pid, self.mp_dir)
+        self.procs[index] = (stage, self._spawn(index, stage))
+        return code
 
     def dead(self) -> list[str]:
         return [f"{s} (exit {p.returncode})" for s, p in self.procs if p.poll() is not None]

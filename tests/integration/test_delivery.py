@@ -8,20 +8,17 @@ partition on every restart or rebalance: a whole internal batch on the inner sta
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 import threading
 import time
 from collections import Counter
 
 import pytest
 
-from streamflow.agents.worker import child_command
 from streamflow.collectors.produce import RawProducer, run_synthetic
 from streamflow.demo import LocalPipeline
 from streamflow.settings import load_settings
-from tests.conftest import PIPELINE, ROOT
+from tests.conftest import PIPELINE
 from tests.integration.helpers import read_topic, wait_for
 from tests.integration.test_pipeline_e2e import argv_for
 
@@ -41,7 +38,6 @@ def test_a_worker_stopped_mid_stream_and_restarted_loses_nothing(
     settings = load_settings(PIPELINE, overrides)
     pipe = LocalPipeline(settings, argv_for(overrides))
     pipe.start()
-    restarted: subprocess.Popen[bytes] | None = None
     try:
         assert pipe.wait_consuming(90), f"stages did not start; logs in {pipe.log_dir}"
         raw = RawProducer(settings, bootstrap)
@@ -49,13 +45,9 @@ def test_a_worker_stopped_mid_stream_and_restarted_loses_nothing(
         feeder.start()
         time.sleep(1.5)  # records are flowing through every stage
         assert pipe.stages is not None
-        victim = next(p for s, p in pipe.stages.procs if s == stage)
-        victim.send_signal(signal.SIGTERM)
-        assert victim.wait(timeout=60) == 0, f"the stopped worker failed; logs in {pipe.log_dir}"
-        log = open(f"{pipe.log_dir}/worker-{stage}-restarted.log", "wb")  # noqa: SIM115
-        env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=pipe.stages.mp_dir)  # as its siblings: no own port
-        restarted = subprocess.Popen(child_command(stage, argv_for(overrides), bootstrap), cwd=ROOT,
-                                     stdout=log, stderr=subprocess.STDOUT, env=env)
+        index = next(i for i, (s, _) in enumerate(pipe.stages.procs) if s == stage)
+        code = pipe.stages.restart(index, signal.SIGTERM)  # a replacement starts at once
+        assert code == 0, f"the stopped worker failed; logs in {pipe.log_dir}"
         feeder.join()
         t = settings.topics
 
@@ -73,10 +65,4 @@ def test_a_worker_stopped_mid_stream_and_restarted_loses_nothing(
         print(f"{stage}: {len(scored) + len(dead)} records out, {len(repeated)} repeated: {repeated[:10]}")
         assert not repeated, f"records repeated after a drained stop; logs in {pipe.log_dir}"
     finally:
-        if restarted is not None:
-            restarted.send_signal(signal.SIGTERM)
-            try:
-                restarted.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                restarted.kill()
         pipe.stop()
