@@ -132,6 +132,12 @@ def cmd_collect(args: argparse.Namespace) -> int:
     if args.source == "synthetic":
         stop = install_stop_handler()
         stats = run_synthetic(raw, rate=args.rate, records=args.records, seed=args.seed, stop=stop)
+    elif args.source == "http":
+        from streamflow.collectors.http import run_http
+
+        left = run_http(s, raw, install_stop_handler(), host=args.host or "", port=args.port)
+        stats = raw.stats
+        stats.failed += left
     else:
         stats = run_file(raw, Path(args.path),
                          on_bad_line=lambda n, e: print(f"{args.path}:{n}: skipped: {e}", file=sys.stderr))
@@ -238,6 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
     cf = csub.add_parser("file", help="a JSON-lines or CSV file")
     cf.add_argument("path")
     _settings_args(cf)
+    ch = csub.add_parser("http", help="an HTTP endpoint: POST /records (JSON or JSON lines), GET /healthz")
+    ch.add_argument("--host", default=None, help="address to bind (default collector.host, 127.0.0.1)")
+    ch.add_argument("--port", type=int, default=None, help="port (default collector.port, 8088; 0: any free port)")
+    _settings_args(ch)
     c.set_defaults(func=cmd_collect)
 
     pr = sub.add_parser("produce", help="produce JSON records (from --json or stdin, one per line)")

@@ -55,14 +55,21 @@ class RawProducer:
         k = record.get(self.settings.input.key_field)
         return str(k).encode() if k is not None else None
 
-    def send(self, value: bytes, key: bytes | None) -> None:
+    def send(self, value: bytes, key: bytes | None, on_delivery: Callable[[Any, Any], None] | None = None) -> None:
+        """Queue one message; ``on_delivery(err, msg)`` is called too once the broker answers."""
+        callback = self._on_delivery
+        if on_delivery is not None:
+            def callback(err: Any, msg: Any) -> None:
+                self._on_delivery(err, msg)
+                on_delivery(err, msg)
         while True:
             try:
-                self.producer.produce(self.topic, value, key, on_delivery=self._on_delivery)
+                self.producer.produce(self.topic, value, key, on_delivery=callback)
                 break
             except BufferError:
                 self.producer.poll(0.05)
-        self.stats.produced += 1
+        with self._lock:
+            self.stats.produced += 1
 
     def send_record(self, record: dict[str, Any]) -> None:
         self.send(self.codec.encode(record), self.key_of(record))
