@@ -74,11 +74,13 @@ def admin_client(bootstrap: str, settings: Settings | None = None, **extra: Any)
 def wait_ready(bootstrap: str, timeout_s: float = 10.0, *, settings: Settings | None = None) -> None:
     """Return once a broker answers a metadata request at ``bootstrap``, else raise BrokerUnavailable
     saying why the client could not connect (refused, TLS handshake, authentication)."""
+    from streamflow.clients import mask
+
     deadline = time.monotonic() + timeout_s
     reasons: list[str] = []  # what librdkafka reported, e.g. "SSL handshake failed: ... certificate verify failed"
 
     def on_error(err: Any) -> None:
-        reasons.append(err.str())
+        reasons.append(mask(err.str(), settings.kafka) if settings is not None else err.str())
 
     admin = admin_client(bootstrap, settings, error_cb=on_error, **{"socket.connection.setup.timeout.ms": 2000})
     last: Exception | None = None

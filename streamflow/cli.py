@@ -29,7 +29,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, str]:
     for item in args.overrides:
         key, sep, value = item.partition("=")
         if not sep:
-            raise ConfigError(f"--set {item!r}: expected SECTION.KEY=VALUE", source="command line")
+            shown = "(not shown: it may hold a secret)" if any(
+                w in item.lower() for w in ("password", "secret", "token")) else repr(item)
+            raise ConfigError(f"--set {shown}: expected SECTION.KEY=VALUE", source="command line")
         out[key.strip()] = value
     if args.bootstrap:
         out["kafka.bootstrap"] = args.bootstrap

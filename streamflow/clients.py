@@ -73,6 +73,13 @@ def secrets_of(k: KafkaSettings) -> list[str]:
     return [sec.reveal() for sec in (k.sasl_password, k.sasl_oauth_client_secret) if sec]
 
 
+def mask(text: str, k: KafkaSettings) -> str:
+    """``text`` with every secret of ``k`` replaced by ``MASK`` (for messages built from client errors)."""
+    for sec in secrets_of(k):
+        text = text.replace(sec, MASK)
+    return text
+
+
 def redacting_logger(name: str, secrets: Iterable[str] = ()) -> logging.Logger:
     """A logger for a client library's own messages (librdkafka's ``logger``) that never
     prints ``secrets``, whatever the library chooses to say."""
