@@ -104,7 +104,7 @@ def wait_ready(bootstrap: str, timeout_s: float = 10.0, *, settings: Settings | 
         why = f": {last.args[0].str()}" if last is not None and last.args else ""
     protocol = settings.kafka.security_protocol if settings is not None else "PLAINTEXT"
     raise BrokerUnavailable(
-        f"no Kafka broker answered at {bootstrap} ({protocol}) within {timeout_s:g}s{why}. "
+        f"no Kafka broker answered at {bootstrap} within {timeout_s:g}s ({protocol}){why}. "
         "Check kafka.bootstrap (STREAMFLOW_KAFKA_BOOTSTRAP) and the [kafka] security settings, "
         "or leave kafka.bootstrap empty to use the embedded broker."
     )
