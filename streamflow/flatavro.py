@@ -8,8 +8,13 @@ about three times faster. Anything else (nested records, arrays, maps, enums, fi
 unions of several non-null types) returns ``None`` and the caller uses fastavro.
 
 The reader is at least as strict as fastavro: every record it accepts, fastavro decodes
-to the same dict (property-tested in tests/unit/test_codecs.py). Errors are ``DecodeError``
+to the same dict (property-tested in tests/unit/test_flatavro.py). Errors are ``DecodeError``
 with the same reasons as the fastavro path.
+
+``compile_checker`` is the guard for the schemas left to fastavro (and for writer schemas
+from a schema registry): it walks the bytes without building anything and refuses a string,
+array or map whose length prefix exceeds the limits, before fastavro allocates for it.
+fastavro itself would loop 2**40 times on an array of nulls whose count claims 2**40.
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ def _primitive(t: Any) -> str | None:
     return t if isinstance(t, str) and t in _PRIMITIVES else None
 
 
-def _read_code(t: str, target: str, indent: str) -> list[str]:
+def _read_code(t: str, target: str, indent: str, field: str = "", max_len: int | None = None) -> list[str]:
     """Lines that read one value of primitive type ``t`` at ``p`` into ``target``."""
     if t == "null":
         return [f"{indent}{target} = None"]
@@ -65,29 +70,37 @@ def _read_code(t: str, target: str, indent: str) -> list[str]:
         size, fn = (4, "_FLOAT") if t == "float" else (8, "_DOUBLE")
         return [f"{indent}if p + {size} > n: raise _Truncated", f"{indent}{target} = {fn}(b, p)[0]",
                 f"{indent}p += {size}"]
-    # string / bytes: a length, then that many bytes
+    # string / bytes: a length, checked against the limit and the message before anything is sliced
     decode = ".decode()" if t == "string" else ""
-    return [f"{indent}ln, p = _varint(b, p)",
-            f"{indent}if ln < 0: raise DecodeError(f'avro: negative length {{ln}}')",
-            f"{indent}if p + ln > n: raise DecodeError('avro: length prefix larger than the message')",
-            f"{indent}{target} = b[p:p + ln]{decode}", f"{indent}p += ln"]
+    where = f"field {field}: " if field else ""
+    lines = [f"{indent}ln, p = _varint(b, p)",
+             f"{indent}if ln < 0: raise DecodeError(f'avro: {where}negative length {{ln}}')"]
+    if max_len is not None:
+        kind = "string" if t == "string" else "bytes value"
+        lines.append(f"{indent}if ln > {max_len}: raise DecodeError(f'avro: {where}{kind} of {{ln}} bytes exceeds "
+                     f"max_string_length {max_len}')")
+    return lines + [f"{indent}if p + ln > n: raise DecodeError('avro: {where}length prefix larger than the message')",
+                    f"{indent}{target} = b[p:p + ln]{decode}", f"{indent}p += ln"]
 
 
-def compile_reader(schema: Any) -> Reader | None:
-    """A reader for ``schema`` (the JSON form) if it is a flat record, else ``None``."""
+def compile_reader(schema: Any, *, max_string_length: int | None = None) -> Reader | None:
+    """A reader for ``schema`` (the JSON form) if it is a flat record, else ``None``.
+
+    A string or bytes value longer than ``max_string_length`` is refused from its length prefix.
+    """
     if not isinstance(schema, dict) or schema.get("type") != "record" or not schema.get("fields"):
         return None
     lines = ["def read(b):", "    n = len(b)", "    p = 0"]
     names: list[str] = []
     for i, f in enumerate(schema["fields"]):
         name, t = f.get("name"), f.get("type")
-        if not isinstance(name, str):
+        if not isinstance(name, str) or not name.isidentifier():  # names go into the generated code
             return None
         names.append(name)
         target = f"v{i}"
         prim = _primitive(t)
         if prim is not None:
-            lines += _read_code(prim, target, "    ")
+            lines += _read_code(prim, target, "    ", name, max_string_length)
             continue
         if not isinstance(t, list) or not 1 <= len(t) <= 2 or any(_primitive(x) is None for x in t):
             return None
@@ -100,7 +113,7 @@ def compile_reader(schema: Any) -> Reader | None:
                   "        c *= 2"]
         for k, bt in enumerate(branches):
             lines.append(f"    {'if' if k == 0 else 'elif'} c == {2 * k}:")
-            lines += _read_code(bt, target, "        ")  # type: ignore[arg-type]
+            lines += _read_code(bt, target, "        ", name, max_string_length)  # type: ignore[arg-type]
         lines += ["    else:",
                   f"        raise DecodeError(f'avro: field {name}: union branch {{c // 2 if c % 2 == 0 else -(c + 1) // 2}}"
                   " out of range')"]
@@ -121,6 +134,142 @@ def compile_reader(schema: Any) -> Reader | None:
             raise DecodeError(f"avro: string is not utf-8 ({exc.reason})") from None
 
     return read
+
+
+Checker = Callable[[bytes], None]
+_Skip = Callable[[bytes, int, list[int]], int]
+_FIXED_SIZE = {"null": 0, "float": 4, "double": 8}
+
+
+def compile_checker(schema: Any, *, max_string_length: int, max_array_length: int) -> Checker:
+    """``check(data)`` raises DecodeError if ``data`` (one value of ``schema``, the JSON form) has a
+    string/bytes longer than ``max_string_length``, an array or map of more than
+    ``max_array_length`` items, a length that runs past the end, or is truncated.
+
+    It builds no values. Items across the whole message are also bounded (by the message's
+    size plus ``max_array_length``): nested arrays of zero-byte items (null, empty records)
+    cannot make the decoder loop for longer than the message is long.
+    """
+    named: dict[str, _Skip] = {}
+
+    def skip_varint(b: bytes, p: int, budget: list[int]) -> int:
+        return _varint(b, p)[1]
+
+    def fixed(size: int) -> _Skip:
+        def skip(b: bytes, p: int, budget: list[int]) -> int:
+            if p + size > len(b):
+                raise IndexError
+            return p + size
+        return skip
+
+    def sized(kind: str, where: str) -> _Skip:
+        def skip(b: bytes, p: int, budget: list[int]) -> int:
+            ln, p = _varint(b, p)
+            if ln < 0:
+                raise DecodeError(f"avro: {where}negative length {ln}")
+            if ln > max_string_length:
+                raise DecodeError(f"avro: {where}{kind} of {ln} bytes exceeds max_string_length {max_string_length}")
+            if p + ln > len(b):
+                raise DecodeError(f"avro: {where}length prefix larger than the message")
+            return p + ln
+        return skip
+
+    def blocks(kind: str, where: str, item: _Skip, key: _Skip | None) -> _Skip:
+        def skip(b: bytes, p: int, budget: list[int]) -> int:
+            total = 0
+            while True:
+                count, p = _varint(b, p)
+                if count == 0:
+                    return p
+                if count < 0:  # a block with its size in bytes
+                    count = -count
+                    p = _varint(b, p)[1]
+                total += count
+                if total > max_array_length:
+                    raise DecodeError(f"avro: {where}{kind} of {total} items exceeds max_array_length "
+                                      f"{max_array_length}")
+                budget[0] -= count
+                if budget[0] < 0:
+                    raise DecodeError(f"avro: {where}more {kind} items than the message has bytes")
+                for _ in range(count):
+                    if key is not None:
+                        p = key(b, p, budget)
+                    p = item(b, p, budget)
+        return skip
+
+    def union(branches: list[_Skip], where: str) -> _Skip:
+        def skip(b: bytes, p: int, budget: list[int]) -> int:
+            i, p = _varint(b, p)
+            if not 0 <= i < len(branches):
+                raise DecodeError(f"avro: {where}union branch {i} out of range")
+            return branches[i](b, p, budget)
+        return skip
+
+    def enum(n_symbols: int, where: str) -> _Skip:
+        def skip(b: bytes, p: int, budget: list[int]) -> int:
+            i, p = _varint(b, p)
+            if not 0 <= i < n_symbols:
+                raise DecodeError(f"avro: {where}enum index {i} out of range")
+            return p
+        return skip
+
+    def record(fields: list[_Skip]) -> _Skip:
+        def skip(b: bytes, p: int, budget: list[int]) -> int:
+            for f in fields:
+                p = f(b, p, budget)
+            return p
+        return skip
+
+    def fullname(name: str, ns: str) -> str:
+        return name if "." in name or not ns else f"{ns}.{name}"
+
+    def build(t: Any, ns: str, where: str) -> _Skip:
+        if isinstance(t, list):
+            return union([build(x, ns, where) for x in t], where)
+        if isinstance(t, str):
+            if t in ("string", "bytes"):
+                return sized("string" if t == "string" else "bytes value", where)
+            if t in ("int", "long"):
+                return skip_varint
+            if t == "boolean":
+                return fixed(1)
+            if t in _FIXED_SIZE:
+                return fixed(_FIXED_SIZE[t])
+            ref = named.get(fullname(t, ns)) or named.get(t)  # a record is named before its fields are built
+            if ref is None:
+                raise ValueError(f"unknown type {t!r}")
+            return ref
+        kind = t.get("type")
+        if kind in ("record", "error"):
+            name = fullname(t["name"], t.get("namespace", ns))
+            fields: list[_Skip] = []
+            named[name] = record(fields)
+            inner = name.rpartition(".")[0]
+            fields += [build(f["type"], inner, f"field {f['name']}: ") for f in t["fields"]]
+            return named[name]
+        if kind == "enum":
+            named[fullname(t["name"], t.get("namespace", ns))] = enum(len(t["symbols"]), where)
+            return named[fullname(t["name"], t.get("namespace", ns))]
+        if kind == "fixed":
+            named[fullname(t["name"], t.get("namespace", ns))] = fixed(int(t["size"]))
+            return named[fullname(t["name"], t.get("namespace", ns))]
+        if kind == "array":
+            return blocks("array", where, build(t["items"], ns, where), None)
+        if kind == "map":
+            return blocks("map", where, build(t["values"], ns, where), sized("string", where))
+        return build(kind, ns, where)  # {"type": "long", "logicalType": ...}
+
+    skip_all = build(schema, "", "")
+
+    def check(data: bytes) -> None:
+        try:
+            skip_all(data, 0, [len(data) + max_array_length])
+        except IndexError:
+            raise DecodeError("avro: truncated record (EOF)") from None
+        except RecursionError:
+            raise DecodeError("avro: nested too deeply") from None
+
+    return check
 
 
 Writer = Callable[..., bytes]

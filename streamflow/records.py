@@ -121,6 +121,7 @@ class Rejected:
     key: bytes | None
     value: bytes | None
     ingest_ms: int = 0
+    headers: tuple[tuple[str, bytes], ...] = ()  # more dead-letter headers (say, sf-truncated)
 
 
 def rejected_from_batch(
@@ -155,16 +156,18 @@ _REASON_CODES = (
     ("out of range", "out_of_range"),
     ("cannot be normalized", "not_normalizable"),
     ("empty message", "empty"),
-    ("exceeds max_message_bytes", "too_large"),
+    ("exceeds max_", "too_large"),  # max_message_bytes, max_string_length, max_array_length
     ("registry:", "unknown_schema"),
     ("json: invalid JSON", "invalid_json"),
     ("json: missing field", "missing_field"),
+    ("not utf-8", "invalid_utf8"),  # before "expected": "(unexpected end of data)"
+    ("not valid unicode", "invalid_utf8"),
     ("expected", "wrong_type"),
     ("json:", "invalid_json"),
     ("avro:", "invalid_avro"),
-    ("utf-8", "invalid_utf8"),
     ("model", "model_error"),
     ("internal batch", "corrupt_batch"),
+    ("refused the result", "undeliverable"),  # the sink topic refused it (agents/delivery.py)
 )
 REASON_CODES = tuple(sorted({code for _, code in _REASON_CODES} | {"other"}))
 

@@ -1,4 +1,11 @@
-"""The clean agent: raw messages (one record each) -> validated columnar batches."""
+"""The clean agent: raw messages (one record each) -> validated columnar batches.
+
+Whatever arrives on the raw topic, bad records are dead-lettered and the stage goes on. A
+message too large for our producer (it got onto the raw topic through a broker that allows
+more than ``kafka.max_message_bytes``) is dead-lettered with the first
+``TRUNCATED_DEAD_LETTER_BYTES`` of its key and value and an ``sf-truncated`` header giving
+the original sizes: sent whole, the broker would refuse it and stop the stage on every restart.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from streamflow.agents.common import StageContext, dead_letter
+from streamflow.agents.common import H_TRUNCATED, StageContext, dead_letter
 from streamflow.agents.transport import Chunk
 from streamflow.clients import OutMessage
 from streamflow.codecs import ReadingDecoder
 from streamflow.records import BytesColumn, RecordBatch, Rejected
 from streamflow.stages.clean import CleanRules, clean
+
+TRUNCATED_DEAD_LETTER_BYTES = 65_536
 
 
 class CleanHandler:
@@ -29,9 +38,10 @@ class CleanHandler:
         self.decoder = ReadingDecoder(
             s.input.schema, s.feature_names, format=s.input.format, key_field=s.input.key_field,
             timestamp_field=s.input.timestamp_field, schema_registry_url=s.input.schema_registry_url,
-            max_message_bytes=s.kafka.max_message_bytes,
+            limits=s.limits,
         )
         self.rules = CleanRules.from_features(s.features)
+        self.dead_letter_max_bytes = s.kafka.max_message_bytes  # key + value; headers fit the producer's margin
 
     @staticmethod
     def weight(record: Any) -> int:
@@ -40,7 +50,7 @@ class CleanHandler:
     def process(self, topic: str, partition: int, messages: Sequence[Any]) -> tuple[RecordBatch, list[Rejected]]:
         """Decode and clean one partition's messages: (good rows as a batch, rejected rows)."""
         values = [m.value for m in messages]
-        dec = self.decoder.decode_batch(values)
+        dec = self.decoder.decode_batch(values, [m.key for m in messages])
         res = clean(dec.values, dec.missing, self.rules)
         decoded = np.fromiter((e is None for e in dec.errors), dtype=bool, count=len(values))
         ok = res.ok & decoded
@@ -60,12 +70,19 @@ class CleanHandler:
         for row in np.flatnonzero(~ok).tolist():
             m = messages[row]
             undecodable = dec.errors[row] is not None
+            key, value = m.key, m.value
+            headers: tuple[tuple[str, bytes], ...] = ()
+            size = len(key or b"") + len(value or b"")
+            if size > self.dead_letter_max_bytes:
+                cut = TRUNCATED_DEAD_LETTER_BYTES
+                headers = ((H_TRUNCATED, b"key %d bytes, value %d bytes" % (len(key or b""), len(value or b""))),)
+                key, value = key[:cut] if key is not None else None, value[:cut] if value is not None else None
             rejected.append(Rejected(
                 stage=self.stage,
                 error_class="DecodeError" if undecodable else "ValidationError",
                 reason=dec.errors[row] if undecodable else res.reasons[row],  # type: ignore[arg-type]
                 source_topic=topic, source_partition=partition, source_offset=m.offset,
-                key=m.key, value=m.value, ingest_ms=int(m.timestamp),
+                key=key, value=value, ingest_ms=int(m.timestamp), headers=headers,
             ))
         return (batch if ok.all() else batch.select(ok)), rejected
 

@@ -28,6 +28,8 @@ H_REASON = "sf-reason"
 H_REASON_CODE = "sf-reason-code"
 H_MODEL = "sf-model"
 H_MODEL_VERSION = "sf-model-version"
+H_TRUNCATED = "sf-truncated"  # a dead letter too large to send whole: the original sizes
+H_REPLAYED = "sf-replayed"  # times `streamflow dlq replay` sent the record back to the raw topic
 
 # Internal-topic messages stay under this size: Kafka brokers refuse messages over 1 MiB by default.
 INTERNAL_MESSAGE_BYTES = 900_000
@@ -54,6 +56,7 @@ def dead_letter(r: Rejected, dlq_topic: str) -> OutMessage:
         (H_ERROR_CLASS, r.error_class.encode()),
         (H_REASON, r.reason.encode("utf-8", "replace")[:1024]),
         (H_REASON_CODE, reason_code(r.reason).encode()),
+        *r.headers,
     ]
     return OutMessage(dlq_topic, r.value if r.value is not None else b"", r.key, headers)
 

@@ -152,3 +152,45 @@ def test_arbitrary_bytes_never_raise_and_give_one_row_each(values: list[bytes]) 
     assert len(dec.errors) == len(values) == len(dec.device_ids) == dec.values.shape[0]
     for err in dec.errors:
         assert err is None or isinstance(err, str)
+
+
+def test_registry_ids_that_are_not_avro_are_bad_records_but_a_silent_registry_is_not() -> None:
+    from confluent_kafka.schema_registry import Schema
+
+    from streamflow.codecs import _registry_for
+    from streamflow.errors import InfrastructureError
+
+    url = "mock://streamflow-registry-errors"
+    reg = _registry_for(url)
+    proto = reg.client.register_schema("p", Schema('syntax = "proto3"; message M {}', "PROTOBUF"))
+    dec = ReadingDecoder(READING, MEASUREMENTS, schema_registry_url=url)
+    body = RecordCodec(READING).encode(reading())
+    with pytest.raises(DecodeError, match=f"registry: schema id {proto} is a PROTOBUF schema, not Avro"):
+        dec.decode_one(b"\x00" + proto.to_bytes(4, "big") + body)
+    calls = []
+    real = reg.client.get_schema
+
+    def down(schema_id: int) -> object:
+        calls.append(schema_id)
+        raise ConnectionRefusedError("connection refused")
+
+    reg.client.get_schema = down  # type: ignore[method-assign]
+    try:
+        with pytest.raises(InfrastructureError, match="did not answer for schema id 77") as e:
+            dec.decode_batch([b"\x00" + (77).to_bytes(4, "big") + body])  # not dead-lettered: the stage stops
+        assert e.value.retriable
+    finally:
+        reg.client.get_schema = real  # type: ignore[method-assign]
+
+    def counted(schema_id: int) -> object:
+        calls.append(schema_id)
+        return real(schema_id)
+
+    reg.client.get_schema = counted  # type: ignore[method-assign]
+    try:
+        for _ in range(3):  # an unknown id is asked for once, not once per record
+            assert dec.decode_batch([b"\x00" + (4343).to_bytes(4, "big") + body]).errors == [
+                "registry: unknown schema id 4343"]
+    finally:
+        reg.client.get_schema = real  # type: ignore[method-assign]
+    assert calls == [77, 4343]

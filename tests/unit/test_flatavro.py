@@ -158,3 +158,45 @@ def test_the_writer_refuses_values_of_the_wrong_type() -> None:
     for i, bad in [(1, "1"), (2, 1.5), (4, "x"), (5, 5), (9, "x")]:
         with pytest.raises((TypeError, AttributeError, struct.error)):
             write(*ok[:i], bad, *ok[i + 1:])
+
+
+NESTED = {
+    "type": "record", "name": "Outer", "namespace": "x.y", "fields": [
+        {"name": "tags", "type": {"type": "array", "items": "string"}},
+        {"name": "attrs", "type": {"type": "map", "values": ["null", "double"]}},
+        {"name": "kind", "type": {"type": "enum", "name": "Kind", "symbols": ["a", "b", "c"]}},
+        {"name": "mac", "type": {"type": "fixed", "name": "Mac", "size": 6}},
+        {"name": "next", "type": ["null", {"type": "record", "name": "Inner", "fields": [
+            {"name": "k", "type": "Kind"}, {"name": "blob", "type": "bytes"}, {"name": "ok", "type": "boolean"},
+            {"name": "f", "type": "float"}, {"name": "ts", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+            {"name": "more", "type": {"type": "array", "items": "Inner"}}]}]},
+    ]}
+inner = st.deferred(lambda: st.fixed_dictionaries({
+    "k": st.sampled_from(["a", "b", "c"]), "blob": st.binary(max_size=20), "ok": st.booleans(),
+    "f": st.floats(width=32, allow_nan=False), "ts": st.integers(0, 2**62), "more": st.lists(inner, max_size=2)}))
+nested = st.fixed_dictionaries({
+    "tags": st.lists(st.text(max_size=10), max_size=12), "attrs": st.dictionaries(st.text(max_size=5),
+                                                                                  st.none() | st.floats(), max_size=5),
+    "kind": st.sampled_from(["a", "b", "c"]), "mac": st.binary(min_size=6, max_size=6), "next": st.none() | inner})
+
+
+@settings(max_examples=200, deadline=None)
+@given(nested, st.data())
+def test_the_limits_checker_passes_what_fastavro_writes_and_refuses_what_exceeds_a_limit(
+        rec: dict[str, Any], data: st.DataObject) -> None:
+    from streamflow.flatavro import compile_checker
+
+    encoded = encode(NESTED, rec)
+    compile_checker(NESTED, max_string_length=30, max_array_length=12)(encoded)  # no false alarm
+    tight = compile_checker(NESTED, max_string_length=3, max_array_length=2)
+    over = any(len(t.encode()) > 3 for t in rec["tags"]) or len(rec["tags"]) > 2 or len(rec["attrs"]) > 2 or \
+        any(len(k.encode()) > 3 for k in rec["attrs"])
+    if over:
+        with pytest.raises(DecodeError, match="exceeds max_"):
+            tight(encoded)
+    cut = data.draw(st.integers(0, len(encoded) - 1))
+    try:
+        fast(NESTED, encoded[:cut])
+    except Exception:
+        with pytest.raises(DecodeError):
+            compile_checker(NESTED, max_string_length=30, max_array_length=12)(encoded[:cut])

@@ -34,4 +34,8 @@ def test_reason_codes_are_a_small_fixed_set() -> None:
     assert reason_code("power_w: value -50.0 out of range [0, 5000]") == "out_of_range"
     assert reason_code("cpu_temp_c: non-finite value nan") == "non_finite"
     assert reason_code("something new") == "other"
+    assert reason_code("avro: field device_id: string of 9000 bytes exceeds max_string_length 4096") == "too_large"
+    assert reason_code("avro: string is not utf-8 (unexpected end of data)") == "invalid_utf8"
+    assert reason_code("json: field device_id: expected a string, got int 5") == "wrong_type"
+    assert reason_code("decode: internal error (ValueError: x)") == "other"
     assert all(c in REASON_CODES for c in ("missing_required", "out_of_range", "other"))

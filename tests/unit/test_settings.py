@@ -78,3 +78,14 @@ def test_not_toml_is_a_config_error(tmp_path: Path) -> None:
     p.write_text("name = \n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_settings(p)
+
+
+def test_input_limits_are_checked_at_start_up() -> None:
+    s = load_settings(PIPELINE, environ={"STREAMFLOW_LIMITS_MAX_STRING_LENGTH": "256"})
+    assert (s.limits.max_message_bytes, s.limits.max_string_length, s.limits.max_array_length) == (1_048_576, 256, 4096)
+    with pytest.raises(ConfigError) as e:
+        load_settings(PIPELINE, {"limits.max_array_length": "0", "limits.max_message_bytes": "5000000"}, environ={})
+    assert "limits.max_array_length: must be >= 1, got 0" in str(e.value)
+    assert ("limits.max_message_bytes: 5000000 is more than kafka.max_message_bytes 1048576, the largest message "
+            "streamflow produces (raise both)") in str(e.value)
+    assert str(PIPELINE) in str(e.value)
