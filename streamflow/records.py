@@ -152,7 +152,7 @@ def rejected_from_batch(
 _REASON_CODES = (
     ("missing required field", "missing_required"),
     ("non-finite value", "non_finite"),
-    ("expected an integer", "not_integer"),
+    ("expected an integer, got", "not_integer"),  # the clean stage; JSON's "(epoch ms)" is wrong_type
     ("out of range", "out_of_range"),
     ("cannot be normalized", "not_normalizable"),
     ("empty message", "empty"),

@@ -5,6 +5,8 @@ message too large for our producer (it got onto the raw topic through a broker t
 more than ``kafka.max_message_bytes``) is dead-lettered with the first
 ``TRUNCATED_DEAD_LETTER_BYTES`` of its key and value and an ``sf-truncated`` header giving
 the original sizes: sent whole, the broker would refuse it and stop the stage on every restart.
+A rejected record's ``sf-replayed`` header (``streamflow dlq replay`` sets it) goes on to its
+dead letter, so replays of a record that keeps failing are counted and capped.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from streamflow.agents.common import H_TRUNCATED, StageContext, dead_letter
+from streamflow.agents.common import H_REPLAYED, H_TRUNCATED, StageContext, dead_letter
 from streamflow.agents.transport import Chunk
 from streamflow.clients import OutMessage
 from streamflow.codecs import ReadingDecoder
@@ -77,6 +79,8 @@ class CleanHandler:
                 cut = TRUNCATED_DEAD_LETTER_BYTES
                 headers = ((H_TRUNCATED, b"key %d bytes, value %d bytes" % (len(key or b""), len(value or b""))),)
                 key, value = key[:cut] if key is not None else None, value[:cut] if value is not None else None
+            # A record `streamflow dlq replay` sent back keeps its replay count in its next dead letter.
+            headers += tuple((k, v) for k, v in getattr(m, "headers", None) or () if k == H_REPLAYED)
             rejected.append(Rejected(
                 stage=self.stage,
                 error_class="DecodeError" if undecodable else "ValidationError",
