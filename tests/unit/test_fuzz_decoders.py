@@ -145,8 +145,8 @@ def test_truncated_avro_and_json(rec: dict[str, Any], data: st.DataObject) -> No
     cut_a, cut_j = data.draw(st.integers(1, len(avro) - 1)), data.draw(st.integers(1, len(text) - 1))
     reasons = judge("truncated", [avro[:cut_a], text[:cut_j]])
     assert_reasons(reasons[:1], r"avro: (truncated record \(EOF\)|field \w+: length prefix larger than the message)"
-                                r"(; it starts like .+)?|json: top-level value is .+, not an object|"  # b"4": JSON
-                                + EMPTY_REASON)  # b"\n": a length byte that is whitespace
+                                r"(; it starts like .+)?|json: (top-level value is .+, not an object|invalid JSON: .+)|"
+                                + EMPTY_REASON)  # b"4", b" {", b"\n": auto format takes what looks like JSON as JSON
     assert_reasons(reasons[1:], r"json: invalid JSON: .+")
 
 
@@ -342,7 +342,7 @@ def test_deeply_nested_json(rec: dict[str, Any], depth: int, where: str, bracket
         field = FEATURES[0] if where == "feature" else "extra"
         value = text[:-1] + f', "{field}": {nest}}}'
     reasons = judge("deeply nested JSON", [value.encode()])
-    assert_reasons(reasons, JSON_REASON, may_pass=where == "unknown field")
+    assert_reasons(reasons, f"{JSON_REASON}|{SIZE_REASON}", may_pass=where == "unknown field")  # 6 B a level
 
 
 def test_zz_counts_per_category(capsys: pytest.CaptureFixture[str]) -> None:
