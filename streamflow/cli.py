@@ -187,6 +187,23 @@ def cmd_consume(args: argparse.Namespace) -> int:
                    from_beginning=not args.latest, show_headers=args.headers)
 
 
+def cmd_dlq(args: argparse.Namespace) -> int:
+    from streamflow import dlq
+    from streamflow.broker import wait_ready
+
+    s = _load(args)
+    bootstrap = _bootstrap_or_fail(s, f"streamflow dlq {args.action}")
+    wait_ready(bootstrap, s.kafka.connect_timeout_s, settings=s)
+    selection = dlq.Selection(reason=args.reason, stage=args.stage,
+                              offsets=dlq.parse_offsets(args.offsets) if args.offsets else None,
+                              since_ms=dlq.parse_since(args.since) if args.since else None)
+    if args.action == "inspect":
+        return dlq.inspect(s, bootstrap, selection=selection, show=args.show, as_json=args.json, top=args.top,
+                           timeout_s=args.timeout)
+    return dlq.replay(s, bootstrap, selection=selection, max_replays=args.max_replays, dry_run=args.dry_run,
+                      as_json=args.json, timeout_s=args.timeout)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from streamflow.bench import run_bench
 
@@ -268,6 +285,27 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--headers", action="store_true", help="include the message headers")
     _settings_args(co)
     co.set_defaults(func=cmd_consume)
+
+    dl = sub.add_parser("dlq", help="the dead-letter topic: inspect it, replay records from it")
+    dsub = dl.add_subparsers(dest="action", required=True)
+    for action, text in (("inspect", "counts by stage and reason (and examples) of the dead-letter topic"),
+                         ("replay", "send chosen dead letters back to the raw topic (original key and value)")):
+        da = dsub.add_parser(action, help=text)
+        da.add_argument("--since", default="", help="only dead letters from then on: 15m, 2h, 1d, epoch ms or ISO time")
+        da.add_argument("--reason", default="", help="only those whose sf-reason contains this (or whose code it is)")
+        da.add_argument("--stage", default="", help="only those of this stage (clean, normalize, inference, ...)")
+        da.add_argument("--offsets", default="", help="only these dead letters: PARTITION:OFFSET[-LAST],...")
+        da.add_argument("--json", action="store_true", help="one JSON document instead of text")
+        da.add_argument("--timeout", type=float, default=10.0, help="give up after N seconds without a message")
+        if action == "inspect":
+            da.add_argument("--show", type=int, default=0, metavar="N", help="print N examples with their bytes")
+            da.add_argument("--top", type=int, default=20, help="reasons listed (default 20)")
+        else:
+            da.add_argument("--max-replays", type=int, default=3,
+                            help="never send a record that was already replayed this many times (default 3)")
+            da.add_argument("--dry-run", action="store_true", help="say what would be sent, send nothing")
+        _settings_args(da)
+        da.set_defaults(func=cmd_dlq)
 
     kc = sub.add_parser("kcat", help="the system's kcat with a librdkafka that speaks to the embedded broker",
                         description="Runs kcat with the librdkafka bundled in confluent-kafka (Debian's 2.0.2 "
