@@ -43,6 +43,7 @@ class Metrics:
     model_info: Gauge
     produced: Counter
     delivery_errors: Counter
+    delivery_retries: Counter
     up: Gauge
 
     @classmethod
@@ -75,6 +76,9 @@ class Metrics:
                              ["pipeline", "topic"], registry=r),
             delivery_errors=Counter("streamflow_delivery_errors", "Messages the broker did not acknowledge.",
                                     ["pipeline", "topic"], registry=r),
+            delivery_retries=Counter("streamflow_delivery_retries", "Messages sent again after a transient "
+                                     "delivery error (broker unavailable, timeouts), by error.",
+                                     ["pipeline", "topic", "error"], registry=r),
             up=Gauge("streamflow_worker_up", "1 while the stage's worker runs.", ["pipeline", "stage"], registry=r,
                      multiprocess_mode="livemax"),
         )

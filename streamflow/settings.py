@@ -136,6 +136,9 @@ class KafkaSettings:
     fetch_max_wait_ms: int = 10
     linger_ms: float = 2.0
     commit_interval_s: float = 1.0
+    delivery_timeout_s: float = 30.0  # librdkafka's own retries (message.timeout.ms); then ours
+    retry_backoff_s: float = 0.5  # first wait before sending undelivered messages again; doubles
+    retry_backoff_max_s: float = 30.0  # longest wait between retries (they go on until delivered)
     connect_timeout_s: float = 10.0
     max_message_bytes: int = 1_048_576
     # Security (see README "Security"); applied to every Kafka client streamflow creates.
@@ -516,6 +519,10 @@ def check(s: Settings) -> list[str]:
         p.append(f"collector.max_body_bytes: must be >= 1, got {s.collector.max_body_bytes}")
     if s.kafka.session_timeout_s <= s.kafka.heartbeat_interval_s:
         p.append("kafka.session_timeout_s: must be greater than kafka.heartbeat_interval_s")
+    if not s.kafka.delivery_timeout_s > 0:
+        p.append(f"kafka.delivery_timeout_s: must be > 0, got {s.kafka.delivery_timeout_s}")
+    if not 0 < s.kafka.retry_backoff_s <= s.kafka.retry_backoff_max_s:
+        p.append("kafka.retry_backoff_s: must be > 0 and <= kafka.retry_backoff_max_s")
     if s.kafka.fetch_max_wait_ms < 0:
         p.append("kafka.fetch_max_wait_ms: must be >= 0")
     p.extend(check_kafka_security(s.kafka))

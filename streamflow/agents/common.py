@@ -9,6 +9,9 @@ from collections import Counter as Tally
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from confluent_kafka import KafkaError
+
+from streamflow.agents.delivery import Backoff, deliver
 from streamflow.clients import BatchProducer, OutMessage
 from streamflow.codecs import encode_record_batches
 from streamflow.metrics import Metrics
@@ -83,8 +86,32 @@ class StageContext:
                 for data in encode_record_batches(batch, INTERNAL_MESSAGE_BYTES)]
 
     def send(self, messages: Sequence[OutMessage]) -> asyncio.Future[None]:
-        """Queue every message; the future resolves once the broker has acknowledged them all."""
-        return self.producer.send(messages, asyncio.get_running_loop())
+        """Queue every message; the future resolves once the broker has acknowledged them all
+        (retrying while it cannot, dead-lettering results it refuses: agents/delivery.py)."""
+        k = self.settings.kafka
+        task = asyncio.ensure_future(deliver(
+            self.producer, messages, backoff=Backoff(k.retry_backoff_s, k.retry_backoff_max_s),
+            dead_letter_for=self.undeliverable, on_retry=self.retried))
+        # The acker reports the first failure; later ones (the stage is stopping) say nothing new.
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return task
+
+    def undeliverable(self, m: OutMessage, err: KafkaError) -> OutMessage | None:
+        """A result the sink topic refuses, as a dead letter (its source coordinates kept). Internal
+        batches and dead letters have nowhere else to go: None."""
+        t = self.settings.topics
+        if m.topic != t.scored:
+            return None
+        reason = f"{t.scored} refused the result: {err.str()}"
+        headers = [h for h in m.headers or () if h[0] in (H_SOURCE_TOPIC, H_SOURCE_PARTITION, H_SOURCE_OFFSET,
+                                                           H_INGEST_MS)]
+        headers += [(H_STAGE, b"deliver"), (H_ERROR_CLASS, b"DeliveryError"), (H_REASON, reason.encode()[:1024]),
+                    (H_REASON_CODE, reason_code(reason).encode())]
+        self.metrics.dead_letters.labels(self.pipeline, "deliver", reason_code(reason)).inc()
+        return OutMessage(t.dlq, m.value, m.key, headers)
+
+    def retried(self, topic: str, err: KafkaError, n: int) -> None:
+        self.metrics.delivery_retries.labels(self.pipeline, topic, err.name().strip("_").lower()).inc(n)
 
     def account(self, n_ok: int, rejected: Sequence[Rejected], started: float, batch_records: int) -> None:
         m, p, s = self.metrics, self.pipeline, self.stage

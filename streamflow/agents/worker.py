@@ -243,7 +243,7 @@ def run_stage(settings: Settings, stage: str, bootstrap: str, *, serve_metrics: 
         restart repeats nothing. Records fetched and not yet taken are simply not committed."""
         draining.set()
         buffer.wake()
-        if running.is_set():
+        if running.is_set() and not failure:  # after a failure nothing more will be acked
             await drained.wait()
         consumer: Any = app.consumer
         await consumer.maybe_wait_for_commit_to_finish()  # commit() skips while another runs
