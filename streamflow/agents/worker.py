@@ -171,7 +171,9 @@ def run_stage(settings: Settings, stage: str, bootstrap: str, *, serve_metrics: 
         if bad:
             metrics.delivery_errors.labels(settings.name, topic).inc(bad)
 
-    producer = BatchProducer(producer_config(settings, bootstrap), on_delivered=delivered)
+    # client.id names the stage on the broker side (its logs, quotas, request metrics)
+    producer = BatchProducer(producer_config(settings, bootstrap, **{"client.id": f"streamflow-{settings.name}-{stage}"}),
+                             on_delivered=delivered)
     ctx = StageContext(settings, stage, metrics, producer)
     handler = build_handler(stage, ctx)  # loads the model: fails here, before joining the group
     app = make_app(settings, stage, bootstrap)
