@@ -38,7 +38,7 @@ class ChainedHandler:
 
     @staticmethod
     def weight(record: Any) -> int:
-        return 1
+        return CleanHandler.weight(record)  # raw records: large ones weigh more
 
     async def handle(self, chunks: Sequence[Chunk]) -> asyncio.Future[None]:
         dlq = self.ctx.settings.topics.dlq
