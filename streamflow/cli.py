@@ -184,7 +184,7 @@ def cmd_consume(args: argparse.Namespace) -> int:
 
     wait_ready(bootstrap, s.kafka.connect_timeout_s, settings=s)
     return consume(s, bootstrap, args.topic, limit=args.limit, timeout_s=args.timeout,
-                   from_beginning=not args.latest, show_headers=args.headers)
+                   from_beginning=not args.latest, show_headers=args.headers, dedupe=args.dedupe)
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
@@ -283,6 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--timeout", type=float, default=0.0, help="stop after N seconds without a record (0: never)")
     co.add_argument("--latest", action="store_true", help="only new records (default: from the beginning)")
     co.add_argument("--headers", action="store_true", help="include the message headers")
+    co.add_argument("--dedupe", action="store_true",
+                    help="leave out repeated results of one source record (by the sf-source-* headers)")
     _settings_args(co)
     co.set_defaults(func=cmd_consume)
 

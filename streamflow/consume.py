@@ -12,6 +12,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartiti
 
 from streamflow.clients import kafka_config
 from streamflow.codecs import RecordCodec, to_json_line
+from streamflow.dedupe import Deduplicator
 from streamflow.errors import ConfigError, DecodeError
 from streamflow.settings import Settings
 
@@ -50,7 +51,7 @@ def render(msg: Any, codec: RecordCodec | None, dlq: bool, show_headers: bool) -
 
 
 def consume(settings: Settings, bootstrap: str, topic: str, *, limit: int, timeout_s: float,
-            from_beginning: bool, show_headers: bool) -> int:
+            from_beginning: bool, show_headers: bool, dedupe: bool = False) -> int:
     consumer = Consumer(kafka_config(settings, bootstrap, logger="streamflow.librdkafka.consume") | {
         "group.id": f"streamflow-consume-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
         "fetch.wait.max.ms": 50})
@@ -63,6 +64,7 @@ def consume(settings: Settings, bootstrap: str, topic: str, *, limit: int, timeo
     codec = codec_for(settings, topic)
     dlq = topic == settings.topics.dlq
     n, last = 0, time.monotonic()
+    seen = Deduplicator() if dedupe else None
     try:
         while not limit or n < limit:
             msg = consumer.poll(0.2)
@@ -74,10 +76,14 @@ def consume(settings: Settings, bootstrap: str, topic: str, *, limit: int, timeo
                 print(json.dumps({"error": str(msg.error())}), file=sys.stderr)
                 continue
             last = time.monotonic()
+            if seen is not None and not seen.first_time(msg.headers()):
+                continue  # a repeat of a source record already printed (at-least-once delivery)
             print(render(msg, codec, dlq, show_headers), flush=True)
             n += 1
     except KeyboardInterrupt:
         pass
     finally:
         consumer.close()
+        if seen is not None and seen.repeats:
+            print(f"streamflow consume: {seen.repeats} repeated result(s) left out (--dedupe)", file=sys.stderr)
     return 0

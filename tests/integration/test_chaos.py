@@ -20,6 +20,7 @@ import pytest
 
 from streamflow.agents.worker import STAGES
 from streamflow.collectors.produce import ProduceStats, RawProducer, run_synthetic
+from streamflow.dedupe import Deduplicator
 from streamflow.demo import LocalPipeline
 from streamflow.settings import load_settings
 from tests.conftest import PIPELINE
@@ -81,5 +82,9 @@ def test_stage_processes_killed_at_random_lose_nothing(pipeline_overrides: dict[
         assert not set(scored) & set(dead)  # a record is either scored or dead-lettered, even when repeated
         assert len(dead) >= sum(produced.faults.values()) * 0.9  # the bad ones are in the dead-letter topic
         assert duplicates <= bound, f"seed {seed}: {duplicates} duplicates > {bound}"
+        # A consumer de-duplicating by the source headers (streamflow.dedupe) sees each input once.
+        dedupe = Deduplicator()
+        kept = sum(dedupe.first_time(m.headers) for m in read_topic(bootstrap, t.scored, idle_s=0.5))
+        assert kept == len(scored) and dedupe.repeats == sum(n - 1 for n in scored.values())
     finally:
         pipe.stop()
