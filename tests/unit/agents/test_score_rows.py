@@ -47,3 +47,38 @@ def test_non_finite_scores_are_errors() -> None:
     _, errors = score_rows(NanModel(), np.arange(10, dtype=np.float32).reshape(10, 1), max_batch=100)  # type: ignore[arg-type]
     assert sorted(errors) == [6, 7, 8, 9]
     assert errors[6] == "model fake produced a non-finite score"
+
+
+def test_a_real_onnx_model_failing_on_some_rows_fails_only_those(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A real ORT session that raises on rows whose first feature is not a valid index
+    (Gather out of bounds: ORT's own error), the way a model can fail on odd inputs."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from streamflow.inference import LoadedModel
+
+    table = helper.make_tensor("table", TensorProto.FLOAT, [10], [i / 10 for i in range(10)])
+    nodes = [
+        helper.make_node("Slice", ["x", "zero", "one", "one"], ["col"]),  # x[:, 0:1]
+        helper.make_node("Cast", ["col"], ["idx"], to=TensorProto.INT64),
+        helper.make_node("Gather", ["table", "idx"], ["score"], axis=0),  # out of bounds: ORT raises
+    ]
+    graph = helper.make_graph(
+        nodes, "poison", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2])],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["n", 1])],
+        initializer=[table, helper.make_tensor("zero", TensorProto.INT64, [1], [0]),
+                     helper.make_tensor("one", TensorProto.INT64, [1], [1])])
+    path = tmp_path / "poison.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    model = LoadedModel(session, "poison", "1", "", str(path), "CPUExecutionProvider", "x", ["score"], 2)
+
+    x = np.zeros((64, 2), dtype=np.float32)
+    x[:, 0] = np.arange(64) % 10
+    x[[5, 40, 41], 0] = [99, 12, -50]  # three rows the graph cannot handle
+    scores, errors = score_rows(model, x, max_batch=64)
+    assert sorted(errors) == [5, 40, 41]
+    assert all("out of bounds" in e or "indices" in e for e in errors.values()), errors
+    ok = [i for i in range(64) if i not in errors]
+    np.testing.assert_allclose(scores[ok], (np.arange(64) % 10)[ok] / 10, rtol=1e-6)
