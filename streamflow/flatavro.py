@@ -12,8 +12,9 @@ to the same dict (property-tested in tests/unit/test_flatavro.py). Errors are ``
 with the same reasons as the fastavro path.
 
 ``compile_checker`` is the guard for the schemas left to fastavro (and for writer schemas
-from a schema registry): it walks the bytes without building anything and refuses a string,
-array or map whose length prefix exceeds the limits, before fastavro allocates for it.
+from a schema registry): it walks the bytes without building anything and refuses a string
+whose length runs past the message or exceeds the limit, and an array or map of more items
+than the limit, before fastavro allocates for it.
 fastavro itself would loop 2**40 times on an array of nulls whose count claims 2**40.
 """
 
@@ -44,6 +45,8 @@ def _varint(b: bytes, p: int) -> tuple[int, int]:
         p += 1
         result |= (c & 0x7F) << shift
         if c < 0x80:
+            if shift == 63 and c > 1:  # fastavro would keep the low 64 bits of it: a different number
+                raise DecodeError("avro: varint larger than 64 bits")
             return (result >> 1) ^ -(result & 1), p
         shift += 7
         if shift > 63:
@@ -70,17 +73,19 @@ def _read_code(t: str, target: str, indent: str, field: str = "", max_len: int |
         size, fn = (4, "_FLOAT") if t == "float" else (8, "_DOUBLE")
         return [f"{indent}if p + {size} > n: raise _Truncated", f"{indent}{target} = {fn}(b, p)[0]",
                 f"{indent}p += {size}"]
-    # string / bytes: a length, checked against the limit and the message before anything is sliced
+    # string / bytes: a length, checked against the message (a length no message could hold is a
+    # corrupt or truncated record) and then the limit (a real, too long value), before anything is sliced
     decode = ".decode()" if t == "string" else ""
     where = f"field {field}: " if field else ""
     lines = [f"{indent}ln, p = _varint(b, p)",
-             f"{indent}if ln < 0: raise DecodeError(f'avro: {where}negative length {{ln}}')"]
+             f"{indent}if ln < 0: raise DecodeError(f'avro: {where}negative length {{ln}}')",
+             f"{indent}if p + ln > n: raise DecodeError(f'avro: {where}length prefix larger than the message "
+             f"({{ln}} bytes, {{n - p}} left)')"]
     if max_len is not None:
         kind = "string" if t == "string" else "bytes value"
         lines.append(f"{indent}if ln > {max_len}: raise DecodeError(f'avro: {where}{kind} of {{ln}} bytes exceeds "
                      f"max_string_length {max_len}')")
-    return lines + [f"{indent}if p + ln > n: raise DecodeError('avro: {where}length prefix larger than the message')",
-                    f"{indent}{target} = b[p:p + ln]{decode}", f"{indent}p += ln"]
+    return lines + [f"{indent}{target} = b[p:p + ln]{decode}", f"{indent}p += ln"]
 
 
 def compile_reader(schema: Any, *, max_string_length: int | None = None) -> Reader | None:
@@ -167,10 +172,10 @@ def compile_checker(schema: Any, *, max_string_length: int, max_array_length: in
             ln, p = _varint(b, p)
             if ln < 0:
                 raise DecodeError(f"avro: {where}negative length {ln}")
+            if p + ln > len(b):  # first: a length no message could hold is corruption, not a long value
+                raise DecodeError(f"avro: {where}length prefix larger than the message ({ln} bytes, {len(b) - p} left)")
             if ln > max_string_length:
                 raise DecodeError(f"avro: {where}{kind} of {ln} bytes exceeds max_string_length {max_string_length}")
-            if p + ln > len(b):
-                raise DecodeError(f"avro: {where}length prefix larger than the message")
             return p + ln
         return skip
 

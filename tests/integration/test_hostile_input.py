@@ -149,12 +149,12 @@ CATEGORIES: dict[str, tuple[Make, str, set[str]]] = {
     "random bytes": (lambda rnd, i: (b"k", rnd.randbytes(rnd.randint(1, 3000))), ANY_DECODE,
                      {"unknown_schema", "invalid_avro", "invalid_json", "too_large", "invalid_utf8", "empty"}),
     "truncated avro": (lambda rnd, i: (b"k", wire(avro(reading(rnd, i))[: 1 + i * 3])),
-                       r"avro: (truncated record \(EOF\)|field \w+: length prefix larger than the message)",
+                       r"avro: (truncated record \(EOF\)|field \w+: length prefix larger than the message \(\d+ bytes, \d+ left\))",
                        {"invalid_avro"}),
     "huge length prefix": (lambda rnd, i: (b"k", wire(zigzag(2**62 >> i) + avro(reading(rnd, i))) if i % 2 else
                                            wire(avro(reading(rnd, i)) + zigzag(2**40 + i) + zigzag(0), 2)),
-                           r"avro: field (device_id: string of \d+ bytes exceeds max_string_length 4096|tags: array of "
-                           r"\d+ items exceeds max_array_length 4096)", {"too_large"}),
+                           r"avro: field (device_id: length prefix larger than the message \(\d+ bytes, \d+ left\)|"
+                           r"tags: array of \d+ items exceeds max_array_length 4096)", {"invalid_avro", "too_large"}),
     "unknown schema id": (lambda rnd, i: (b"k", wire(avro(reading(rnd, i)), 1000 + i)),
                           r"registry: unknown schema id \d+", {"unknown_schema"}),
     "non-utf-8": (_non_utf8, r"(avro: string is not utf-8 \(.+\)|json: not utf-8 \(.+\)|json: field device_id: not "

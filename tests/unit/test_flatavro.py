@@ -200,3 +200,13 @@ def test_the_limits_checker_passes_what_fastavro_writes_and_refuses_what_exceeds
     except Exception:
         with pytest.raises(DecodeError):
             compile_checker(NESTED, max_string_length=30, max_array_length=12)(encoded[:cut])
+
+
+def test_a_varint_past_64_bits_is_refused_not_wrapped() -> None:
+    """fastavro keeps the low 64 bits of such a timestamp (33 here); the flat reader refuses it."""
+    read = compile_reader(READING)
+    assert read is not None
+    tail = b"\x00" * (len(READING["fields"]) - 2)  # every nullable field null
+    assert read(b"\x02d" + b"\xc2" + b"\x80" * 8 + b"\x01" + tail)["timestamp"] == 2**62 + 33  # 64 bits: fine
+    with pytest.raises(DecodeError, match="varint larger than 64 bits"):
+        read(b"\x02d" + b"\xc2" + b"\x80" * 8 + b"\x02" + tail)

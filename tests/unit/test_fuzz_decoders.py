@@ -51,9 +51,9 @@ FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCh
 
 # The reasons a decoder may give, each naming what is wrong and where.
 AVRO_REASON = (r"avro: (truncated record \(EOF\)|(field \w+: )?(negative length -?\d+|length prefix larger than the "
-               r"message|(string|bytes value) of \d+ bytes exceeds max_string_length \d+|union branch -?\d+ out of "
+               r"message \(\d+ bytes, \d+ left\)|(string|bytes value) of \d+ bytes exceeds max_string_length \d+|union branch -?\d+ out of "
                r"range)|\d+ trailing bytes after the record \(wrong schema\?\)|varint longer than 10 bytes|string is "
-               r"not utf-8 \(.+\)|boolean byte \d+ is neither 0 nor 1)"
+               r"not utf-8 \(.+\)|boolean byte \d+ is neither 0 nor 1|varint larger than 64 bits)"
                r"(; it starts like the Confluent wire format \(magic byte 0, schema id \d+\) but "
                r"input.schema_registry_url is not set)?")
 JSON_REASON = (r"json: (invalid JSON: .+|not utf-8 \(.+ at byte \d+\)|nested too deeply|missing field \w+|"
@@ -144,24 +144,38 @@ def test_truncated_avro_and_json(rec: dict[str, Any], data: st.DataObject) -> No
     avro, text = AVRO.encode(rec), json.dumps(rec).encode()
     cut_a, cut_j = data.draw(st.integers(1, len(avro) - 1)), data.draw(st.integers(1, len(text) - 1))
     reasons = judge("truncated", [avro[:cut_a], text[:cut_j]])
-    assert_reasons(reasons[:1], r"avro: (truncated record \(EOF\)|field \w+: length prefix larger than the message)"
+    assert_reasons(reasons[:1], r"avro: (truncated record \(EOF\)|field \w+: length prefix larger than the message \(\d+ bytes, \d+ left\))"
                                 r"(; it starts like .+)?|json: (top-level value is .+, not an object|invalid JSON: .+)|"
                                 + EMPTY_REASON)  # b"4", b" {", b"\n": auto format takes what looks like JSON as JSON
     assert_reasons(reasons[1:], r"json: invalid JSON: .+")
 
 
-@FAST
-@given(readings, st.integers(LIMITS.max_string_length + 1, 2**62), st.sampled_from(STRINGS))
-def test_huge_string_length_prefixes(rec: dict[str, Any], length: int, field: str) -> None:
-    """A string claiming more than max_string_length bytes, up to 2**62: refused from its prefix."""
+def _with_string(rec: dict[str, Any], field: str, length: int, body: bytes) -> bytes:
+    """``rec`` in Avro with ``field``'s string replaced by a length prefix and ``body``."""
     if field == "device_id":
-        rest = AVRO.encode({**rec, "device_id": ""})[1:]
-        value = zigzag(length) + b"x" * 16 + rest
-    else:
-        value = AVRO.encode({**rec, "status": None})[:-1] + b"\x02" + zigzag(length) + b"ok"
+        return zigzag(length) + body + AVRO.encode({**rec, "device_id": ""})[1:]
+    return AVRO.encode({**rec, "status": None})[:-1] + b"\x02" + zigzag(length) + body
+
+
+@FAST
+@given(readings, st.integers(LIMITS.max_message_bytes, 2**62), st.sampled_from(STRINGS))
+def test_huge_string_length_prefixes(rec: dict[str, Any], length: int, field: str) -> None:
+    """A string claiming up to 2**62 bytes: refused from its prefix, as a corrupt record."""
+    value = _with_string(rec, field, length, b"x" * 16)
+    left = 16 + (len(value) - value.index(b"x" * 16) - 16 if field == "device_id" else 0)
     reasons = judge("huge length prefix", [value])
+    assert reasons == [f"avro: field {field}: length prefix larger than the message ({length} bytes, {left} left)"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(readings, st.integers(LIMITS.max_string_length + 1, 200_000), st.sampled_from(STRINGS))
+def test_strings_over_the_limit(rec: dict[str, Any], length: int, field: str) -> None:
+    """A string that is really there and longer than max_string_length: refused, naming the limit."""
+    reasons = judge("huge length prefix", [_with_string(rec, field, length, b"s" * length),
+                                            json.dumps({**rec, field: "s" * length}).encode()])
     assert reasons == [f"avro: field {field}: string of {length} bytes exceeds max_string_length "
-                       f"{LIMITS.max_string_length}"]
+                       f"{LIMITS.max_string_length}", f"json: field {field}: string of {length} characters exceeds "
+                       f"max_string_length {LIMITS.max_string_length}"]
 
 
 def _register(schema: dict[str, Any]) -> int:
@@ -202,7 +216,7 @@ def test_huge_prefixes_allocate_nothing() -> None:
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert all(r and "exceeds max_" in r for r in reasons), reasons
+    assert all(r and ("exceeds max_" in r or "larger than the message" in r) for r in reasons), reasons
     assert peak < 1_000_000, f"{peak} bytes allocated to refuse three records"
 
 
