@@ -20,6 +20,7 @@ from prometheus_client import multiprocess as _mp
 
 BATCH_BUCKETS = (1, 8, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 SECONDS_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+FILL_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25,
                    0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -40,7 +41,13 @@ class Metrics:
     end_to_end: Histogram
     dead_letters: Counter
     consumer_lag: Gauge
+    consumer_lag_seconds: Gauge
+    batch_fill: Histogram
     model_info: Gauge
+    gpus: Gauge
+    gpu_utilization: Gauge
+    gpu_memory_used: Gauge
+    gpu_memory_total: Gauge
     produced: Counter
     delivery_errors: Counter
     delivery_retries: Counter
@@ -69,9 +76,27 @@ class Metrics:
                                "High watermark minus the next offset to process, per consumed partition.",
                                ["pipeline", "stage", "topic", "partition"], registry=r,
                                multiprocess_mode="livemax"),
-            model_info=Gauge("streamflow_model_info", "The model in use (value 1), with name, version, sha256 and provider.",
-                             ["pipeline", "model", "version", "sha256", "provider"], registry=r,
+            consumer_lag_seconds=Gauge("streamflow_consumer_lag_seconds",
+                                       "How far behind a consumed partition is: age of the last record processed "
+                                       "while records are waiting behind it (0 when caught up).",
+                                       ["pipeline", "stage", "topic", "partition"], registry=r,
+                                       multiprocess_mode="livemax"),
+            batch_fill=Histogram("streamflow_batch_fill_ratio",
+                                 "How full each batch a stage takes is, relative to its maximum batch.",
+                                 ["pipeline", "stage"], buckets=FILL_BUCKETS, registry=r),
+            model_info=Gauge("streamflow_model_info",
+                             "The model in use (value 1): name, version, sha256, the provider it runs on and the "
+                             "configured runtime.device.",
+                             ["pipeline", "model", "version", "sha256", "provider", "device"], registry=r,
                              multiprocess_mode="livemax"),
+            gpus=Gauge("streamflow_gpus", "NVIDIA GPUs this inference worker sees (NVML; 0 without a GPU or driver).",
+                       ["pipeline"], registry=r, multiprocess_mode="livemax"),
+            gpu_utilization=Gauge("streamflow_gpu_utilization_ratio", "GPU busy time over the last sample period (NVML).",
+                                  ["pipeline", "gpu"], registry=r, multiprocess_mode="livemax"),
+            gpu_memory_used=Gauge("streamflow_gpu_memory_used_bytes", "GPU memory in use (NVML, whole device).",
+                                  ["pipeline", "gpu"], registry=r, multiprocess_mode="livemax"),
+            gpu_memory_total=Gauge("streamflow_gpu_memory_total_bytes", "GPU memory size (NVML).",
+                                   ["pipeline", "gpu"], registry=r, multiprocess_mode="livemax"),
             produced=Counter("streamflow_produced_messages", "Messages delivered to a topic, acknowledged by the broker.",
                              ["pipeline", "topic"], registry=r),
             delivery_errors=Counter("streamflow_delivery_errors", "Messages the broker did not acknowledge.",

@@ -73,6 +73,7 @@ class StageContext:
     metrics: Metrics
     producer: BatchProducer
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    last_timestamps_ms: dict[tuple[str, int], int] = field(default_factory=dict)  # of the last record processed
 
     @property
     def pipeline(self) -> str:
@@ -123,6 +124,8 @@ class StageContext:
         m.batch_records.labels(p, s).observe(batch_records)
         m.stage_seconds.labels(p, s).observe(time.perf_counter() - started)
 
-    def processed(self, topic: str, partition: int, last_offset: int) -> None:
+    def processed(self, topic: str, partition: int, last_offset: int, last_timestamp_ms: int | None = None) -> None:
         key = (topic, partition)
         self.next_offsets[key] = max(self.next_offsets.get(key, 0), last_offset + 1)
+        if last_timestamp_ms is not None:
+            self.last_timestamps_ms[key] = last_timestamp_ms

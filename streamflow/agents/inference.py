@@ -74,7 +74,8 @@ class InferenceHandler:
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamflow-ort")
         self.threshold = s.model.threshold
         self.model_headers = ((H_MODEL, model.name.encode()), (H_MODEL_VERSION, model.version.encode()))
-        ctx.metrics.model_info.labels(s.name, model.name, model.version, model.sha256, model.provider).set(1)
+        ctx.metrics.model_info.labels(s.name, model.name, model.version, model.sha256, model.provider,
+                                      s.runtime.device).set(1)
 
     def results(self, batch: RecordBatch, scores: np.ndarray) -> list[OutMessage]:
         s = self.ctx.settings

@@ -28,6 +28,7 @@ from streamflow.agents.transport import ChunkBuffer
 from streamflow.broker import die_with_parent, ensure_topics, pipeline_topics, wait_ready
 from streamflow.clients import BatchProducer, faust_credentials, producer_config
 from streamflow.errors import ConfigError
+from streamflow.gpu import Gpus
 from streamflow.metrics import Metrics, mark_process_dead, multiprocess_enabled, serve
 from streamflow.settings import Settings
 
@@ -206,9 +207,13 @@ def run_stage(settings: Settings, stage: str, bootstrap: str, *, serve_metrics: 
             await sent
             for chunk in chunks:
                 consumer.ack_chunk(chunk)
-                ctx.processed(chunk.topic, chunk.partition, chunk.last_offset)
+                ctx.processed(chunk.topic, chunk.partition, chunk.last_offset, chunk.records[-1].timestamp)
             in_flight.task_done()
 
+    fill = metrics.batch_fill.labels(settings.name, stage)
+    gpus = Gpus.open() if stage in ("inference", CHAINED) else None
+    if gpus is not None:
+        metrics.gpus.labels(settings.name).set(len(gpus))
     draining = asyncio.Event()  # a stop signal came: take nothing more, finish what is out
     drained = asyncio.Event()  # ... and it is finished: every batch taken is delivered and acked
     running = asyncio.Event()  # the agent has started (a signal during start-up has nothing to drain)
@@ -228,6 +233,7 @@ def run_stage(settings: Settings, stage: str, bootstrap: str, *, serve_metrics: 
             while not acker.done() and not draining.is_set():
                 chunks = await buffer.take(handler.within)
                 if chunks:
+                    fill.observe(sum(c.weight for c in chunks) / buffer.batch_weight)
                     await in_flight.put((await handler.handle(chunks), chunks))  # waits while max_in_flight are out
             if not acker.done():  # the acker acks what is still in flight (unless it fails)
                 await asyncio.wait([asyncio.ensure_future(in_flight.join()), acker],
@@ -266,7 +272,16 @@ def run_stage(settings: Settings, stage: str, bootstrap: str, *, serve_metrics: 
             nxt = ctx.next_offsets.get((tp.topic, tp.partition))
             if nxt is None:
                 nxt = await consumer.position(tp) or 0
-            metrics.consumer_lag.labels(settings.name, stage, tp.topic, str(tp.partition)).set(max(0, high - nxt))
+            lag = max(0, high - nxt)
+            labels = (settings.name, stage, tp.topic, str(tp.partition))
+            metrics.consumer_lag.labels(*labels).set(lag)
+            last_ms = ctx.last_timestamps_ms.get((tp.topic, tp.partition))
+            if last_ms is not None:
+                metrics.consumer_lag_seconds.labels(*labels).set(max(0.0, time.time() - last_ms / 1000) if lag else 0.0)
+        for g in gpus.sample() if gpus else ():
+            metrics.gpu_utilization.labels(settings.name, str(g.index)).set(g.utilization)
+            metrics.gpu_memory_used.labels(settings.name, str(g.index)).set(g.memory_used_bytes)
+            metrics.gpu_memory_total.labels(settings.name, str(g.index)).set(g.memory_total_bytes)
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # mode types receivers as sync
     async def assigned(app: Any, assigned: Any = (), **kwargs: Any) -> None:

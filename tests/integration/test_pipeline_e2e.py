@@ -150,7 +150,12 @@ def test_every_record_is_scored_or_dead_lettered(pipeline: tuple[Settings, Local
     assert metric_sum(m, "streamflow_records_total", stage="inference", outcome="ok") == len(scored)
     assert metric_sum(m, "streamflow_dead_letters_total") == len(dead)
     assert metric_sum(m, "streamflow_end_to_end_latency_seconds_count") == len(scored)
-    assert metric_sum(m, "streamflow_model_info", model="telemetry-anomaly") == 1
+    assert metric_sum(m, "streamflow_model_info", model="telemetry-anomaly", provider="CPUExecutionProvider",
+                      device="auto") == 1
+    assert metric_sum(m, "streamflow_gpus") == 0  # this machine has none: the CPU is expected
+    assert metric_sum(m, "streamflow_batch_fill_ratio_count") > 0
+    assert 0 < metric_sum(m, "streamflow_batch_fill_ratio_sum") <= metric_sum(m, "streamflow_batch_fill_ratio_count")
+    assert any(name == "streamflow_consumer_lag_seconds" for name, _ in m)
     # Both topologies account every step under its own stage name.
     assert metric_sum(m, "streamflow_records_total", stage="normalize") == metric_sum(
         m, "streamflow_records_total", stage="clean", outcome="ok")
