@@ -45,6 +45,7 @@ class Metrics:
     batch_fill: Histogram
     model_info: Gauge
     gpus: Gauge
+    slo: Gauge
     gpu_utilization: Gauge
     gpu_memory_used: Gauge
     gpu_memory_total: Gauge
@@ -89,6 +90,9 @@ class Metrics:
                              "configured runtime.device.",
                              ["pipeline", "model", "version", "sha256", "provider", "device"], registry=r,
                              multiprocess_mode="livemax"),
+            slo=Gauge("streamflow_slo", "The pipeline's objectives from its [slo] section (alert rules compare "
+                      "against them): objective = p99_latency_seconds | dead_letter_ratio | lag_seconds.",
+                      ["pipeline", "objective"], registry=r, multiprocess_mode="livemax"),
             gpus=Gauge("streamflow_gpus", "NVIDIA GPUs this inference worker sees (NVML; 0 without a GPU or driver).",
                        ["pipeline"], registry=r, multiprocess_mode="livemax"),
             gpu_utilization=Gauge("streamflow_gpu_utilization_ratio", "GPU busy time over the last sample period (NVML).",

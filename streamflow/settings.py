@@ -163,6 +163,15 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True)
+class SloSettings:
+    """What the pipeline promises; exported as metrics so alert rules compare against them."""
+
+    p99_latency_ms: float = 500.0  # end-to-end, raw message timestamp to result delivered
+    max_dead_letter_ratio: float = 0.05  # dead letters / records, over 10 minutes
+    max_lag_seconds: float = 60.0  # how far behind a consumer may fall
+
+
+@dataclass(frozen=True)
 class CollectorSettings:
     """``streamflow collect http``: where it listens and what it accepts."""
 
@@ -205,6 +214,7 @@ class Settings:
     features: tuple[FeatureSpec, ...] = field(default_factory=tuple)
     limits: LimitSettings = field(default_factory=LimitSettings)
     collector: CollectorSettings = field(default_factory=CollectorSettings)
+    slo: SloSettings = field(default_factory=SloSettings)
 
     @property
     def feature_names(self) -> list[str]:
@@ -237,6 +247,7 @@ SECTIONS: dict[str, type] = {
     "kafka": KafkaSettings,
     "metrics": MetricsSettings,
     "collector": CollectorSettings,
+    "slo": SloSettings,
 }
 PATH_KEYS = {("input", "schema"), ("output", "schema"), ("model", "path"), ("model", "stats"),
              ("kafka", "ssl_cafile"), ("kafka", "ssl_certfile"), ("kafka", "ssl_keyfile")}
@@ -523,6 +534,12 @@ def check(s: Settings) -> list[str]:
         p.append(f"kafka.delivery_timeout_s: must be > 0, got {s.kafka.delivery_timeout_s}")
     if not 0 < s.kafka.retry_backoff_s <= s.kafka.retry_backoff_max_s:
         p.append("kafka.retry_backoff_s: must be > 0 and <= kafka.retry_backoff_max_s")
+    if not s.slo.p99_latency_ms > 0:
+        p.append(f"slo.p99_latency_ms: must be > 0, got {s.slo.p99_latency_ms}")
+    if not 0 < s.slo.max_dead_letter_ratio <= 1:
+        p.append(f"slo.max_dead_letter_ratio: must be within (0, 1], got {s.slo.max_dead_letter_ratio}")
+    if not s.slo.max_lag_seconds > 0:
+        p.append(f"slo.max_lag_seconds: must be > 0, got {s.slo.max_lag_seconds}")
     if s.kafka.fetch_max_wait_ms < 0:
         p.append("kafka.fetch_max_wait_ms: must be >= 0")
     p.extend(check_kafka_security(s.kafka))

@@ -211,6 +211,10 @@ def run_stage(settings: Settings, stage: str, bootstrap: str, *, serve_metrics: 
             in_flight.task_done()
 
     fill = metrics.batch_fill.labels(settings.name, stage)
+    for objective, value in (("p99_latency_seconds", settings.slo.p99_latency_ms / 1000),
+                             ("dead_letter_ratio", settings.slo.max_dead_letter_ratio),
+                             ("lag_seconds", settings.slo.max_lag_seconds)):
+        metrics.slo.labels(settings.name, objective).set(value)
     gpus = Gpus.open() if stage in ("inference", CHAINED) else None
     if gpus is not None:
         metrics.gpus.labels(settings.name).set(len(gpus))
