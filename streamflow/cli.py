@@ -114,6 +114,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(_load(args), _argv_settings(args), records=args.records, rate=args.rate, seed=args.seed)
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from streamflow import report
+
+    s = _load(args)
+    if bool(args.samples) == bool(args.prometheus):
+        raise ConfigError("streamflow report: give exactly one of --samples FILE and --prometheus URL",
+                          source="command line")
+    if args.samples:
+        panels = report.from_samples(Path(args.samples), s.name)
+        source = args.samples
+    else:
+        panels = report.from_prometheus(args.prometheus, s.name, args.minutes)
+        source = f"{args.prometheus}, last {args.minutes:g} min"
+    out = report.render(panels, Path(args.out), f"streamflow pipeline {s.name} ({source})")
+    print(f"streamflow report: {out}")
+    return 0
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from streamflow.demo import run_up
 
@@ -248,6 +266,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     _settings_args(d)
     d.set_defaults(func=cmd_demo)
+
+    rp = sub.add_parser("report", help="a PNG of a run: throughput, latency percentiles, lag, dead letters")
+    rp.add_argument("--samples", default="", help="metrics recorded during a run (streamflow demo writes metrics.jsonl)")
+    rp.add_argument("--prometheus", default="", help="a Prometheus server's URL, e.g. http://localhost:9090")
+    rp.add_argument("--minutes", type=float, default=15.0, help="with --prometheus: how far back (default 15)")
+    rp.add_argument("--out", default="streamflow-report.png", help="the PNG to write (default streamflow-report.png)")
+    _settings_args(rp)
+    rp.set_defaults(func=cmd_report)
 
     u = sub.add_parser("up", help="embedded broker + topics + all stages, no collector; until Ctrl-C")
     _settings_args(u)

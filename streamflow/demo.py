@@ -17,6 +17,7 @@ import time
 import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,8 @@ from streamflow.agents.worker import STAGES, StageProcesses, process_stages
 from streamflow.broker import EmbeddedBroker, ensure_topics, pipeline_topics
 from streamflow.clients import kafka_config
 from streamflow.collectors.produce import RawProducer, run_synthetic
+from streamflow.errors import ConfigError
+from streamflow.report import MetricsRecorder
 from streamflow.settings import Settings
 from streamflow.signals import install_stop_handler
 
@@ -261,6 +264,21 @@ class LocalPipeline:
             self.broker.kill()
 
 
+def report_line(settings: Settings, samples: Path) -> str:
+    """Render the run's PNG (when matplotlib is there) and say where it is and how to redo it."""
+    redo = f"streamflow report --samples {samples} --out run.png"
+    try:
+        from streamflow.report import from_samples, render  # matplotlib: the dev extra
+
+        png = render(from_samples(samples, settings.name), samples.with_name("report.png"),
+                     f"streamflow demo: pipeline {settings.name}")
+    except ImportError:
+        return f"  report    pip install matplotlib, then: {redo}"
+    except ConfigError as exc:  # too short a run to plot
+        return f"  report    none ({exc})"
+    return f"  report    {png}  (again: {redo})"
+
+
 def run_demo(settings: Settings, argv_settings: list[str], *, records: int, rate: float, seed: int = 0) -> int:
     stop = install_stop_handler()
     pipe = LocalPipeline(settings, argv_settings)
@@ -272,6 +290,8 @@ def run_demo(settings: Settings, argv_settings: list[str], *, records: int, rate
         if not pipe.wait_consuming():
             print(f"streamflow demo: the stages did not start; see the logs in {pipe.log_dir}", file=sys.stderr)
             return 1
+        recorder = MetricsRecorder(pipe.metrics_url, Path(pipe.log_dir) / "metrics.jsonl")
+        recorder.start()
         started = time.time()
         monitor = ResultMonitor(settings, bootstrap, int(started * 1000) - 1)
         monitor.start()
@@ -304,7 +324,9 @@ def run_demo(settings: Settings, argv_settings: list[str], *, records: int, rate
             while monitor.tally.accounted < raw.stats.produced and time.monotonic() < deadline:
                 time.sleep(0.1)
         monitor.stop()
+        recorder.stop()
         print(summary(raw.stats.produced, monitor.tally, started, raw.stats.faults), flush=True)
+        print(report_line(settings, recorder.path), flush=True)
         return 0 if (not records or monitor.tally.accounted == raw.stats.produced) else 1
     except KeyboardInterrupt:  # a second signal: abort
         pipe.kill()

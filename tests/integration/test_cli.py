@@ -70,17 +70,26 @@ def test_worker_without_a_bootstrap_says_how_to_get_one() -> None:
     assert "kafka.bootstrap: streamflow worker needs a broker address" in r.stderr
 
 
-def test_demo_runs_to_completion_and_accounts_for_every_record(pipeline_overrides: dict[str, str]) -> None:
+def test_demo_runs_to_completion_and_accounts_for_every_record(pipeline_overrides: dict[str, str],
+                                                               tmp_path: Path) -> None:
     overrides = {k: v for k, v in pipeline_overrides.items() if k != "kafka.bootstrap"}  # its own embedded broker
-    r = streamflow("demo", "--records", "3000", "--rate", "3000", *sets(overrides), timeout=240)
+    r = streamflow("demo", "--records", "6000", "--rate", "2000", *sets(overrides), timeout=240)
     assert r.returncode == 0, r.stdout + r.stderr
     out = r.stdout
-    assert "produced       3000" in out
-    assert "accounted      3000 of 3000" in out and "INCOMPLETE" not in out
+    assert "produced       6000" in out
+    assert "accounted      6000 of 6000" in out and "INCOMPLETE" not in out
     scored = int(out.split("scored")[1].split()[0])
     dead = int(out.split("dead-lettered")[1].split()[0])
-    assert scored + dead == 3000 and dead > 0
+    assert scored + dead == 6000 and dead > 0
     assert "p99" in out and "throughput" in out
+    # It ends pointing at a picture of the run, and says how to render it again.
+    report_line = next(line for line in out.splitlines() if line.strip().startswith("report"))
+    png = Path(report_line.split()[1])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", report_line
+    samples = report_line.split("--samples ")[1].split()[0]
+    again = tmp_path / "again.png"
+    r = streamflow("report", "--samples", samples, "--out", str(again), *sets(overrides))
+    assert r.returncode == 0 and again.stat().st_size > 10_000, r.stdout + r.stderr
 
 
 def test_debian_kcat_needs_the_bundled_librdkafka_for_the_embedded_broker(bootstrap: str) -> None:
