@@ -1,0 +1,37 @@
+"""Bytes <-> records: the only package that sees bytes (with ``flatavro``, its generated Avro code).
+
+- Avro with fastavro: schemaless bytes with the schema from ``schemas/``, or the Confluent
+  wire format (magic byte 0 + 4-byte schema id + Avro) when a schema registry URL is set,
+  through confluent-kafka's schema-registry client.
+- JSON: one object per message, the same field names as the Avro schema.
+- Columnar record batches for the internal topics (``SFB1``): a JSON header and raw
+  numpy buffers, decoded zero-copy.
+
+A bad record never raises out of ``decode_batch``: it gets a precise reason instead, and
+no record makes it allocate more than the pipeline's ``[limits]`` allow (a length prefix is
+checked before anything is read for it). Only a fault around the records (the schema
+registry does not answer) raises, as an ``InfrastructureError``.
+"""
+
+from streamflow.codecs.avro import (
+    WIRE_MAGIC,
+    RecordCodec,
+    _registry_for,
+    _strip_logical_types,
+    load_schema,
+)
+from streamflow.codecs.batches import (
+    MAGIC,
+    decode_record_batch,
+    encode_record_batch,
+    encode_record_batches,
+    record_batch_length,
+)
+from streamflow.codecs.readings import DecodedReadings, ReadingDecoder
+from streamflow.codecs.results import RESULT_FIELDS, ResultEncoder, to_json_line
+
+__all__ = [
+    "MAGIC", "RESULT_FIELDS", "WIRE_MAGIC", "DecodedReadings", "ReadingDecoder", "RecordCodec", "ResultEncoder",
+    "_registry_for", "_strip_logical_types", "decode_record_batch", "encode_record_batch", "encode_record_batches",
+    "load_schema", "record_batch_length", "to_json_line",
+]
