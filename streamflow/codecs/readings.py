@@ -44,7 +44,7 @@ class DecodedReadings:
 
 _BOM = b"\xef\xbb\xbf"
 _JSON_START = (b"{", b" ", b"\n", b"\t", b"\r", _BOM[:1])  # what a JSON object may start with
-_JSON_OTHER = b'["-0123456789tfn'  # ... and a JSON value that is not an object
+_JSON_OTHER = b'["-0123456789tfnNI'  # ... and a JSON value that is not an object (NaN, Infinity too)
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
@@ -111,14 +111,27 @@ class ReadingDecoder:
         if len(value) + key_bytes > self.max_bytes:
             raise DecodeError(f"message of {len(value) + key_bytes} bytes exceeds max_message_bytes {self.max_bytes}"
                               + (f" (key {key_bytes} bytes)" if key_bytes else ""))
-        if self.format == "json" or (self.format == "auto" and value[:1] in _JSON_START and _is_object(value)):
+        if self.format == "json":
             return self._json(value)
+        if self.format == "auto" and value[:1] in _JSON_START and _is_object(value):
+            try:
+                return self._json(value)
+            except DecodeError:
+                # Avro can start like JSON too: a device_id of 16 bytes starting with "{" is b" {...".
+                try:
+                    return self._avro(value)
+                except DecodeError:
+                    pass
+                raise
         try:
-            if self.registry is not None:
-                return _decode_wire(value, self.registry, self.schema, self.limits)
-            return self._read_avro(value)
+            return self._avro(value)
         except DecodeError as exc:
             raise self._diagnose(value, exc) from None
+
+    def _avro(self, value: bytes) -> dict[str, Any]:
+        if self.registry is not None:
+            return _decode_wire(value, self.registry, self.schema, self.limits)
+        return self._read_avro(value)
 
     def _diagnose(self, value: bytes, exc: DecodeError) -> DecodeError:
         """A more precise reason for a message that is not valid Avro, if there is one."""

@@ -194,3 +194,16 @@ def test_registry_ids_that_are_not_avro_are_bad_records_but_a_silent_registry_is
     finally:
         reg.client.get_schema = real  # type: ignore[method-assign]
     assert calls == [77, 4343]
+
+
+def test_avro_that_starts_like_json_is_still_avro() -> None:
+    """In the auto format a value starting with whitespace and '{' is tried as JSON first; an Avro
+    record can look like that (a 16-byte device_id starting with '{' has the length byte ' ')."""
+    rec = reading(device_id="{rack1-node1-abc", cpu_temp_c=float("nan"))
+    data = RecordCodec(READING).encode(rec)
+    assert data[:2] == b" {"
+    dec = ReadingDecoder(READING, MEASUREMENTS).decode_batch([data, b" {not json"])
+    assert dec.errors[0] is None and dec.device_ids[0] == "{rack1-node1-abc"
+    assert dec.errors[1] is not None and dec.errors[1].startswith("json: invalid JSON")
+    assert ReadingDecoder(READING, MEASUREMENTS).decode_batch([b"Infinity", b"NaN"]).errors == [
+        "json: top-level value is a number, not an object"] * 2
