@@ -488,6 +488,7 @@ def test_scaledobjects_follow_the_consumer_groups_and_topics_streamflow_computes
         [trigger] = so["spec"]["triggers"]
         meta = trigger["metadata"]
         assert trigger["type"] == "kafka"
+        assert all(isinstance(v, str) for v in meta.values()), "KEDA trigger metadata values are strings"
         assert meta["consumerGroup"] == s.group_id(stage)
         assert meta["topic"] == source_topic(s, stage)
         assert meta["bootstrapServers"] == bootstrap
