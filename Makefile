@@ -18,13 +18,14 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # Debian tools the tests use as third-party peers: kcat, stunnel4 (TLS in front of the embedded
-# broker) and openssl (its test certificates). Installed when missing and we are root.
-SYSTEM_TOOLS := kcat:kcat stunnel4:stunnel4 openssl:openssl
+# broker), openssl (its test certificates) and prometheus (the server and promtool, for the
+# dashboards and alerts in deploy/). Installed when missing and we are root.
+SYSTEM_TOOLS := kcat:kcat stunnel4:stunnel4 openssl:openssl prometheus:prometheus promtool:prometheus
 system-tools:
 	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $${t%%:*} >/dev/null 2>&1 || missing="$$missing $${t##*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null) \
 	      || echo "warning: could not install$$missing"; \
 	  else echo "note: not installed:$$missing (apt-get install$$missing) - their tests will say so"; fi; fi
 
