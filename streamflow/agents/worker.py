@@ -197,14 +197,14 @@ def run_stage(settings: Settings, stage: str, bootstrap: str, *, serve_metrics: 
     # Batches sent and not yet acknowledged by the broker, oldest first. The stage works on
     # the next batch while the broker acknowledges the previous ones; a batch's input offsets
     # are acked only once its output is acknowledged, and in order, so acks never leave gaps.
-    in_flight: asyncio.Queue[tuple[asyncio.Future[None], list[Any]]] = asyncio.Queue(
+    in_flight: asyncio.Queue[tuple[asyncio.Future[asyncio.Future[None]], list[Any]]] = asyncio.Queue(
         maxsize=settings.batching.max_in_flight)
 
     async def acknowledge() -> None:
         consumer: Any = app.consumer
         while True:
-            sent, chunks = await in_flight.get()
-            await sent
+            handling, chunks = await in_flight.get()
+            await (await handling)  # handled (decoded, scored, encoded), then delivered
             for chunk in chunks:
                 consumer.ack_chunk(chunk)
                 ctx.processed(chunk.topic, chunk.partition, chunk.last_offset, chunk.records[-1].timestamp)
@@ -238,7 +238,9 @@ def run_stage(settings: Settings, stage: str, bootstrap: str, *, serve_metrics: 
                 chunks = await buffer.take(handler.within)
                 if chunks:
                     fill.observe(sum(c.weight for c in chunks) / buffer.batch_weight)
-                    await in_flight.put((await handler.handle(chunks), chunks))  # waits while max_in_flight are out
+                    # Pipelined: the next batch is taken and decoded while this one is still in the
+                    # model (ORT runs on its own thread) or on its way to the broker.
+                    await in_flight.put((asyncio.ensure_future(handler.handle(chunks)), chunks))  # waits while max_in_flight are out
             if not acker.done():  # the acker acks what is still in flight (unless it fails)
                 await asyncio.wait([asyncio.ensure_future(in_flight.join()), acker],
                                    return_when=asyncio.FIRST_COMPLETED)
