@@ -125,6 +125,10 @@ class RuntimeSettings:
     intra_op_threads: int = 1
     inter_op_threads: int = 1
     drain_timeout_s: float = 30.0  # on SIGTERM: longest to finish in-flight batches before stopping
+    device_id: int = 0  # which GPU (CUDA and TensorRT)
+    fp16: bool = False  # TensorRT may build FP16 engines (faster; scores differ in the 3rd-4th digit)
+    trt_cache_dir: str = ""  # TensorRT engine cache; empty: ~/.cache/streamflow/tensorrt
+    io_binding: str = "auto"  # auto (on a GPU provider) | on | off: inputs copied once into bound buffers
 
 
 @dataclass(frozen=True)
@@ -518,6 +522,10 @@ def check(s: Settings) -> list[str]:
         p.append(f"batching.max_delay_ms: must be within [0, 60000], got {b.max_delay_ms}")
     if s.runtime.device not in DEVICES:
         p.append(f"runtime.device: must be one of {', '.join(DEVICES)}, got {s.runtime.device!r}")
+    if s.runtime.device_id < 0:
+        p.append(f"runtime.device_id: must be >= 0, got {s.runtime.device_id}")
+    if s.runtime.io_binding not in ("auto", "on", "off"):
+        p.append(f"runtime.io_binding: must be auto, on or off, got {s.runtime.io_binding!r}")
     if not s.runtime.drain_timeout_s > 0:
         p.append(f"runtime.drain_timeout_s: must be > 0, got {s.runtime.drain_timeout_s}")
     if s.runtime.intra_op_threads < 0 or s.runtime.inter_op_threads < 0:

@@ -300,6 +300,13 @@ def run_stage(settings: Settings, stage: str, bootstrap: str, *, serve_metrics: 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def revoked(app: Any, revoked: Any = (), **kwargs: Any) -> None:
         dropped = buffer.discard({(tp.topic, tp.partition) for tp in revoked})
+        for tp in revoked:  # its new owner reports its lag; a frozen value here would hold alerts on
+            if tp.topic == handler.source_topic:
+                labels = (settings.name, stage, tp.topic, str(tp.partition))
+                metrics.consumer_lag.labels(*labels).set(0)
+                metrics.consumer_lag_seconds.labels(*labels).set(0)
+                ctx.next_offsets.pop((tp.topic, tp.partition), None)
+                ctx.last_timestamps_ms.pop((tp.topic, tp.partition), None)
         if dropped:
             log.info("stage %s: partitions revoked, %d buffered records left to their new owner", stage, dropped)
 
