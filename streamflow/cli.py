@@ -114,6 +114,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(_load(args), _argv_settings(args), records=args.records, rate=args.rate, seed=args.seed)
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from streamflow.doctor import doctor
+
+    return doctor(_load(args), sys.stdout)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from streamflow import report
 
@@ -266,6 +272,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     _settings_args(d)
     d.set_defaults(func=cmd_demo)
+
+    dr = sub.add_parser("doctor", help="ONNX Runtime build, providers, GPUs, the model's inputs/outputs and a quick timing")
+    _settings_args(dr)
+    dr.set_defaults(func=cmd_doctor)
 
     rp = sub.add_parser("report", help="a PNG of a run: throughput, latency percentiles, lag, dead letters")
     rp.add_argument("--samples", default="", help="metrics recorded during a run (streamflow demo writes metrics.jsonl)")
