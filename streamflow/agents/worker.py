@@ -67,8 +67,9 @@ def _patch_fetch_wait() -> None:
 
 def make_app(settings: Settings, stage: str, bootstrap: str, *, chunked: bool = True) -> faust.App:
     k = settings.kafka
-    datadir = Path(tempfile.gettempdir()) / "streamflow-faust" / f"{settings.group_id(stage)}-{os.getpid()}"
-    datadir.parent.mkdir(parents=True, exist_ok=True)  # faust creates only the last level
+    # Per-process scratch (no tables are kept), owned by whoever runs the worker: a shared parent
+    # made by another user would stop it with PermissionError.
+    datadir = tempfile.mkdtemp(prefix=f"streamflow-faust-{settings.group_id(stage)}-")
     return faust.App(
         settings.group_id(stage),
         # streamflow:// is faust's aiokafka transport with chunked delivery (agents/transport.py)
@@ -86,7 +87,7 @@ def make_app(settings: Settings, stage: str, bootstrap: str, *, chunked: bool = 
         topic_allow_declare=False,
         topic_disable_leader=True,
         web_enabled=False,
-        datadir=str(datadir),
+        datadir=datadir,
         processing_guarantee="at_least_once",
     )
 
