@@ -43,6 +43,9 @@ class Metrics:
     consumer_lag: Gauge
     consumer_lag_seconds: Gauge
     batch_fill: Histogram
+    queue_delay: Histogram
+    batch_wait: Gauge
+    slo_headroom: Gauge
     model_info: Gauge
     gpus: Gauge
     slo: Gauge
@@ -85,6 +88,15 @@ class Metrics:
             batch_fill=Histogram("streamflow_batch_fill_ratio",
                                  "How full each batch a stage takes is, relative to its maximum batch.",
                                  ["pipeline", "stage"], buckets=FILL_BUCKETS, registry=r),
+            queue_delay=Histogram("streamflow_queue_delay_seconds",
+                                  "How long the oldest record of each batch waited in the stage's queue.",
+                                  ["pipeline", "stage"], buckets=SECONDS_BUCKETS, registry=r),
+            batch_wait=Gauge("streamflow_batch_wait_seconds",
+                             "How long the stage waits for a batch to fill (adapted to the SLO when enabled).",
+                             ["pipeline", "stage"], registry=r, multiprocess_mode="livemax"),
+            slo_headroom=Gauge("streamflow_slo_headroom_seconds",
+                               "slo.p99_latency_ms minus the p99 end-to-end latency of the last second's results.",
+                               ["pipeline"], registry=r, multiprocess_mode="livemin"),
             model_info=Gauge("streamflow_model_info",
                              "The model in use (value 1): name, version, sha256, the provider it runs on and the "
                              "configured runtime.device.",

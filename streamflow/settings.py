@@ -113,6 +113,10 @@ class BatchingSettings:
     max_delay_ms: float = 5.0  # longest a record waits for its batch to fill
     clean_max_batch: int = 2000  # raw messages the clean stage takes at once
     max_in_flight: int = 4  # batches a stage may have sent and not yet seen acknowledged
+    # Inference: batch sizes to cut at once when that many records are waiting (like Triton's
+    # preferred_batch_size, e.g. the sizes a TensorRT engine was built for); else wait up to the delay.
+    preferred_batch_sizes: tuple[int, ...] = ()
+    adapt_to_slo: bool = True  # steer the inference wait within [0, max_delay_ms] by slo.p99_latency_ms
 
 
 @dataclass(frozen=True)
@@ -271,6 +275,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if base is tuple:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
+        if typing.get_args(tp)[:1] == (int,):
+            if not isinstance(value, list):
+                raise ValueError(f"{where}: expected a list of integers, got {value!r}")
+            return tuple(_coerce(v, int, where) for v in value)
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ValueError(f"{where}: expected a list of strings, got {value!r}")
         return tuple(value)
@@ -516,6 +524,9 @@ def check(s: Settings) -> list[str]:
         p.append(f"batching.clean_max_batch: must be >= 1, got {b.clean_max_batch}")
     if s.runtime.topology not in ("stages", "chained"):
         p.append(f"runtime.topology: must be 'stages' or 'chained', got {s.runtime.topology!r}")
+    if any(not 1 <= n <= b.max_batch for n in b.preferred_batch_sizes):
+        p.append(f"batching.preferred_batch_sizes: each must be within 1..batching.max_batch ({b.max_batch}), "
+                 f"got {list(b.preferred_batch_sizes)}")
     if b.max_in_flight < 1:
         p.append(f"batching.max_in_flight: must be >= 1, got {b.max_in_flight}")
     if not 0.0 <= b.max_delay_ms <= 60_000:

@@ -34,7 +34,11 @@ class ChainedHandler:
         self.inference = InferenceHandler(replace(ctx, stage="inference"), model)
         self.source_topic = s.topics.raw
         self.max_weight = s.batching.clean_max_batch
-        self.within = s.batching.max_delay_ms / 1000.0
+        self.preferred = self.inference.preferred
+
+    @property
+    def within(self) -> float:
+        return self.inference.within  # adapted to the SLO by what the inference step delivers
 
     @staticmethod
     def weight(record: Any) -> int:

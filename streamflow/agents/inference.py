@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from streamflow.agents.batching import AdaptiveWait
 from streamflow.agents.common import (
     H_MODEL,
     H_MODEL_VERSION,
@@ -67,7 +68,9 @@ class InferenceHandler:
         self.model = model
         self.source_topic = s.normalized_topic
         self.max_weight = s.batching.max_batch
-        self.within = s.batching.max_delay_ms / 1000.0
+        self.wait = AdaptiveWait(s.batching.max_delay_ms / 1000.0, s.slo.p99_latency_ms / 1000.0,
+                                 adapt=s.batching.adapt_to_slo)
+        self.preferred = tuple(sorted(s.batching.preferred_batch_sizes))
         self.weight = batch_weight
         self.encoder = ResultEncoder(s.output.schema, format=s.output.format,
                                      schema_registry_url=s.input.schema_registry_url, topic=s.topics.scored)
@@ -76,6 +79,10 @@ class InferenceHandler:
         self.model_headers = ((H_MODEL, model.name.encode()), (H_MODEL_VERSION, model.version.encode()))
         ctx.metrics.model_info.labels(s.name, model.name, model.version, model.sha256, model.provider,
                                       s.runtime.device).set(1)
+
+    @property
+    def within(self) -> float:
+        return self.wait.wait_s
 
     def results(self, batch: RecordBatch, scores: np.ndarray) -> list[OutMessage]:
         s = self.ctx.settings
@@ -130,7 +137,12 @@ class InferenceHandler:
 
             def observe(f: asyncio.Future[None]) -> None:
                 if not f.cancelled() and f.exception() is None:
-                    observe_many(m.end_to_end.labels(s.name), time.time() - ingest)
+                    latencies = time.time() - ingest
+                    observe_many(m.end_to_end.labels(s.name), latencies)
+                    self.wait.observe(latencies)
+                    m.batch_wait.labels(s.name, self.stage).set(self.wait.wait_s)
+                    if self.wait.p99_s == self.wait.p99_s:  # measured at least once (not NaN)
+                        m.slo_headroom.labels(s.name).set(self.wait.headroom_s)
 
             sent.add_done_callback(observe)
         return sent

@@ -56,6 +56,7 @@ class ChunkBuffer:
         self._arrived = asyncio.Event()
         self._drained = asyncio.Event()
         self._woken = False
+        self.waited_s = 0.0  # by the oldest chunk of the last take
 
     def __len__(self) -> int:
         return self._total
@@ -80,6 +81,18 @@ class ChunkBuffer:
             self._total += w
         self._arrived.set()
 
+    def _head(self, chunk: Chunk, room: int) -> tuple[list[Any], int]:
+        """The first records of ``chunk`` weighing at most ``room``, and their weight."""
+        head: list[Any] = []
+        w = 0
+        for r in chunk.records:
+            rw = self.weight(r)
+            if w + rw > room:
+                break
+            head.append(r)
+            w += rw
+        return head, w
+
     def discard(self, partitions: set[tuple[str, int]]) -> int:
         """Drop buffered chunks of ``partitions`` (revoked: their new owner reads them from the
         committed offset). Returns the weight dropped."""
@@ -94,9 +107,12 @@ class ChunkBuffer:
         self._woken = True
         self._arrived.set()
 
-    async def take(self, within: float) -> list[Chunk]:
+    async def take(self, within: float, preferred: tuple[int, ...] = ()) -> list[Chunk]:
         """Chunks totalling up to ``batch_weight`` (at least one), once that much is buffered
-        or ``within`` seconds after the oldest buffered chunk arrived; ``[]`` after ``wake()``."""
+        or ``within`` seconds after the oldest buffered chunk arrived; ``[]`` after ``wake()``.
+
+        ``preferred`` (ascending weights): as soon as one of them is buffered, cut the largest
+        that fits without waiting longer. ``waited_s`` tells how long the oldest taken chunk waited."""
         max_weight = self.batch_weight
         while not self._chunks:
             if self._woken:
@@ -107,6 +123,8 @@ class ChunkBuffer:
             return []
         deadline = self._chunks[0][0] + within
         while self._total < max_weight:
+            if preferred and self._total >= preferred[0]:
+                break
             left = deadline - time.monotonic()
             if left <= 0:
                 break
@@ -117,12 +135,33 @@ class ChunkBuffer:
                 break
             if self._woken:
                 return []
+        fits = [n for n in preferred if n <= self._total]
+        if fits and self._total < max_weight:
+            max_weight = fits[-1]
+        self.waited_s = time.monotonic() - self._chunks[0][0]
         out: list[Chunk] = []
         taken = 0
-        while self._chunks and (not out or taken + self._chunks[0][1].weight <= max_weight):
-            chunk = self._chunks.popleft()[1]
-            out.append(chunk)
-            taken += chunk.weight
+        while self._chunks:
+            arrived, chunk = self._chunks[0]
+            room = max_weight - taken
+            if chunk.weight <= room:
+                self._chunks.popleft()
+                out.append(chunk)
+                taken += chunk.weight
+                continue
+            head, w = self._head(chunk, room)
+            if not head and not out:  # its first record alone outweighs the batch: it goes alone
+                head, w = chunk.records[:1], self.weight(chunk.records[0])
+            if head and len(head) == len(chunk.records):
+                self._chunks.popleft()
+                out.append(chunk)
+                taken += chunk.weight
+            elif head:  # cut the chunk: its first records now, the rest stays first in line
+                out.append(Chunk(chunk.topic, chunk.partition, head, w))
+                taken += w
+                self._chunks[0] = (arrived, Chunk(chunk.topic, chunk.partition, chunk.records[len(head):],
+                                                  chunk.weight - w))
+            break
         self._total -= taken
         self._drained.set()
         return out

@@ -212,6 +212,8 @@ def run_stage(settings: Settings, stage: str, bootstrap: str, *, serve_metrics: 
             in_flight.task_done()
 
     fill = metrics.batch_fill.labels(settings.name, stage)
+    queue_delay = metrics.queue_delay.labels(settings.name, stage)
+    preferred: tuple[int, ...] = getattr(handler, "preferred", ())
     for objective, value in (("p99_latency_seconds", settings.slo.p99_latency_ms / 1000),
                              ("dead_letter_ratio", settings.slo.max_dead_letter_ratio),
                              ("lag_seconds", settings.slo.max_lag_seconds)):
@@ -236,9 +238,10 @@ def run_stage(settings: Settings, stage: str, bootstrap: str, *, serve_metrics: 
         acker.add_done_callback(acker_done)
         try:
             while not acker.done() and not draining.is_set():
-                chunks = await buffer.take(handler.within)
+                chunks = await buffer.take(handler.within, preferred)
                 if chunks:
                     fill.observe(sum(c.weight for c in chunks) / buffer.batch_weight)
+                    queue_delay.observe(buffer.waited_s)
                     # Pipelined: the next batch is taken and decoded while this one is still in the
                     # model (ORT runs on its own thread) or on its way to the broker.
                     await in_flight.put((asyncio.ensure_future(handler.handle(chunks)), chunks))  # waits while max_in_flight are out

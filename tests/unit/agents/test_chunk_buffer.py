@@ -136,3 +136,20 @@ def test_wake_makes_a_waiting_take_return_empty_and_leaves_the_buffer_for_the_ne
         assert len(buf) == 3  # never handed over: read again from the committed offset
 
     asyncio.run(main())
+
+
+def test_a_preferred_batch_size_is_cut_at_once_and_smaller_waits_for_the_delay() -> None:
+    async def main() -> None:
+        buf = ChunkBuffer(100, lambda r: r.n, capacity_batches=10)
+        await buf.put("t", 0, recs(0, 40))
+        t0 = asyncio.get_running_loop().time()
+        taken = await asyncio.wait_for(buf.take(60.0, preferred=(8, 32)), 1.0)  # no waiting for 100
+        assert sum(c.weight for c in taken) == 32
+        rest = await buf.take(0.05, preferred=(8, 32))  # 8 left: a preferred size too
+        assert sum(c.weight for c in rest) == 8
+        await buf.put("t", 0, recs(40, 5))
+        small = await buf.take(0.05, preferred=(8, 32))  # under every preferred size: waits the delay
+        assert sum(c.weight for c in small) == 5 and buf.waited_s >= 0.05
+        assert asyncio.get_running_loop().time() - t0 < 1.0
+
+    asyncio.run(main())
