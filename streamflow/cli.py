@@ -229,12 +229,26 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    rates = tuple(float(r) for r in args.rates.split(",") if r)
+    if args.what == "inference":
+        from streamflow.bench.inference import bench_inference
+
+        sizes = [int(b) for b in args.batch_sizes.split(",") if b]
+        return bench_inference(_load(args), records=args.records, batch_sizes=sizes,
+                               rate=rates[0] if rates else 0.0, seconds=args.seconds)
     from streamflow.bench import run_bench
 
-    rates = tuple(float(r) for r in args.rates.split(",") if r)
     systems = tuple(x for x in args.systems.split(",") if x)
     return run_bench(_load(args), _argv_settings(args), records=args.records, what=args.what, rates=rates,
                      seconds=args.seconds, systems=systems, scaling=args.scaling, repeat=args.repeat)
+
+
+def cmd_model(args: argparse.Namespace) -> int:
+    from streamflow.model import minilm
+
+    for line in minilm.describe(minilm.export(args.out, force=args.force)):
+        print(line)
+    return 0
 
 
 def cmd_kcat(args: argparse.Namespace) -> int:
@@ -345,6 +359,14 @@ def build_parser() -> argparse.ArgumentParser:
         _settings_args(da)
         da.set_defaults(func=cmd_dlq)
 
+    mo = sub.add_parser("model", help="build models from local weights (the demo's anomaly model: make model)")
+    msub = mo.add_subparsers(dest="action", required=True)
+    me = msub.add_parser("export", help="write an ONNX model, checked against a reference, into a cache folder")
+    me.add_argument("which", choices=["minilm"], help="minilm: all-MiniLM-L6-v2 sentence embeddings (text extra)")
+    me.add_argument("--out", default="models/minilm", help="the folder (default models/minilm)")
+    me.add_argument("--force", action="store_true", help="build again even when an up-to-date export is there")
+    me.set_defaults(func=cmd_model)
+
     kc = sub.add_parser("kcat", help="the system's kcat with a librdkafka that speaks to the embedded broker",
                         description="Runs kcat with the librdkafka bundled in confluent-kafka (Debian's 2.0.2 "
                         "cannot talk to the embedded broker). Arguments go to kcat unchanged.")
@@ -352,7 +374,10 @@ def build_parser() -> argparse.ArgumentParser:
     kc.set_defaults(func=cmd_kcat)
 
     be = sub.add_parser("bench", help="benchmarks (see benchmarks/)")
-    be.add_argument("what", choices=["e2e"], nargs="?", default="e2e")
+    be.add_argument("what", choices=["e2e", "inference"], nargs="?", default="e2e",
+                    help="e2e: the whole pipeline against baselines; inference: the inference agent against "
+                         "raw session.run per batch size")
+    be.add_argument("--batch-sizes", default="1,8,64,512,4096", help="inference: the batch sizes to measure")
     be.add_argument("--records", type=int, default=200_000, help="backlog size (0: latency runs only)")
     be.add_argument("--rates", default="1000,5000,20000", help="input rates for the latency runs ('' to skip)")
     be.add_argument("--seconds", type=float, default=5.0, help="length of each latency run")
