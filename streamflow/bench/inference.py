@@ -144,8 +144,8 @@ def bench_inference(settings: Settings, *, records: int, batch_sizes: list[int],
     if rate:
         from streamflow.bench import latency_run
 
-        with EmbeddedBroker() if not settings.kafka.bootstrap else _nullbroker(settings) as b:
-            lat = latency_run("streamflow", settings, b.bootstrap, rate, seconds, b.pid)
+        with EmbeddedBroker() if not settings.kafka.bootstrap else _nullbroker(settings) as broker:
+            lat = latency_run("streamflow", settings, broker.bootstrap, rate, seconds, broker.pid)
             result.latency.append(asdict(lat))
     stamp = time.strftime("%Y%m%d-%H%M%S")
     d = Path(out_dir)
