@@ -211,3 +211,15 @@ def test_a_second_signal_aborts_at_once_and_leaves_nothing_behind(pipeline_overr
     alive = [pid for pid in children if Path(f"/proc/{pid}").exists()
              and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()]
     assert alive == [], f"left behind: {alive}"
+
+
+def test_bench_inference_reports_agent_and_raw_rates_per_batch_size(tmp_path: Path) -> None:
+    r = subprocess.run([sys.executable, "-m", "streamflow.cli", "bench", "inference", "--records", "3000",
+                        "--batch-sizes", "1,64", "--rates", "", "--pipeline", str(PIPELINE)], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=180, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = json.loads(next(tmp_path.glob("bench-results/inference-*.json")).read_text())
+    assert [row["batch"] for row in report["rows"]] == [1, 64]
+    for row in report["rows"]:  # measured figures, whatever they are on this machine
+        assert row["raw_records_per_s"] > 0 and row["agent_records_per_s"] > 0
+        assert abs(row["efficiency"] - row["agent_records_per_s"] / row["raw_records_per_s"]) < 1e-3
