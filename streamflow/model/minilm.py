@@ -369,7 +369,7 @@ def export(out_dir: str | Path = DEFAULT_OUT, *, force: bool = False) -> ExportR
 def describe(r: ExportResult) -> list[str]:
     """What ``streamflow model export minilm`` prints."""
     if r.cached:
-        return [f"{r.path} is up to date (sha256 {r.sha256}, checked at export: min cosine {r.min_cosine:.10f}); "
+        return [f"{r.path} is up to date (sha256 {r.sha256}, checked at export: 1 - cosine <= {1 - r.min_cosine:.1e}); "
                 "--force rebuilds it"]
     lines = [f"cosine to the numpy float64 reference (> {MIN_COSINE} required), {len(r.cosines)} sentences "
              "in one padded batch:"]
