@@ -105,6 +105,7 @@ class ModelSettings:
     threshold: float = 0.5
     sha256: str = ""
     stats: str = ""  # JSON file with per-feature mean/std/min/max, used when not given inline
+    watch_interval_s: float = 5.0  # hot swap: how often the model file is checked for a new version (0: never)
 
 
 @dataclass(frozen=True)
@@ -515,6 +516,8 @@ def check(s: Settings) -> list[str]:
         p.append(f"model.threshold: must be within [0, 1], got {s.model.threshold}")
     if not s.model.outputs:
         p.append("model.outputs: name at least one output")
+    if s.model.watch_interval_s < 0:
+        p.append(f"model.watch_interval_s: must be >= 0 (0 turns hot swap off), got {s.model.watch_interval_s}")
     if s.model.sha256 and (len(s.model.sha256) != 64 or not all(c in "0123456789abcdef" for c in s.model.sha256.lower())):
         p.append("model.sha256: expected 64 hexadecimal digits")
     b = s.batching

@@ -25,11 +25,12 @@ from streamflow.agents.common import (
     batch_source_headers,
     dead_letter,
 )
+from streamflow.agents.hotswap import ModelWatcher
 from streamflow.agents.normalize import batch_weight, decode_batches
 from streamflow.agents.transport import Chunk
 from streamflow.clients import OutMessage
 from streamflow.codecs import ResultEncoder
-from streamflow.inference import LoadedModel
+from streamflow.inference import LoadedModel, load_model
 from streamflow.metrics import observe_many
 from streamflow.records import RecordBatch, Rejected, rejected_from_batch
 
@@ -65,7 +66,7 @@ class InferenceHandler:
     def __init__(self, ctx: StageContext, model: LoadedModel) -> None:
         s = ctx.settings
         self.ctx = ctx
-        self.model = model
+        self.watcher = ModelWatcher(model, lambda: load_model(s), s.model.watch_interval_s, self._swapped)
         self.source_topic = s.normalized_topic
         self.max_weight = s.batching.max_batch
         self.wait = AdaptiveWait(s.batching.max_delay_ms / 1000.0, s.slo.p99_latency_ms / 1000.0,
@@ -76,24 +77,37 @@ class InferenceHandler:
                                      schema_registry_url=s.input.schema_registry_url, topic=s.topics.scored)
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamflow-ort")
         self.threshold = s.model.threshold
-        self.model_headers = ((H_MODEL, model.name.encode()), (H_MODEL_VERSION, model.version.encode()))
-        ctx.metrics.model_info.labels(s.name, model.name, model.version, model.sha256, model.provider,
-                                      s.runtime.device).set(1)
+        self._info(model, 1)
+
+    @property
+    def model(self) -> LoadedModel:
+        return self.watcher.model
+
+    def _info(self, model: LoadedModel, value: int) -> None:
+        s = self.ctx.settings
+        self.ctx.metrics.model_info.labels(s.name, model.name, model.version, model.sha256, model.provider,
+                                           s.runtime.device).set(value)
+
+    def _swapped(self, old: LoadedModel, new: LoadedModel) -> None:
+        self._info(old, 0)
+        self._info(new, 1)
 
     @property
     def within(self) -> float:
         return self.wait.wait_s
 
-    def results(self, batch: RecordBatch, scores: np.ndarray) -> list[OutMessage]:
+    def results(self, batch: RecordBatch, scores: np.ndarray, model: LoadedModel) -> list[OutMessage]:
+        """One result per row, naming ``model``: the one that scored them."""
         s = self.ctx.settings
         now_ms = time.time() * 1000.0
         labels = np.where(scores >= self.threshold, "anomaly", "normal").tolist()
         values = self.encoder.encode_batch(
-            batch.device_id_list(), batch.event_ms, scores, labels, self.model.name, self.model.version,
+            batch.device_id_list(), batch.event_ms, scores, labels, model.name, model.version,
             now_ms - batch.ingest_ms.astype(np.float64),
         )
+        model_headers = ((H_MODEL, model.name.encode()), (H_MODEL_VERSION, model.version.encode()))
         headers = batch_source_headers(batch.source_topic, batch.source_partition, batch.offsets.tolist(),
-                                       batch.ingest_ms.tolist(), self.model_headers)
+                                       batch.ingest_ms.tolist(), model_headers)
         topic = s.topics.scored
         return [OutMessage(topic, v, k, h) for v, k, h in zip(values, batch.keys.to_list(), headers, strict=True)]
 
@@ -106,10 +120,11 @@ class InferenceHandler:
         if not sum(len(b) for b in batches):
             return out, rejected, delivered
         x = np.ascontiguousarray(np.concatenate([b.features for b in batches]), dtype=np.float32)
+        model = self.watcher.current()  # the whole batch is scored and named by this one (hot swap)
         t0 = time.perf_counter()
         scores, errors = await asyncio.get_running_loop().run_in_executor(
-            self.pool, score_rows, self.model, x, s.batching.max_batch)
-        m.inference_seconds.labels(s.name, self.model.name).observe(time.perf_counter() - t0)
+            self.pool, score_rows, model, x, s.batching.max_batch)
+        m.inference_seconds.labels(s.name, model.name).observe(time.perf_counter() - t0)
         start = 0
         for batch in batches:
             rows = np.arange(start, start + len(batch))
@@ -124,7 +139,7 @@ class InferenceHandler:
             else:
                 batch_scores = scores[rows]
             if len(batch):
-                out += self.results(batch, batch_scores)
+                out += self.results(batch, batch_scores, model)
                 delivered.append(batch)
         return out, rejected, delivered
 
