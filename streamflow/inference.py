@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 
 from streamflow.errors import ConfigError, ModelError
-from streamflow.settings import Settings
+from streamflow.settings import TEXT_INPUTS, Settings
+from streamflow.stages.text import CentroidHead, model_inputs
 
 log = logging.getLogger(__name__)
 
@@ -89,24 +90,50 @@ class LoadedModel:
     n_features: int
     io_binding: bool = False
     device_id: int = 0
+    kind: str = "tabular"  # tabular | text-embedding (settings.model.kind)
+    pad_id: int = 0  # text-embedding: the padding token id (attention mask = ids != pad_id)
+    head: CentroidHead | None = None  # text-embedding: labels the embeddings
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        """Scores float64[n] for features float32[n, F] (the first configured output, flattened)."""
-        if self.io_binding:
-            out = self._run_bound(x)
+        """Tabular: scores float64[n] for features float32[n, F] (the first configured output,
+        flattened). Text: embeddings float32[n, D] for padded token ids float32[n, T]."""
+        if self.kind == "text-embedding":
+            input_ids, mask = model_inputs(x, self.pad_id)
+            feeds = {TEXT_INPUTS[0]: input_ids, TEXT_INPUTS[1]: mask}
         else:
-            out = self.session.run(self.output_names[:1], {self.input_name: x})[0]
+            feeds = {self.input_name: x}
+        if self.io_binding:
+            out = self._run_bound(feeds)
+        else:
+            out = self.session.run(self.output_names[:1], feeds)[0]
+        if self.kind == "text-embedding":
+            return np.asarray(out, dtype=np.float32).reshape(len(x), -1)
         return np.asarray(out, dtype=np.float64).reshape(len(x), -1)[:, 0]
 
-    def _run_bound(self, x: np.ndarray) -> np.ndarray:
-        """With IO binding: the input is copied once to the provider's device and the output
+    def _run_bound(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """With IO binding: the inputs are copied once to the provider's device and the output
         allocated there, then copied back in one piece (no per-run staging by ORT)."""
         device = "cuda" if self.provider in GPU_PROVIDERS else "cpu"
         binding = self.session.io_binding()
-        binding.bind_cpu_input(self.input_name, np.ascontiguousarray(x))
+        for name, x in feeds.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(x))
         binding.bind_output(self.output_names[0], device, self.device_id if device == "cuda" else 0)
         self.session.run_with_iobinding(binding)
         return np.asarray(binding.copy_outputs_to_cpu()[0])
+
+
+def text_head(settings: Settings, model: LoadedModel) -> None:
+    """Set the pad id and the label head of a text-embedding model: each label's examples are
+    embedded by the model itself, so the centroids always match the model that scores."""
+    from streamflow.text import TextTokenizer
+
+    tok = TextTokenizer(settings.model.tokenizer, settings.model.max_tokens)
+    model.pad_id = tok.pad_id
+    examples = []
+    for _, texts in settings.labels:
+        ids, _mask = tok.encode(list(texts))
+        examples.append(model.run(ids.astype(np.float32)))
+    model.head = CentroidHead.fit([name for name, _ in settings.labels], examples)
 
 
 def load_model(settings: Settings) -> LoadedModel:
@@ -132,9 +159,12 @@ def load_model(settings: Settings) -> LoadedModel:
                          "(the GPU provider failed to initialise; see ONNX Runtime's log)")
     meta = session.get_modelmeta().custom_metadata_map
     inputs = {i.name: i for i in session.get_inputs()}
-    if m.input not in inputs:
-        raise ModelError(f"model.input: {m.path} has no input {m.input!r} (inputs: {', '.join(inputs)})")
-    shape = inputs[m.input].shape
+    text = settings.is_text
+    for name in TEXT_INPUTS if text else (m.input,):
+        if name not in inputs:
+            key = "model.kind" if text else "model.input"
+            raise ModelError(f"{key}: {m.path} has no input {name!r} (inputs: {', '.join(inputs)})")
+    shape = inputs[m.input].shape if not text else []
     n_features = shape[-1] if shape and isinstance(shape[-1], int) else len(settings.features)
     loaded = LoadedModel(
         session=session,
@@ -149,7 +179,10 @@ def load_model(settings: Settings) -> LoadedModel:
         io_binding=settings.runtime.io_binding == "on" or (settings.runtime.io_binding == "auto"
                                                            and active[0] in GPU_PROVIDERS),
         device_id=settings.runtime.device_id,
+        kind=m.kind,
     )
+    if text:
+        text_head(settings, loaded)
     log.info("model %s %s (sha256 %s) on %s%s; providers tried %s, available %s",
              loaded.name, loaded.version, digest[:12], loaded.provider, " with IO binding" if loaded.io_binding else "",
              providers, available)

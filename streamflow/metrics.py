@@ -47,6 +47,7 @@ class Metrics:
     batch_wait: Gauge
     slo_headroom: Gauge
     model_info: Gauge
+    padding_waste: Gauge
     gpus: Gauge
     slo: Gauge
     gpu_utilization: Gauge
@@ -102,6 +103,11 @@ class Metrics:
                              "configured runtime.device.",
                              ["pipeline", "model", "version", "sha256", "provider", "device"], registry=r,
                              multiprocess_mode="livemax"),
+            padding_waste=Gauge("streamflow_padding_waste_ratio",
+                                "Text pipelines: pad tokens / all tokens fed to the model since the stage started; "
+                                "batching = bucketed (what is fed: texts grouped by length) | unbucketed (what "
+                                "padding each batch whole would have cost).",
+                                ["pipeline", "stage", "batching"], registry=r, multiprocess_mode="livemax"),
             slo=Gauge("streamflow_slo", "The pipeline's objectives from its [slo] section (alert rules compare "
                       "against them): objective = p99_latency_seconds | dead_letter_ratio | lag_seconds.",
                       ["pipeline", "objective"], registry=r, multiprocess_mode="livemax"),

@@ -59,7 +59,9 @@ class RecordBatch:
     """Records from one source partition, as columns.
 
     ``features`` is float32[n, F] in the order of the pipeline's feature list: raw but
-    validated values after the clean stage, model-ready values after normalize.
+    validated values after the clean stage, model-ready values after normalize. In a text
+    pipeline the clean stage's batch carries ``texts`` (utf-8) and no features; after normalize
+    ``features`` holds the token ids padded with ``extra["pad_id"]`` (float32 is exact below 2^24).
     """
 
     source_topic: str
@@ -73,6 +75,7 @@ class RecordBatch:
     features: np.ndarray  # float32[n, F]
     stage: str = "clean"  # which stage produced it: clean | normalize
     extra: dict[str, str] = field(default_factory=dict)
+    texts: BytesColumn | None = None  # text pipelines, between clean and normalize
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -89,6 +92,7 @@ class RecordBatch:
             device_ids=self.device_ids.take(idx),
             event_ms=self.event_ms[idx],
             features=self.features[idx],
+            texts=None if self.texts is None else self.texts.take(idx),
         )
 
     def device_id_list(self) -> list[str]:
@@ -156,6 +160,7 @@ _REASON_CODES = (
     ("out of range", "out_of_range"),
     ("cannot be normalized", "not_normalizable"),
     ("empty message", "empty"),
+    ("empty text", "empty"),
     ("exceeds max_", "too_large"),  # max_message_bytes, max_string_length, max_array_length
     ("registry:", "unknown_schema"),
     ("json: invalid JSON", "invalid_json"),

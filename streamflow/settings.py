@@ -26,6 +26,8 @@ ENV_PREFIX = "STREAMFLOW_"
 NORMALIZERS = ("zscore", "minmax", "log1p", "none")
 DEVICES = ("auto", "cpu", "cuda", "tensorrt")
 FORMATS = ("avro", "json", "auto")
+MODEL_KINDS = ("tabular", "text-embedding")
+TEXT_INPUTS = ("input_ids", "attention_mask")  # a text-embedding model's inputs, int64 [batch, tokens]
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER")
 
@@ -74,6 +76,7 @@ class InputSettings:
     key_field: str = "device_id"
     timestamp_field: str = "timestamp"
     schema_registry_url: str = ""
+    text_field: str = "text"  # model.kind = "text-embedding": the field holding the text
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,7 @@ class OutputSettings:
 
 @dataclass(frozen=True)
 class ModelSettings:
+    kind: str = "tabular"  # tabular: [[features]] in, a score out | text-embedding: a text in, an embedding out
     path: str = ""
     name: str = ""
     version: str = ""
@@ -106,6 +110,10 @@ class ModelSettings:
     sha256: str = ""
     stats: str = ""  # JSON file with per-feature mean/std/min/max, used when not given inline
     watch_interval_s: float = 5.0  # hot swap: how often the model file is checked for a new version (0: never)
+    tokenizer: str = ""  # text-embedding: the tokenizer.json that goes with the model
+    max_tokens: int = 256  # text-embedding: longer texts are truncated to this many tokens
+    bucket_rows: int = 64  # text-embedding: at most this many texts of similar length padded together
+    bucket_tokens: int = 8192  # text-embedding: at most this many tokens, padding included, per bucket
 
 
 @dataclass(frozen=True)
@@ -221,9 +229,16 @@ class Settings:
     kafka: KafkaSettings
     metrics: MetricsSettings
     features: tuple[FeatureSpec, ...] = field(default_factory=tuple)
+    # text-embedding: [labels] name = [example texts]; each result is labelled with the nearest
+    # label's centroid (the mean embedding of its examples, computed at start-up).
+    labels: tuple[tuple[str, tuple[str, ...]], ...] = ()
     limits: LimitSettings = field(default_factory=LimitSettings)
     collector: CollectorSettings = field(default_factory=CollectorSettings)
     slo: SloSettings = field(default_factory=SloSettings)
+
+    @property
+    def is_text(self) -> bool:
+        return self.model.kind == "text-embedding"
 
     @property
     def feature_names(self) -> list[str]:
@@ -258,7 +273,7 @@ SECTIONS: dict[str, type] = {
     "collector": CollectorSettings,
     "slo": SloSettings,
 }
-PATH_KEYS = {("input", "schema"), ("output", "schema"), ("model", "path"), ("model", "stats"),
+PATH_KEYS = {("input", "schema"), ("output", "schema"), ("model", "path"), ("model", "stats"), ("model", "tokenizer"),
              ("kafka", "ssl_cafile"), ("kafka", "ssl_certfile"), ("kafka", "ssl_keyfile")}
 
 
@@ -411,6 +426,7 @@ def collect_settings(
         problems.append(f"name: expected the pipeline's name (letters, digits, - and _), got {name!r}")
         name = "invalid"
     feature_tables = layered.pop("features", [])
+    label_table = layered.pop("labels", {})
     sections: dict[str, Any] = {}
     for section, cls in SECTIONS.items():
         data = layered.pop(section, {})
@@ -422,11 +438,13 @@ def collect_settings(
                     for k, v in data.items()}
         sections[section] = _build(cls, data, section, problems) or cls()
     for key in layered:
-        problems.append(_unknown(key, ["name", "features", *SECTIONS], key))
+        problems.append(_unknown(key, ["name", "features", "labels", *SECTIONS], key))
 
     stats = _load_stats(sections["model"].stats, problems)
-    features = _build_features(feature_tables, stats, problems)
-    settings = Settings(name=name, source=source, features=tuple(features), **sections)
+    text = sections["model"].kind == "text-embedding"
+    features = [] if text and not feature_tables else _build_features(feature_tables, stats, problems)
+    labels = _build_labels(label_table, problems)
+    settings = Settings(name=name, source=source, features=tuple(features), labels=labels, **sections)
     problems.extend(check(settings))
     return settings, problems
 
@@ -452,6 +470,21 @@ def _load_stats(path: str, problems: list[str]) -> dict[str, dict[str, float]]:
         problems.append(f"model.stats: expected an object of per-feature statistics in {path}")
         return {}
     return feats
+
+
+def _build_labels(table: Any, problems: list[str]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """``[labels]`` name = ["example text", ...] -> ((name, examples), ...), in file order."""
+    if not isinstance(table, dict):
+        problems.append("labels: expected a table of label = [example texts]")
+        return ()
+    out = []
+    for name, examples in table.items():
+        if not isinstance(examples, list) or not examples or \
+                not all(isinstance(e, str) and e.strip() for e in examples):
+            problems.append(f"labels.{name}: expected a non-empty list of non-empty example texts")
+            continue
+        out.append((name, tuple(examples)))
+    return tuple(out)
 
 
 def _build_features(
@@ -505,7 +538,26 @@ def check(s: Settings) -> list[str]:
                  f"{s.kafka.max_message_bytes}, the largest message streamflow produces (raise both)")
     if s.output.format not in ("avro", "json"):
         p.append(f"output.format: must be avro or json, got {s.output.format!r}")
-    for key in ("input.schema", "output.schema", "model.path"):
+    if s.model.kind not in MODEL_KINDS:
+        p.append(f"model.kind: must be one of {', '.join(MODEL_KINDS)}, got {s.model.kind!r}")
+    paths = ("input.schema", "output.schema", "model.path") + (("model.tokenizer",) if s.is_text else ())
+    if s.is_text:
+        if not s.input.text_field:
+            p.append("input.text_field: model.kind = text-embedding needs the field holding the text")
+        if not 2 <= s.model.max_tokens <= 512:
+            p.append(f"model.max_tokens: must be within 2..512, got {s.model.max_tokens}")
+        if s.model.bucket_rows < 1:
+            p.append(f"model.bucket_rows: must be >= 1, got {s.model.bucket_rows}")
+        if s.model.bucket_tokens < s.model.max_tokens:
+            p.append(f"model.bucket_tokens: must be >= model.max_tokens ({s.model.max_tokens}), "
+                     f"got {s.model.bucket_tokens}")
+        if len(s.labels) < 2:
+            p.append("labels: model.kind = text-embedding needs at least two labels, each with example texts")
+        if s.features:
+            p.append("features: a text-embedding model takes the text field, not [[features]]")
+    elif s.labels:
+        p.append("labels: only used with model.kind = text-embedding")
+    for key in paths:
         section, _, attr = key.partition(".")
         value = getattr(getattr(s, section), attr)
         if not value:

@@ -7,8 +7,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from streamflow.codecs.results import RESULT_FIELDS, TEXT_RESULT_FIELDS
 from streamflow.errors import ConfigError
-from streamflow.settings import Settings, collect_settings
+from streamflow.settings import TEXT_INPUTS, Settings, collect_settings
 
 NUMERIC = {"double", "float", "int", "long"}
 
@@ -34,6 +35,13 @@ def check_input_schema(s: Settings) -> list[str]:
             p.append(f"input.{key}: {name!r} is not a field of {s.input.schema}")
     if s.input.timestamp_field in fields and not fields[s.input.timestamp_field] & {"long", "int"}:
         p.append(f"input.timestamp_field: {s.input.timestamp_field!r} must be a long (epoch ms) in {s.input.schema}")
+    if s.is_text:
+        t = s.input.text_field
+        if t not in fields:
+            p.append(f"input.text_field: {t!r} is not a field of {s.input.schema}")
+        elif not fields[t] & {"string"} or fields[t] - {"string", "null"}:
+            p.append(f"input.text_field: {t!r} must be a string (or null) in {s.input.schema}, "
+                     f"not {sorted(fields[t])}")
     for i, f in enumerate(s.features):
         if f.name not in fields:
             p.append(f"features[{i}] ({f.name}): not a field of the input schema {s.input.schema}")
@@ -50,7 +58,7 @@ def check_output_schema(s: Settings) -> list[str]:
     except (OSError, json.JSONDecodeError) as exc:
         return [f"output.schema: cannot read {s.output.schema}: {exc}"]
     names = {f["name"] for f in schema.get("fields", [])}
-    need = {"device_id", "timestamp", "score", "label", "model_name", "model_version", "latency_ms"}
+    need = set(TEXT_RESULT_FIELDS if s.is_text else RESULT_FIELDS)
     return [f"output.schema: {s.output.schema} lacks field {n!r}, which every result carries" for n in sorted(need - names)]
 
 
@@ -63,9 +71,11 @@ def check_model(s: Settings) -> list[str]:
         sess = ort.InferenceSession(s.model.path, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT's own exception types
         return [f"model.path: cannot load {s.model.path}: {exc}"]
-    p = []
     inputs = {i.name: i for i in sess.get_inputs()}
     outputs = {o.name: o for o in sess.get_outputs()}
+    if s.is_text:
+        return check_text_model(s, inputs, outputs)
+    p = []
     if s.model.input not in inputs:
         p.append(f"model.input: {s.model.input!r} is not an input of {s.model.path} (inputs: {', '.join(inputs)})")
     else:
@@ -84,6 +94,33 @@ def check_model(s: Settings) -> list[str]:
     order = sess.get_modelmeta().custom_metadata_map.get("features")
     if order and order.split(",") != s.feature_names:
         p.append(f"features: the order differs from the one the model was trained with ({s.model.path} metadata: {order})")
+    return p
+
+
+def check_text_model(s: Settings, inputs: Mapping[str, Any], outputs: Mapping[str, Any]) -> list[str]:
+    """A text-embedding model takes int64 input_ids and attention_mask [batch, tokens] and gives
+    a float embedding [batch, dim]; its tokenizer loads."""
+    p = []
+    for name in TEXT_INPUTS:
+        if name not in inputs:
+            p.append(f"model.kind: a text-embedding model takes input {name!r}; {s.model.path} has "
+                     f"{', '.join(inputs)}")
+        elif inputs[name].type != "tensor(int64)" or len(inputs[name].shape) != 2:
+            p.append(f"model.kind: input {name!r} of {s.model.path} is {inputs[name].type} {inputs[name].shape}; "
+                     "the pipeline feeds tensor(int64) [batch, tokens]")
+    for name in s.model.outputs[:1]:
+        if name not in outputs:
+            p.append(f"model.outputs: {name!r} is not an output of {s.model.path} (outputs: {', '.join(outputs)})")
+        elif outputs[name].type != "tensor(float)" or len(outputs[name].shape) != 2:
+            p.append(f"model.outputs: {name!r} of {s.model.path} is {outputs[name].type} {outputs[name].shape}; "
+                     "expected an embedding, tensor(float) [batch, dim]")
+    if Path(s.model.tokenizer).is_file():
+        try:
+            from streamflow.text import TextTokenizer
+
+            TextTokenizer(s.model.tokenizer, s.model.max_tokens)
+        except Exception as exc:  # ConfigError (no tokenizers), ModelError (bad file)
+            p.append(f"model.tokenizer: {exc}")
     return p
 
 

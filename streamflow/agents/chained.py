@@ -58,9 +58,8 @@ class ChainedHandler:
             started = time.perf_counter()
             good, bad = self.normalize.process(cleaned)
             out += [dead_letter(r, dlq) for r in bad]
-            self.normalize.ctx.account(len(good), bad, started, len(cleaned))
-            if len(good):
-                batches.append(good)
+            self.normalize.ctx.account(len(cleaned) - len(bad), bad, started, len(cleaned))
+            batches += [b for b in good if len(b)]
             started = time.perf_counter()
         n = sum(len(b) for b in batches)
         results, bad, delivered = await self.inference.score(batches)

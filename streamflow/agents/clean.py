@@ -21,9 +21,10 @@ import numpy as np
 from streamflow.agents.common import H_REPLAYED, H_TRUNCATED, StageContext, dead_letter
 from streamflow.agents.transport import Chunk
 from streamflow.clients import OutMessage
-from streamflow.codecs import ReadingDecoder
+from streamflow.codecs import ReadingDecoder, TextDecoder
 from streamflow.records import BytesColumn, RecordBatch, Rejected
 from streamflow.stages.clean import CleanRules, clean
+from streamflow.stages.text import clean_texts
 
 TRUNCATED_DEAD_LETTER_BYTES = 65_536
 WEIGHT_BYTES = 2048  # a raw record weighs 1, plus 1 for every 2 KiB of key and value
@@ -38,11 +39,14 @@ class CleanHandler:
         self.source_topic = s.topics.raw
         self.max_weight = s.batching.clean_max_batch
         self.within = 0.0  # what is fetched is the batch: waiting here only adds latency
-        self.decoder = ReadingDecoder(
-            s.input.schema, s.feature_names, format=s.input.format, key_field=s.input.key_field,
-            timestamp_field=s.input.timestamp_field, schema_registry_url=s.input.schema_registry_url,
-            limits=s.limits,
-        )
+        fmt = dict(format=s.input.format, key_field=s.input.key_field, timestamp_field=s.input.timestamp_field,
+                   schema_registry_url=s.input.schema_registry_url)
+        # A text pipeline reads its text field; a tabular one its features.
+        self.text_decoder = TextDecoder(s.input.schema, s.input.text_field, limits=s.limits, **fmt) \
+            if s.is_text else None
+        self.decoder = self.text_decoder.records if self.text_decoder else \
+            ReadingDecoder(s.input.schema, s.feature_names, limits=s.limits, **fmt)
+        self.text_field, self.max_string_length = s.input.text_field, s.limits.max_string_length
         self.rules = CleanRules.from_features(s.features)
         self.dead_letter_max_bytes = s.kafka.max_message_bytes  # key + value; headers fit the producer's margin
 
@@ -56,26 +60,39 @@ class CleanHandler:
     def process(self, topic: str, partition: int, messages: Sequence[Any]) -> tuple[RecordBatch, list[Rejected]]:
         """Decode and clean one partition's messages: (good rows as a batch, rejected rows)."""
         values = [m.value for m in messages]
-        dec = self.decoder.decode_batch(values, [m.key for m in messages])
-        res = clean(dec.values, dec.missing, self.rules)
-        decoded = np.fromiter((e is None for e in dec.errors), dtype=bool, count=len(values))
-        ok = res.ok & decoded
+        keys = [m.key for m in messages]
+        texts: BytesColumn | None = None
+        if self.text_decoder is not None:
+            tdec = self.text_decoder.decode_batch(values, keys)
+            errors, device_ids, event_ms = tdec.errors, tdec.device_ids, tdec.event_ms
+            ok, reasons = clean_texts(tdec.texts, self.text_field, self.max_string_length)
+            ok &= np.fromiter((e is None for e in errors), dtype=bool, count=len(values))
+            features = np.zeros((len(values), 0), dtype=np.float32)
+            texts = BytesColumn.from_list([t.encode() if good and isinstance(t, str) else b""
+                                           for t, good in zip(tdec.texts, ok.tolist(), strict=True)])
+        else:
+            dec = self.decoder.decode_batch(values, keys)
+            errors, device_ids, event_ms = dec.errors, dec.device_ids, dec.event_ms
+            res = clean(dec.values, dec.missing, self.rules)
+            ok = res.ok & np.fromiter((e is None for e in errors), dtype=bool, count=len(values))
+            reasons, features = res.reasons, res.values
         batch = RecordBatch(
             source_topic=topic,
             source_partition=partition,
             offsets=np.fromiter((m.offset for m in messages), dtype=np.int64, count=len(values)),
             ingest_ms=np.fromiter((m.timestamp for m in messages), dtype=np.int64, count=len(values)),
-            keys=BytesColumn.from_list([m.key for m in messages]),
+            keys=BytesColumn.from_list(keys),
             values=BytesColumn.from_list(values),
-            device_ids=BytesColumn.from_list([d.encode() for d in dec.device_ids]),
-            event_ms=np.asarray(dec.event_ms, dtype=np.int64),
-            features=res.values,
+            device_ids=BytesColumn.from_list([d.encode() for d in device_ids]),
+            event_ms=np.asarray(event_ms, dtype=np.int64),
+            features=features,
             stage="clean",
+            texts=texts,
         )
         rejected = []
         for row in np.flatnonzero(~ok).tolist():
             m = messages[row]
-            undecodable = dec.errors[row] is not None
+            undecodable = errors[row] is not None
             key, value = m.key, m.value
             headers: tuple[tuple[str, bytes], ...] = ()
             size = len(key or b"") + len(value or b"")
@@ -88,7 +105,7 @@ class CleanHandler:
             rejected.append(Rejected(
                 stage=self.stage,
                 error_class="DecodeError" if undecodable else "ValidationError",
-                reason=dec.errors[row] if undecodable else res.reasons[row],  # type: ignore[arg-type]
+                reason=errors[row] if undecodable else reasons[row],  # type: ignore[arg-type]
                 source_topic=topic, source_partition=partition, source_offset=m.offset,
                 key=key, value=value, ingest_ms=int(m.timestamp), headers=headers,
             ))

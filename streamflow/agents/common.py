@@ -65,6 +65,24 @@ def dead_letter(r: Rejected, dlq_topic: str) -> OutMessage:
 
 
 @dataclass
+class PaddingTally:
+    """Tokens fed to a text model since the stage started, for ``streamflow_padding_waste_ratio``."""
+
+    tokens: int = 0  # real tokens
+    fed: int = 0  # with padding, as fed (bucketed)
+    fed_unbucketed: int = 0  # with padding, had each batch been padded whole
+
+    def add(self, ctx: StageContext, tokens: int, fed: int, fed_unbucketed: int) -> None:
+        self.tokens, self.fed, self.fed_unbucketed = self.tokens + tokens, self.fed + fed, \
+            self.fed_unbucketed + fed_unbucketed
+        g = ctx.metrics.padding_waste
+        if self.fed:
+            g.labels(ctx.pipeline, ctx.stage, "bucketed").set(1.0 - self.tokens / self.fed)
+        if self.fed_unbucketed:
+            g.labels(ctx.pipeline, ctx.stage, "unbucketed").set(1.0 - self.tokens / self.fed_unbucketed)
+
+
+@dataclass
 class StageContext:
     """One stage's settings, instruments and producer."""
 

@@ -1,4 +1,8 @@
-"""The normalize agent: cleaned batches -> model-ready batches."""
+"""The normalize agent: cleaned batches -> model-ready batches.
+
+Tabular: the features scaled. Text: the texts tokenized and grouped by token length, one
+batch per length bucket, its features the token ids padded to the bucket's longest.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from streamflow.agents.common import StageContext, dead_letter
+from streamflow.agents.common import PaddingTally, StageContext, dead_letter
 from streamflow.agents.transport import Chunk
 from streamflow.clients import OutMessage
 from streamflow.codecs import decode_record_batch
 from streamflow.errors import DecodeError
 from streamflow.records import RecordBatch, Rejected, rejected_from_batch
 from streamflow.stages.normalize import Normalizer, normalize
+from streamflow.stages.text import tokenize_buckets
 
 
 def decode_batches(chunks: Sequence[Chunk], stage: str, dlq_topic: str) -> tuple[list[RecordBatch], list[OutMessage]]:
@@ -52,16 +57,38 @@ class NormalizeHandler:
         self.within = 0.0  # what is fetched is the batch: waiting here only adds latency
         self.norm = Normalizer.from_features(s.features)
         self.weight = batch_weight
+        self.tokenizer = None
+        if s.is_text:
+            from streamflow.text import TextTokenizer
 
-    def process(self, batch: RecordBatch) -> tuple[RecordBatch, list[Rejected]]:
+            self.tokenizer = TextTokenizer(s.model.tokenizer, s.model.max_tokens)
+            self.bucket_rows, self.bucket_tokens = s.model.bucket_rows, s.model.bucket_tokens
+            self.padding = PaddingTally()
+
+    def process(self, batch: RecordBatch) -> tuple[list[RecordBatch], list[Rejected]]:
+        """(model-ready batches: one, or one per length bucket for text; rows rejected)."""
+        if self.tokenizer is not None:
+            return self.tokenize(batch), []
         res = normalize(batch.features, self.norm)
         out = replace(batch, features=res.values, stage="normalize")
         if res.ok.all():
-            return out, []
+            return [out], []
         bad_rows = np.flatnonzero(~res.ok)
         rejected = rejected_from_batch(batch, bad_rows, [res.reasons[r] or "" for r in bad_rows.tolist()],
                                        stage=self.stage, error_class="ValidationError")
-        return out.select(res.ok), rejected
+        return [out.select(res.ok)], rejected
+
+    def tokenize(self, batch: RecordBatch) -> list[RecordBatch]:
+        """One batch per length bucket, shortest first; the texts stay behind (the model needs ids)."""
+        if not len(batch):
+            return []
+        assert self.tokenizer is not None and batch.texts is not None, "a text pipeline's cleaned batch has texts"
+        texts = [t.decode() if t is not None else "" for t in batch.texts.to_list()]
+        tb = tokenize_buckets(texts, self.tokenizer, self.bucket_rows, self.bucket_tokens)
+        self.padding.add(self.ctx, tb.tokens, tb.fed, tb.fed_unbucketed)
+        extra = {**batch.extra, "pad_id": str(tb.pad_id)}
+        return [replace(batch.select(rows), features=ids, texts=None, stage="normalize", extra=extra)
+                for rows, ids in zip(tb.rows, tb.ids, strict=True)]
 
     async def handle(self, chunks: Sequence[Chunk]) -> asyncio.Future[None]:
         started = time.perf_counter()
@@ -73,8 +100,9 @@ class NormalizeHandler:
             good, bad = self.process(batch)
             rejected += bad
             n += len(batch)
-            if len(good):
-                out += self.ctx.batch_messages(s.normalized_topic, good)
+            for b in good:
+                if len(b):
+                    out += self.ctx.batch_messages(s.normalized_topic, b)
         out += [dead_letter(r, s.topics.dlq) for r in rejected]
         self.ctx.account(n - len(rejected), rejected, started, n)
         return self.ctx.send(out)

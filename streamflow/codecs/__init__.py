@@ -4,6 +4,7 @@
   wire format (magic byte 0 + 4-byte schema id + Avro) when a schema registry URL is set,
   through confluent-kafka's schema-registry client.
 - JSON: one object per message, the same field names as the Avro schema.
+- Text records (``TextDecoder``) and text-embedding results (``TextResultEncoder``) for text pipelines.
 - Columnar record batches for the internal topics (``SFB1``): a JSON header and raw
   numpy buffers, decoded zero-copy.
 
@@ -28,10 +29,18 @@ from streamflow.codecs.batches import (
     record_batch_length,
 )
 from streamflow.codecs.readings import DecodedReadings, ReadingDecoder
-from streamflow.codecs.results import RESULT_FIELDS, ResultEncoder, to_json_line
+from streamflow.codecs.results import (
+    RESULT_FIELDS,
+    TEXT_RESULT_FIELDS,
+    ResultEncoder,
+    TextResultEncoder,
+    to_json_line,
+)
+from streamflow.codecs.texts import DecodedTexts, TextDecoder
 
 __all__ = [
-    "MAGIC", "RESULT_FIELDS", "WIRE_MAGIC", "DecodedReadings", "ReadingDecoder", "RecordCodec", "ResultEncoder",
+    "MAGIC", "RESULT_FIELDS", "TEXT_RESULT_FIELDS", "WIRE_MAGIC", "DecodedReadings", "DecodedTexts", "ReadingDecoder",
+    "RecordCodec", "ResultEncoder", "TextDecoder", "TextResultEncoder",
     "_registry_for", "_strip_logical_types", "decode_record_batch", "encode_record_batch", "encode_record_batches",
     "load_schema", "record_batch_length", "to_json_line",
 ]

@@ -17,7 +17,7 @@ _HEADER = struct.Struct(">4sI")  # magic, header length
 
 
 def encode_record_batch(batch: RecordBatch) -> bytes:
-    cols = [batch.keys, batch.values, batch.device_ids]
+    cols = [batch.keys, batch.values, batch.device_ids] + ([batch.texts] if batch.texts is not None else [])
     arrays: list[np.ndarray] = [np.ascontiguousarray(batch.offsets, np.int64), np.ascontiguousarray(batch.ingest_ms, np.int64),
               np.ascontiguousarray(batch.event_ms, np.int64), np.ascontiguousarray(batch.features, np.float32)]
     for c in cols:
@@ -73,7 +73,7 @@ def decode_record_batch(data: bytes) -> RecordBatch:
     try:
         n, f, lengths = int(header["n"]), int(header["f"]), [int(x) for x in header["l"]]
         view = memoryview(data)
-        if len(lengths) != 13 or pos + sum(lengths) != len(data):
+        if len(lengths) not in (13, 16) or pos + sum(lengths) != len(data):
             raise DecodeError(f"record batch: {len(data) - pos} body bytes, header announces {sum(lengths)}")
         parts = []
         for ln in lengths:
@@ -82,10 +82,11 @@ def decode_record_batch(data: bytes) -> RecordBatch:
         i64 = [np.frombuffer(parts[i], dtype=np.int64) for i in range(3)]
         feats = np.frombuffer(parts[3], dtype=np.float32).reshape(n, f)
         cols = []
-        for j in range(3):
+        n_cols = 3 if len(lengths) == 13 else 4  # the 4th: texts (a text pipeline's cleaned batch)
+        for j in range(n_cols):
             ends = np.frombuffer(parts[4 + 2 * j], dtype=np.int64)
             null = np.frombuffer(parts[5 + 2 * j], dtype=np.bool_)
-            blob = bytes(parts[10 + j])
+            blob = bytes(parts[4 + 2 * n_cols + j])
             if len(ends) != n or len(null) != n or (n and int(ends[-1]) != len(blob)):
                 raise DecodeError("record batch: inconsistent column lengths")
             cols.append(BytesColumn(blob, ends, null))
@@ -93,7 +94,8 @@ def decode_record_batch(data: bytes) -> RecordBatch:
             raise DecodeError("record batch: inconsistent column lengths")
         return RecordBatch(source_topic=str(header["t"]), source_partition=int(header["p"]), offsets=i64[0],
                            ingest_ms=i64[1], event_ms=i64[2], keys=cols[0], values=cols[1], device_ids=cols[2],
-                           features=feats, stage=str(header["s"]), extra=dict(header.get("x") or {}))
+                           features=feats, stage=str(header["s"]), extra=dict(header.get("x") or {}),
+                           texts=cols[3] if n_cols == 4 else None)
     except DecodeError:
         raise
     except (KeyError, TypeError, ValueError) as exc:

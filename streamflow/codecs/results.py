@@ -17,6 +17,8 @@ from streamflow.codecs.avro import WIRE_MAGIC, RecordCodec, _raw_schema, _strip_
 from streamflow.flatavro import compile_writer
 
 RESULT_FIELDS = ("device_id", "timestamp", "score", "label", "model_name", "model_version", "latency_ms")
+TEXT_RESULT_FIELDS = ("id", "timestamp", "embedding", "label", "label_score", "model_name", "model_version",
+                      "latency_ms")
 
 
 class ResultEncoder:
@@ -57,6 +59,42 @@ class ResultEncoder:
             rec["device_id"], rec["timestamp"], rec["score"], rec["label"], rec["latency_ms"] = d, t, s, lb, la
             buf = io.BytesIO()
             buf.write(prefix)
+            write(buf, schema, rec)
+            out.append(buf.getvalue())
+        return out
+
+
+class TextResultEncoder:
+    """Encodes text-embedding results (``TEXT_RESULT_FIELDS``), one message per row; the
+    embedding as an array of float32."""
+
+    def __init__(self, schema_path: str, *, format: str = "avro", schema_registry_url: str = "",
+                 topic: str = "") -> None:
+        self.codec = RecordCodec(schema_path, format=format, schema_registry_url=schema_registry_url, topic=topic)
+        self.format = format
+        self._prefix = b""
+        if self.codec.registry is not None and format == "avro":
+            self._prefix = struct.pack(">bI", WIRE_MAGIC, self.codec.registry.register(self.codec.subject, schema_path))
+
+    def encode_batch(self, ids: Sequence[str], event_ms: np.ndarray, embeddings: np.ndarray,
+                     labels: Sequence[str], label_scores: np.ndarray, model_name: str, model_version: str,
+                     latency_ms: np.ndarray) -> list[bytes]:
+        ts = np.asarray(event_ms).tolist()
+        # float32 values as Python floats: Avro "float" writes them back exactly
+        emb = np.asarray(embeddings, dtype=np.float32).tolist()
+        sc = np.asarray(label_scores, dtype=np.float64).tolist()
+        lat = np.asarray(latency_ms, dtype=np.float64).tolist()
+        out: list[bytes] = []
+        schema, write = self.codec.schema, fastavro.schemaless_writer
+        for i, t, e, lb, s, la in zip(ids, ts, emb, labels, sc, lat, strict=True):
+            rec = {"id": i, "timestamp": t, "embedding": e, "label": lb, "label_score": s, "model_name": model_name,
+                   "model_version": model_version, "latency_ms": la}
+            if self.format == "json":
+                rec["latency_ms"] = round(la, 3)
+                out.append(json.dumps(rec, separators=(",", ":")).encode())
+                continue
+            buf = io.BytesIO()
+            buf.write(self._prefix)
             write(buf, schema, rec)
             out.append(buf.getvalue())
         return out

@@ -28,6 +28,9 @@ SAMPLES = {
                                **{m: float(i) for i, m in enumerate(MEASUREMENTS)}, "status": "ok"},
     "scored_result.avsc": {"device_id": "rack1-node1", "timestamp": 1764000000000, "score": 0.25,
                            "label": "normal", "model_name": "m", "model_version": "1", "latency_ms": 3.5},
+    "text_record.avsc": {"id": "t-1", "timestamp": 1764000000000, "source": "mail", "text": "Disk full 🔥 café"},
+    "text_result.avsc": {"id": "t-1", "timestamp": 1764000000000, "embedding": [0.5, -0.25, 0.0], "label": "disk",
+                         "label_score": 0.75, "model_name": "m", "model_version": "1", "latency_ms": 3.5},
 }
 
 

@@ -1,0 +1,67 @@
+"""Raw input messages (Avro, wire format or JSON) -> the text field of each record, or a reason per row."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from streamflow.codecs.readings import ReadingDecoder
+from streamflow.errors import DecodeError, InfrastructureError
+from streamflow.settings import LimitSettings
+
+
+@dataclass(frozen=True)
+class DecodedTexts:
+    """A batch of decoded text records; ``errors[i]`` is set where row i could not be decoded."""
+
+    texts: list[object]  # the text field as decoded: None where absent or undecodable (checked by clean_texts)
+    device_ids: list[str]  # the key field
+    event_ms: np.ndarray  # int64[n]
+    errors: list[str | None]
+
+
+class TextDecoder:
+    """Decodes text records with the same formats, limits and reasons as ``ReadingDecoder``."""
+
+    def __init__(self, schema_path: str, text_field: str, *, format: str = "auto", key_field: str = "id",
+                 timestamp_field: str = "timestamp", schema_registry_url: str = "",
+                 limits: LimitSettings | None = None) -> None:
+        self.records = ReadingDecoder(schema_path, [], format=format, key_field=key_field,
+                                      timestamp_field=timestamp_field, schema_registry_url=schema_registry_url,
+                                      limits=limits)
+        self.text_field, self.key_field, self.ts_field = text_field, key_field, timestamp_field
+
+    def decode_batch(self, values: Sequence[bytes | None], keys: Sequence[bytes | None] | None = None) -> DecodedTexts:
+        key_bytes = [0] * len(values) if keys is None else [len(k) if k else 0 for k in keys]
+        texts: list[object] = []
+        device_ids: list[str] = []
+        event_ms: list[int] = []
+        errors: list[str | None] = []
+        dev: Any
+        ts: Any
+        for value, kb in zip(values, key_bytes, strict=True):
+            reason: str | None = None
+            try:
+                rec = self.records.decode_one(value, kb)
+                dev, ts = rec.get(self.key_field), rec.get(self.ts_field)
+                if not isinstance(dev, str) or not isinstance(ts, int) or not -(2**63) <= ts < 2**63:
+                    raise DecodeError(f"missing field {self.key_field if not isinstance(dev, str) else self.ts_field}")
+            except DecodeError as exc:
+                reason = exc.reason
+            except InfrastructureError:
+                raise  # the registry does not answer: not this record's fault
+            except Exception as exc:
+                reason = self.records._bug(exc)
+            if reason is not None:
+                texts.append(None)
+                device_ids.append("")
+                event_ms.append(0)
+            else:
+                texts.append(rec.get(self.text_field))
+                device_ids.append(dev)
+                event_ms.append(ts)
+            errors.append(reason)
+        return DecodedTexts(texts, device_ids, np.array(event_ms, dtype=np.int64), errors)
