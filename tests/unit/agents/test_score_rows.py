@@ -82,3 +82,24 @@ def test_a_real_onnx_model_failing_on_some_rows_fails_only_those(tmp_path) -> No
     assert all("out of bounds" in e or "indices" in e for e in errors.values()), errors
     ok = [i for i in range(64) if i not in errors]
     np.testing.assert_allclose(scores[ok], (np.arange(64) % 10)[ok] / 10, rtol=1e-6)
+
+
+def test_embedding_rows_the_model_fails_on_are_found_the_same_way() -> None:
+    """A text model returns a row per text (an embedding): bisection and non-finite checks per row."""
+
+    class EmbeddingModel(PoisonModel):
+        def run(self, x: np.ndarray) -> np.ndarray:
+            if (x[:, 0] < 0).any():
+                raise RuntimeError("poisoned input")
+            out = np.repeat(x[:, :1], 4, axis=1).astype(np.float32)
+            out[x[:, 0] == 99, 2] = np.nan
+            return out
+
+    x = np.arange(40, dtype=np.float32).reshape(20, 2)
+    x[[4, 13], 0] = -1
+    x[7, 0] = 99
+    emb, errors = score_rows(EmbeddingModel(), x, max_batch=8)  # type: ignore[arg-type]
+    assert emb.shape == (20, 4) and sorted(errors) == [4, 7, 13]
+    assert errors[7] == "model fake produced a non-finite score"
+    ok = [i for i in range(20) if i not in errors]
+    np.testing.assert_array_equal(emb[ok], np.repeat(x[ok, :1], 4, axis=1))
