@@ -12,6 +12,9 @@ efficiency = agent records/s / raw records/s. With a model as small as the demo 
 agent's per-record work (decode, Avro, produce) dominates and the efficiency is low; a model
 that costs more per record than that work (a transformer) approaches 1. Optionally also the
 whole pipeline's end-to-end latency at a fixed input rate (the ``bench e2e`` latency run).
+
+A text-embedding pipeline gets token ids instead of feature rows: every record a text of
+``TEXT_TOKENS`` tokens ([CLS], random WordPiece ids, [SEP]), as one length bucket hands them on.
 """
 
 from __future__ import annotations
@@ -40,6 +43,17 @@ from streamflow.records import BytesColumn, RecordBatch
 from streamflow.settings import Settings, with_overrides
 
 CALLS_PER_SIZE = 2000
+TEXT_TOKENS = 32  # tokens per text record (bench of a text-embedding pipeline)
+
+
+def bench_inputs(settings: Settings, model: LoadedModel, records: int) -> np.ndarray:
+    """Model-ready rows: random normalized features, or token ids as float32 for a text model."""
+    rng = np.random.default_rng(0)
+    if not settings.is_text:
+        return rng.normal(size=(records, model.n_features)).astype(np.float32)
+    ids = rng.integers(1996, 29000, size=(records, TEXT_TOKENS))  # ordinary WordPiece tokens of the BERT vocabulary
+    ids[:, 0], ids[:, -1] = 101, 102  # [CLS] ... [SEP]
+    return ids.astype(np.float32)
 
 
 @dataclass
@@ -120,11 +134,12 @@ def _broker(settings: Settings) -> Iterator[str]:
 def bench_inference(settings: Settings, *, records: int, batch_sizes: list[int], rate: float = 0.0,
                     seconds: float = 5.0, out_dir: str = "bench-results") -> int:
     model = load_model(settings)
-    x = np.random.default_rng(0).normal(size=(records, model.n_features)).astype(np.float32)
+    x = bench_inputs(settings, model, records)
     result = InferenceBench(model.name, model.provider, records)
     print(f"inference bench: model {model.name} {model.version} on {model.provider}, up to {records:,} records "
           f"(at most {CALLS_PER_SIZE} calls) per batch size, the agent pipelined with "
-          f"max_in_flight={settings.batching.max_in_flight}", flush=True)
+          f"max_in_flight={settings.batching.max_in_flight}"
+          + (f"; texts of {TEXT_TOKENS} tokens" if settings.is_text else ""), flush=True)
     with _broker(settings) as bootstrap:
         s = with_overrides(settings, kafka={"bootstrap": bootstrap})
         ensure_topics(bootstrap, pipeline_topics(s), settings=s)
@@ -141,7 +156,9 @@ def bench_inference(settings: Settings, *, records: int, batch_sizes: list[int],
                       f"efficiency {row.efficiency:.3f}", flush=True)
         finally:
             producer.close(10)
-    if rate:
+    if rate and settings.is_text:
+        print("  (no latency run: its feeder produces telemetry records, not texts)", flush=True)
+    elif rate:
         from streamflow.bench import latency_run
 
         with EmbeddedBroker() if not settings.kafka.bootstrap else _nullbroker(settings) as broker:
