@@ -9,7 +9,13 @@ from pathlib import Path
 import fastavro
 import numpy as np
 
-from streamflow.codecs import TextDecoder, TextResultEncoder, decode_record_batch, encode_record_batch, load_schema
+from streamflow.codecs import (
+    TextDecoder,
+    TextResultEncoder,
+    decode_record_batch,
+    encode_record_batch,
+    load_schema,
+)
 from streamflow.records import BytesColumn, RecordBatch, reason_code
 from streamflow.settings import LimitSettings
 
