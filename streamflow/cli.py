@@ -77,7 +77,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
             print(f"  - {p}", file=sys.stderr)
         return 1
     s = load_settings(path, _overrides(args))
-    print(f"{path}: ok (pipeline {s.name}: {len(s.features)} features, model {s.model.name} {s.model.version}, "
+    inputs = f"text field {s.input.text_field}, {len(s.labels)} labels" if s.is_text else f"{len(s.features)} features"
+    print(f"{path}: ok (pipeline {s.name}: {inputs}, model {s.model.name} {s.model.version}, "
           f"topics {s.topics.raw} -> {s.topics.scored}, dead letters {s.topics.dlq})")
     return 0
 
