@@ -172,7 +172,8 @@ _REASON_CODES = (
     ("avro:", "invalid_avro"),
     ("model", "model_error"),
     ("internal batch", "corrupt_batch"),
-    ("refused the result", "undeliverable"),  # the sink topic refused it (agents/delivery.py)
+    ("refused the result", "undeliverable"),
+    ("queue full", "queue_full"),  # batching.queue_policy = "reject" shed it  # the sink topic refused it (agents/delivery.py)
 )
 REASON_CODES = tuple(sorted({code for _, code in _REASON_CODES} | {"other"}))
 

@@ -125,6 +125,11 @@ class BatchingSettings:
     # Inference: batch sizes to cut at once when that many records are waiting (like Triton's
     # preferred_batch_size, e.g. the sizes a TensorRT engine was built for); else wait up to the delay.
     preferred_batch_sizes: tuple[int, ...] = ()
+    # The inference stage's queue (records fetched, not yet in a batch; 0: two batches) and what
+    # happens when it is full: "wait" (stop fetching; the backlog waits in Kafka) or "reject"
+    # (dead-letter what arrives, reason code queue_full: bounded latency for the rest, replayable).
+    max_queue_records: int = 0
+    queue_policy: str = "wait"
     adapt_to_slo: bool = True  # steer the inference wait within [0, max_delay_ms] by slo.p99_latency_ms
 
 
@@ -582,6 +587,10 @@ def check(s: Settings) -> list[str]:
     if any(not 1 <= n <= b.max_batch for n in b.preferred_batch_sizes):
         p.append(f"batching.preferred_batch_sizes: each must be within 1..batching.max_batch ({b.max_batch}), "
                  f"got {list(b.preferred_batch_sizes)}")
+    if b.max_queue_records < 0:
+        p.append(f"batching.max_queue_records: must be >= 0 (0: two batches), got {b.max_queue_records}")
+    if b.queue_policy not in ("wait", "reject"):
+        p.append(f"batching.queue_policy: must be wait or reject, got {b.queue_policy!r}")
     if b.max_in_flight < 1:
         p.append(f"batching.max_in_flight: must be >= 1, got {b.max_in_flight}")
     if not 0.0 <= b.max_delay_ms <= 60_000:

@@ -8,14 +8,16 @@ import time
 from collections import Counter as Tally
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
 from confluent_kafka import KafkaError
 
 from streamflow.agents.delivery import Backoff, deliver
 from streamflow.clients import BatchProducer, OutMessage
 from streamflow.codecs import encode_record_batches
 from streamflow.metrics import Metrics
-from streamflow.records import RecordBatch, Rejected, reason_code
+from streamflow.records import RecordBatch, Rejected, reason_code, rejected_from_batch
 from streamflow.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -131,6 +133,29 @@ class StageContext:
 
     def retried(self, topic: str, err: KafkaError, n: int) -> None:
         self.metrics.delivery_retries.labels(self.pipeline, topic, err.name().strip("_").lower()).inc(n)
+
+    def shed(self, chunks: Sequence[Any], *, raw: bool) -> asyncio.Future[None]:
+        """Dead-letter every record of ``chunks``, which arrived while the stage's queue was full
+        (``batching.queue_policy = "reject"``); ``raw``: they are raw messages, else internal batches."""
+        started = time.perf_counter()
+        b = self.settings.batching
+        reason = (f"queue full: {self.stage} already had {b.max_queue_records or 2 * b.max_batch} records waiting "
+                  f"(batching.queue_policy = reject)")
+        rejected: list[Rejected] = []
+        out: list[OutMessage] = []
+        if raw:
+            rejected = [Rejected(self.stage, "QueueFull", reason, c.topic, c.partition, int(r.offset), r.key, r.value,
+                                 int(r.timestamp)) for c in chunks for r in c.records]
+        else:
+            from streamflow.agents.normalize import decode_batches
+
+            batches, out = decode_batches(chunks, self.stage, self.settings.topics.dlq)
+            for batch in batches:
+                rejected += rejected_from_batch(batch, np.arange(len(batch)), [reason] * len(batch),
+                                                stage=self.stage, error_class="QueueFull")
+        out += [dead_letter(r, self.settings.topics.dlq) for r in rejected]
+        self.account(0, rejected, started, len(rejected))
+        return self.send(out)
 
     def account(self, n_ok: int, rejected: Sequence[Rejected], started: float, batch_records: int) -> None:
         m, p, s = self.metrics, self.pipeline, self.stage

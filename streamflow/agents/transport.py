@@ -38,6 +38,7 @@ class Chunk:
     partition: int
     records: list[Any]
     weight: int
+    shed: bool = False  # arrived while the queue was full under queue_policy "reject": dead-letter it
 
     @property
     def last_offset(self) -> int:
@@ -47,12 +48,19 @@ class Chunk:
 class ChunkBuffer:
     """Bounded hand-off between the consumer's drain loop and the stage (backpressure by weight)."""
 
-    def __init__(self, batch_weight: int, weight: Callable[[Any], int], *, capacity_batches: int = 2) -> None:
+    def __init__(self, batch_weight: int, weight: Callable[[Any], int], *, capacity_batches: int = 2,
+                 max_weight: int = 0, policy: str = "wait") -> None:
         self.batch_weight = batch_weight  # what the stage takes at once; chunks are cut to fit
-        self.max_weight = capacity_batches * batch_weight  # buffered beyond this, fetching waits
+        # The queue: buffered beyond this, fetching waits ("wait") or what arrives is shed ("reject").
+        self.max_weight = max_weight or capacity_batches * batch_weight
+        self.policy = policy
+        # Under "reject", shed chunks queue behind the admitted ones (acks stay in offset order)
+        # and are dead-lettered when their turn comes; this many in all and fetching waits anyway.
+        self.hard_weight = self.max_weight * (8 if policy == "reject" else 1)
         self.weight = weight
         self._chunks: deque[tuple[float, Chunk]] = deque()
-        self._total = 0
+        self._total = 0  # every buffered chunk
+        self._admitted = 0  # the chunks not shed
         self._arrived = asyncio.Event()
         self._drained = asyncio.Event()
         self._woken = False
@@ -62,24 +70,36 @@ class ChunkBuffer:
         return self._total
 
     async def put(self, topic: str, partition: int, records: list[Any]) -> None:
-        while self._total >= self.max_weight:  # the stage is behind: stop fetching
+        while self._total >= self.hard_weight:  # the stage is behind: stop fetching
             self._drained.clear()
             await self._drained.wait()
+        shed = self.policy == "reject" and self._admitted >= self.max_weight
         now = time.monotonic()
         piece: list[Any] = []
         w = 0
         for r in records:
             rw = self.weight(r)
             if piece and w + rw > self.batch_weight:
-                self._chunks.append((now, Chunk(topic, partition, piece, w)))
-                self._total += w
+                self._append(now, Chunk(topic, partition, piece, w, shed))
                 piece, w = [], 0
             piece.append(r)
             w += rw
         if piece:
-            self._chunks.append((now, Chunk(topic, partition, piece, w)))
-            self._total += w
+            self._append(now, Chunk(topic, partition, piece, w, shed))
         self._arrived.set()
+
+    def _append(self, now: float, chunk: Chunk) -> None:
+        self._chunks.append((now, chunk))
+        self._total += chunk.weight
+        if not chunk.shed:
+            self._admitted += chunk.weight
+
+    def _popleft(self) -> Chunk:
+        chunk = self._chunks.popleft()[1]
+        self._total -= chunk.weight
+        if not chunk.shed:
+            self._admitted -= chunk.weight
+        return chunk
 
     def _head(self, chunk: Chunk, room: int) -> tuple[list[Any], int]:
         """The first records of ``chunk`` weighing at most ``room``, and their weight."""
@@ -99,6 +119,7 @@ class ChunkBuffer:
         keep = deque(e for e in self._chunks if (e[1].topic, e[1].partition) not in partitions)
         dropped = self._total - sum(e[1].weight for e in keep)
         self._chunks, self._total = keep, self._total - dropped
+        self._admitted = sum(e[1].weight for e in keep if not e[1].shed)
         self._drained.set()
         return dropped
 
@@ -121,9 +142,16 @@ class ChunkBuffer:
             await self._arrived.wait()
         if self._woken:
             return []
+        if self._chunks[0][1].shed:  # shed ones go at once, all that are first in line
+            self.waited_s = time.monotonic() - self._chunks[0][0]
+            shed: list[Chunk] = []
+            while self._chunks and self._chunks[0][1].shed:
+                shed.append(self._popleft())
+            self._drained.set()
+            return shed
         deadline = self._chunks[0][0] + within
-        while self._total < max_weight:
-            if preferred and self._total >= preferred[0]:
+        while self._admitted < max_weight:
+            if preferred and self._admitted >= preferred[0]:
                 break
             left = deadline - time.monotonic()
             if left <= 0:
@@ -135,34 +163,33 @@ class ChunkBuffer:
                 break
             if self._woken:
                 return []
-        fits = [n for n in preferred if n <= self._total]
-        if fits and self._total < max_weight:
+        fits = [n for n in preferred if n <= self._admitted]
+        if fits and self._admitted < max_weight:
             max_weight = fits[-1]
         self.waited_s = time.monotonic() - self._chunks[0][0]
         out: list[Chunk] = []
         taken = 0
-        while self._chunks:
+        while self._chunks and not self._chunks[0][1].shed:
             arrived, chunk = self._chunks[0]
             room = max_weight - taken
             if chunk.weight <= room:
-                self._chunks.popleft()
-                out.append(chunk)
+                out.append(self._popleft())
                 taken += chunk.weight
                 continue
             head, w = self._head(chunk, room)
             if not head and not out:  # its first record alone outweighs the batch: it goes alone
                 head, w = chunk.records[:1], self.weight(chunk.records[0])
             if head and len(head) == len(chunk.records):
-                self._chunks.popleft()
-                out.append(chunk)
+                out.append(self._popleft())
                 taken += chunk.weight
             elif head:  # cut the chunk: its first records now, the rest stays first in line
                 out.append(Chunk(chunk.topic, chunk.partition, head, w))
                 taken += w
+                self._total -= w
+                self._admitted -= w
                 self._chunks[0] = (arrived, Chunk(chunk.topic, chunk.partition, chunk.records[len(head):],
                                                   chunk.weight - w))
             break
-        self._total -= taken
         self._drained.set()
         return out
 

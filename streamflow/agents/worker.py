@@ -181,7 +181,11 @@ def run_stage(settings: Settings, stage: str, bootstrap: str, *, serve_metrics: 
     app = make_app(settings, stage, bootstrap)
     # The consumer hands fetched records straight to this buffer (see agents/transport.py);
     # it holds at most two batches' worth, so a slow stage stops the fetching.
-    buffer = ChunkBuffer(handler.max_weight, handler.weight)
+    # The model's queue policy applies where a model runs (inference, chained); the other stages wait.
+    model_stage = stage in ("inference", CHAINED)
+    buffer = ChunkBuffer(handler.max_weight, handler.weight,
+                         max_weight=settings.batching.max_queue_records if model_stage else 0,
+                         policy=settings.batching.queue_policy if model_stage else "wait")
     app.streamflow_buffer = buffer  # type: ignore[attr-defined]
     topic = app.topic(handler.source_topic, key_serializer="raw", value_serializer="raw")
     failure: list[BaseException] = []
@@ -221,6 +225,9 @@ def run_stage(settings: Settings, stage: str, bootstrap: str, *, serve_metrics: 
     gpus = Gpus.open() if stage in ("inference", CHAINED) else None
     if gpus is not None:
         metrics.gpus.labels(settings.name).set(len(gpus))
+    async def shed(chunks: list[Any]) -> asyncio.Future[None]:
+        return ctx.shed(chunks, raw=handler.source_topic == settings.topics.raw)
+
     draining = asyncio.Event()  # a stop signal came: take nothing more, finish what is out
     drained = asyncio.Event()  # ... and it is finished: every batch taken is delivered and acked
     running = asyncio.Event()  # the agent has started (a signal during start-up has nothing to drain)
@@ -239,7 +246,9 @@ def run_stage(settings: Settings, stage: str, bootstrap: str, *, serve_metrics: 
         try:
             while not acker.done() and not draining.is_set():
                 chunks = await buffer.take(handler.within, preferred)
-                if chunks:
+                if chunks and chunks[0].shed:
+                    await in_flight.put((asyncio.ensure_future(shed(chunks)), chunks))
+                elif chunks:
                     fill.observe(sum(c.weight for c in chunks) / buffer.batch_weight)
                     queue_delay.observe(buffer.waited_s)
                     # Pipelined: the next batch is taken and decoded while this one is still in the

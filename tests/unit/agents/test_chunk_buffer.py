@@ -153,3 +153,33 @@ def test_a_preferred_batch_size_is_cut_at_once_and_smaller_waits_for_the_delay()
         assert asyncio.get_running_loop().time() - t0 < 1.0
 
     asyncio.run(main())
+
+
+def test_under_reject_what_arrives_at_a_full_queue_is_shed_behind_it_in_order() -> None:
+    async def main() -> None:
+        buf = ChunkBuffer(5, lambda r: r.n, max_weight=10, policy="reject")
+        await buf.put("t", 0, recs(0, 10))  # fills the queue: admitted
+        await buf.put("t", 0, recs(10, 7))  # the queue is full: shed
+        assert [c.shed for _, c in buf._chunks] == [False, False, True, True]
+        first, second = await buf.take(0.0), await buf.take(0.0)
+        assert offsets(first) == [(0, [0, 1, 2, 3, 4])] and offsets(second) == [(0, [5, 6, 7, 8, 9])]
+        shed = await buf.take(60.0)  # shed chunks go at once, no waiting for a batch to fill
+        assert all(c.shed for c in shed) and offsets(shed) == [(0, [10, 11, 12, 13, 14]), (0, [15, 16])]
+        await buf.put("t", 0, recs(17, 3))  # room again: admitted
+        assert not (await buf.take(0.0))[0].shed
+
+    asyncio.run(main())
+
+
+def test_under_reject_fetching_still_stops_at_the_hard_bound() -> None:
+    async def main() -> None:
+        buf = ChunkBuffer(5, lambda r: r.n, max_weight=10, policy="reject")
+        for start in range(0, 80, 10):
+            await buf.put("t", 0, recs(start, 10))  # 80 = 8 x the queue: the hard bound
+        blocked = asyncio.ensure_future(buf.put("t", 0, recs(80, 1)))
+        await asyncio.sleep(0.05)
+        assert not blocked.done()
+        await buf.take(0.0)
+        await asyncio.wait_for(blocked, 1.0)
+
+    asyncio.run(main())
