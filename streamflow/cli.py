@@ -17,7 +17,8 @@ DEFAULT_PIPELINE = "pipelines/telemetry.toml"
 
 
 def _settings_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--pipeline", default=None, help=f"pipeline file (default $STREAMFLOW_PIPELINE or {DEFAULT_PIPELINE})")
+    p.add_argument("--pipeline", action="append", default=None,
+                   help=f"pipeline file (default $STREAMFLOW_PIPELINE or {DEFAULT_PIPELINE}); `worker` takes several")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one setting (repeatable); beats STREAMFLOW_* env vars and the file")
     p.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers (same as --set kafka.bootstrap=...)")
@@ -41,7 +42,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, str]:
 
 
 def _pipeline(args: argparse.Namespace) -> str:
-    return args.pipeline or pipeline_path_from_env(DEFAULT_PIPELINE)
+    given = args.pipeline or []
+    if len(given) > 1:
+        raise ConfigError("--pipeline: only `streamflow worker` takes several pipeline files", source="command line")
+    return given[0] if given else pipeline_path_from_env(DEFAULT_PIPELINE)
 
 
 def _load(args: argparse.Namespace) -> Settings:
@@ -101,10 +105,15 @@ def cmd_broker(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from streamflow.agents.worker import run_all, run_stage
 
-    s = _load(args)
+    files = args.pipeline or [pipeline_path_from_env(DEFAULT_PIPELINE)]
+    pipelines = []
+    for f in files:  # every pipeline file with the same overrides; each child re-reads its own
+        one = argparse.Namespace(**{**vars(args), "pipeline": [f]})
+        pipelines.append((_load(one), _argv_settings(one)))
+    s = pipelines[0][0]
     bootstrap = _bootstrap_or_fail(s, "streamflow worker")
-    if args.stage == "all":
-        return run_all(s, bootstrap, _argv_settings(args))
+    if args.stage == "all" or len(pipelines) > 1:
+        return run_all(pipelines, bootstrap, args.stage)
     run_stage(s, args.stage, bootstrap, loglevel=args.loglevel)
     return 0
 

@@ -353,18 +353,21 @@ class StageProcesses:
     """Every stage in its own child process, metrics summed on one endpoint."""
 
     def __init__(self, settings: Settings, bootstrap: str, argv_settings: list[str], *, log_dir: str = "",
-                 stages: tuple[str, ...] = ()) -> None:
+                 stages: tuple[str, ...] = (), mp_dir: str = "", serve_metrics: bool = True) -> None:
         self.settings, self.bootstrap, self.argv_settings = settings, bootstrap, argv_settings
         self.stages = stages or process_stages(settings)
         self.log_dir = log_dir
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
-        self.mp_dir = tempfile.mkdtemp(prefix="streamflow-metrics-")
+        # Shared by several pipelines' processes (``worker --pipeline A --pipeline B``): one serves.
+        self.mp_dir = mp_dir or tempfile.mkdtemp(prefix="streamflow-metrics-")
+        self.serve_metrics = serve_metrics
         self.server: Any = None
 
     def start(self) -> None:
         self.procs = [(stage, self._spawn(i, stage)) for i, stage in enumerate(self.stages)]
-        self.server = serve(None, self.settings.metrics.host, self.settings.metrics.port,
-                            multiprocess_dir=self.mp_dir)
+        if self.serve_metrics:
+            self.server = serve(None, self.settings.metrics.host, self.settings.metrics.port,
+                                multiprocess_dir=self.mp_dir)
 
     def _spawn(self, index: int, stage: str) -> subprocess.Popen[bytes]:
         env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=self.mp_dir, PYTHONUNBUFFERED="1")
@@ -429,12 +432,21 @@ class StageProcesses:
             self.server = None
 
 
-def run_all(settings: Settings, bootstrap: str, argv_settings: list[str]) -> int:
-    """``worker --stage all``: supervise one process per stage until a signal or a child's death."""
-    wait_ready(bootstrap, settings.kafka.connect_timeout_s, settings=settings)
-    ensure_topics(bootstrap, pipeline_topics(settings), settings=settings)
-    procs = StageProcesses(settings, bootstrap, argv_settings)
-    procs.start()
+def run_all(pipelines: list[tuple[Settings, list[str]]], bootstrap: str, stage: str = "all") -> int:
+    """``worker --stage all`` (every stage of the pipeline's topology) or several ``--pipeline``s:
+    one process per stage and pipeline, supervised until a signal or a child's death, their
+    metrics summed on one endpoint (the first pipeline's ``metrics.host:port``). So one worker
+    (a pod, a compose service) can serve several pipelines, each with its own model."""
+    groups: list[StageProcesses] = []
+    mp_dir = tempfile.mkdtemp(prefix="streamflow-metrics-")
+    for i, (settings, argv_settings) in enumerate(pipelines):
+        wait_ready(bootstrap, settings.kafka.connect_timeout_s, settings=settings)
+        ensure_topics(bootstrap, pipeline_topics(settings), settings=settings)
+        stages = process_stages(settings) if stage == "all" else (stage,)
+        groups.append(StageProcesses(settings, bootstrap, argv_settings, stages=stages, mp_dir=mp_dir,
+                                     serve_metrics=i == 0))
+    for g in groups:
+        g.start()
     stop = {"signal": 0}
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -442,13 +454,21 @@ def run_all(settings: Settings, bootstrap: str, argv_settings: list[str]) -> int
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    print(f"streamflow: stages {', '.join(procs.stages)} running against {bootstrap}; "
-          f"metrics at http://{settings.metrics.host}:{settings.metrics.port}/metrics", flush=True)
-    while not stop["signal"] and not procs.dead():
+    first = pipelines[0][0]
+    for g in groups:
+        print(f"streamflow: pipeline {g.settings.name}: stages {', '.join(g.stages)} running against {bootstrap}",
+              flush=True)
+    print(f"streamflow: metrics at http://{first.metrics.host}:{first.metrics.port}/metrics", flush=True)
+
+    def dead() -> list[str]:
+        return [f"{g.settings.name} {d}" for g in groups for d in g.dead()]
+
+    while not stop["signal"] and not dead():
         time.sleep(0.2)
-    dead = procs.dead()
-    procs.stop()
-    if dead and not stop["signal"]:
-        print(f"streamflow: stage process died: {', '.join(dead)}", file=sys.stderr)
+    died = dead()
+    for g in groups:
+        g.stop()
+    if died and not stop["signal"]:
+        print(f"streamflow: stage process died: {', '.join(died)}", file=sys.stderr)
         return 1
     return 0
