@@ -86,10 +86,15 @@ def run_synthetic(raw: RawProducer, *, rate: float, records: int, seed: int = 0,
                   anomaly_rate: float = 0.01, devices: int = 200) -> ProduceStats:
     """Produce ``records`` synthetic readings (0: until ``stop``) at ``rate`` per second (0: as fast as possible)."""
     from streamflow.collectors.synthetic import TelemetryGenerator
+    from streamflow.collectors.texts import TextGenerator
 
     interval_ms = 1000.0 / rate if rate > 0 else 1.0
-    gen = TelemetryGenerator(seed=seed, devices=devices, anomaly_rate=anomaly_rate,
-                             malformed_rate=malformed_rate, start_ms=int(time.time() * 1000))
+    gen: TelemetryGenerator | TextGenerator
+    if raw.settings.model.kind == "text-embedding":  # the text pipeline: log lines and tickets
+        gen = TextGenerator(seed=seed, malformed_rate=malformed_rate, start_ms=int(time.time() * 1000))
+    else:
+        gen = TelemetryGenerator(seed=seed, devices=devices, anomaly_rate=anomaly_rate,
+                                 malformed_rate=malformed_rate, start_ms=int(time.time() * 1000))
     stats = raw.stats
     stats.started = time.monotonic()
     chunk = max(1, min(1000, int(rate / 100) if rate > 0 else 1000))
