@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from streamflow import report
 from streamflow.broker import die_with_parent, free_port
 from streamflow.collectors.produce import ProduceStats, RawProducer, run_synthetic
 from streamflow.demo import LocalPipeline
@@ -441,6 +442,15 @@ def test_dashboard_and_alert_queries_on_a_live_pipeline(prometheus_binary: str,
             assert {"summary", "description", "runbook"} <= set(notes), notes
             assert "error" not in notes["summary"] + notes["description"] and "%" in notes["summary"], notes
             assert "Check:" in notes["runbook"] and "Do:" in notes["runbook"]
+
+        # `streamflow report --prometheus` draws the run from this same server.
+        panels = report.from_prometheus(prom.url, name, minutes=3, window="10s")
+        assert {"clean", "normalize", "inference"} <= set(panels.throughput)
+        assert max(v for _, v in panels.throughput["inference"]) > 0
+        assert panels.latency_ms and all(0 < v < 10_000 for pts in panels.latency_ms.values() for _, v in pts)
+        assert panels.dead_letters and panels.lag
+        png = report.render(panels, tmp_path / "report.png", "test")
+        assert png.read_bytes()[:4] == b"\x89PNG"
 
     table.print()
     ratio = sum(stats[0].faults.values()) / RECORDS
