@@ -283,7 +283,7 @@ _PACK_FLOAT = struct.Struct("<f").pack
 _SMALL = [bytes([(n << 1) if n >= 0 else ((-n << 1) - 1)]) for n in range(-64, 64)]
 
 
-def _zigzag(n: int) -> bytes:
+def zigzag(n: int) -> bytes:
     """``n`` as an Avro zigzag varint."""
     if -64 <= n < 64:
         return _SMALL[n + 64]
@@ -303,18 +303,18 @@ def _write_expr(t: str, v: str) -> str:
     return {
         "null": "b''",
         "boolean": f"(b'\\x01' if {v} else b'\\x00')",
-        "int": f"_zigzag({v}.__index__())",
-        "long": f"_zigzag({v}.__index__())",
+        "int": f"zigzag({v}.__index__())",
+        "long": f"zigzag({v}.__index__())",
         "float": f"_PACK_FLOAT({v})",
         "double": f"_PACK_DOUBLE({v})",
         "string": f"_str({v})",
-        "bytes": f"_zigzag(len({v})) + bytes({v})",
+        "bytes": f"zigzag(len({v})) + bytes({v})",
     }[t]
 
 
 def _str(v: str) -> bytes:
     e = v.encode()
-    return _zigzag(len(e)) + e
+    return zigzag(len(e)) + e
 
 
 def compile_writer(schema: Any) -> Writer | None:
@@ -337,7 +337,7 @@ def compile_writer(schema: Any) -> Writer | None:
                      f"{_SMALL[1 - null + 64]!r} + {_write_expr(kinds[1 - null], v)})")
     args = ", ".join(f"v{i}" for i in range(len(schema["fields"])))
     src = f"def write({args}):\n    return b''.join(({', '.join(parts)},))\n"
-    namespace: dict[str, Any] = {"_zigzag": _zigzag, "_PACK_DOUBLE": _PACK_DOUBLE, "_PACK_FLOAT": _PACK_FLOAT,
+    namespace: dict[str, Any] = {"zigzag": zigzag, "_PACK_DOUBLE": _PACK_DOUBLE, "_PACK_FLOAT": _PACK_FLOAT,
                                  "_str": _str}
     exec(compile(src, f"<flatavro writer {schema.get('name', 'record')}>", "exec"), namespace)  # noqa: S102
     writer: Writer = namespace["write"]

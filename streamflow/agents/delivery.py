@@ -70,9 +70,11 @@ async def deliver(producer: BatchProducer, messages: Sequence[OutMessage], *, ba
     while pending:
         failures: list[Failure] = await producer.send(pending, loop)
         retry: list[OutMessage] = []
+        by_topic: dict[str, tuple[KafkaError, int]] = {}  # transient failures: an error and a count per topic
         for message, err in failures:
             if is_transient(err):
                 retry.append(message)
+                by_topic[message.topic] = (err, by_topic.get(message.topic, (err, 0))[1] + 1)
                 continue
             letter = dead_letter_for(message, err)
             if letter is None:
@@ -80,15 +82,9 @@ async def deliver(producer: BatchProducer, messages: Sequence[OutMessage], *, ba
                                     f"dead-lettered", retriable=False)
             log.error("%s refused a message permanently (%s): dead-lettered", message.topic, err.str())
             retry.append(letter)  # sent with the next round, retried like any other message
-        if not retry:
-            return
-        transient = [(m, e) for m, e in failures if is_transient(e)]
-        if transient:
+        if by_topic:
             attempt += 1
             wait = backoff.delay(attempt)
-            by_topic: dict[str, tuple[KafkaError, int]] = {}
-            for m, e in transient:
-                by_topic[m.topic] = (e, by_topic.get(m.topic, (e, 0))[1] + 1)
             for topic, (err, n) in by_topic.items():
                 on_retry(topic, err, n)
                 log.warning("delivery to %s failed for %d message(s) (%s); retry %d in %.1f s",

@@ -85,8 +85,9 @@ class InferenceHandler:
         self.preferred = tuple(sorted(s.batching.preferred_batch_sizes))
         self.weight = batch_weight
         out = dict(format=s.output.format, schema_registry_url=s.input.schema_registry_url, topic=s.topics.scored)
-        self.encoder = ResultEncoder(s.output.schema, **out)
+        # One encoder, for this pipeline's result schema (with a registry, only it is registered).
         self.text_encoder = TextResultEncoder(s.output.schema, **out) if s.is_text else None
+        self.encoder = None if s.is_text else ResultEncoder(s.output.schema, **out)
         self.padding = PaddingTally()
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamflow-ort")
         self.threshold = s.model.threshold
@@ -114,11 +115,13 @@ class InferenceHandler:
         s = self.ctx.settings
         now_ms = time.time() * 1000.0
         latency_ms = now_ms - batch.ingest_ms.astype(np.float64)
-        if self.text_encoder is not None and model.head is not None:  # scores: embeddings [n, D]
+        if self.text_encoder is not None:  # scores: embeddings [n, D]
+            assert model.head is not None  # a text-embedding model is loaded with its head
             labels, label_scores = model.head.label(scores)
             values = self.text_encoder.encode_batch(batch.device_id_list(), batch.event_ms, scores, labels,
                                                     label_scores, model.name, model.version, latency_ms)
         else:
+            assert self.encoder is not None
             labels = np.where(scores >= self.threshold, "anomaly", "normal").tolist()
             values = self.encoder.encode_batch(batch.device_id_list(), batch.event_ms, scores, labels,
                                                model.name, model.version, latency_ms)

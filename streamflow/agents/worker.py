@@ -179,9 +179,9 @@ def run_stage(settings: Settings, stage: str, bootstrap: str, *, serve_metrics: 
     ctx = StageContext(settings, stage, metrics, producer)
     handler = build_handler(stage, ctx)  # loads the model: fails here, before joining the group
     app = make_app(settings, stage, bootstrap)
-    # The consumer hands fetched records straight to this buffer (see agents/transport.py);
-    # it holds at most two batches' worth, so a slow stage stops the fetching.
-    # The model's queue policy applies where a model runs (inference, chained); the other stages wait.
+    # The consumer hands fetched records straight to this buffer (see agents/transport.py); when
+    # it is full a slow stage stops the fetching. Where a model runs (inference, chained) its size
+    # and policy are batching.max_queue_records and queue_policy; the other stages hold two batches.
     model_stage = stage in ("inference", CHAINED)
     buffer = ChunkBuffer(handler.max_weight, handler.weight,
                          max_weight=settings.batching.max_queue_records if model_stage else 0,
@@ -222,9 +222,10 @@ def run_stage(settings: Settings, stage: str, bootstrap: str, *, serve_metrics: 
                              ("dead_letter_ratio", settings.slo.max_dead_letter_ratio),
                              ("lag_seconds", settings.slo.max_lag_seconds)):
         metrics.slo.labels(settings.name, objective).set(value)
-    gpus = Gpus.open() if stage in ("inference", CHAINED) else None
+    gpus = Gpus.open() if model_stage else None
     if gpus is not None:
         metrics.gpus.labels(settings.name).set(len(gpus))
+
     async def shed(chunks: list[Any]) -> asyncio.Future[None]:
         return ctx.shed(chunks, raw=handler.source_topic == settings.topics.raw)
 

@@ -21,8 +21,8 @@ TEXT_RESULT_FIELDS = ("id", "timestamp", "embedding", "label", "label_score", "m
                       "latency_ms")
 
 
-class ResultEncoder:
-    """Encodes scored results, one message per row."""
+class _Encoder:
+    """A result schema's codec and, with a schema registry, the Confluent wire-format prefix."""
 
     def __init__(self, schema_path: str, *, format: str = "avro", schema_registry_url: str = "",
                  topic: str = "") -> None:
@@ -31,6 +31,13 @@ class ResultEncoder:
         self._prefix = b""
         if self.codec.registry is not None and format == "avro":
             self._prefix = struct.pack(">bI", WIRE_MAGIC, self.codec.registry.register(self.codec.subject, schema_path))
+
+
+class ResultEncoder(_Encoder):
+    """Encodes scored results, one message per row."""
+
+    def __init__(self, schema_path: str, **kwargs: Any) -> None:
+        super().__init__(schema_path, **kwargs)
         # The shipped result schema is flat, in this field order: a generated writer (flatavro).
         raw = _strip_logical_types(_raw_schema(schema_path))
         in_order = [f.get("name") for f in raw.get("fields", [])] == list(RESULT_FIELDS)
@@ -64,17 +71,9 @@ class ResultEncoder:
         return out
 
 
-class TextResultEncoder:
+class TextResultEncoder(_Encoder):
     """Encodes text-embedding results (``TEXT_RESULT_FIELDS``), one message per row; the
     embedding as an array of float32."""
-
-    def __init__(self, schema_path: str, *, format: str = "avro", schema_registry_url: str = "",
-                 topic: str = "") -> None:
-        self.codec = RecordCodec(schema_path, format=format, schema_registry_url=schema_registry_url, topic=topic)
-        self.format = format
-        self._prefix = b""
-        if self.codec.registry is not None and format == "avro":
-            self._prefix = struct.pack(">bI", WIRE_MAGIC, self.codec.registry.register(self.codec.subject, schema_path))
 
     def encode_batch(self, ids: Sequence[str], event_ms: np.ndarray, embeddings: np.ndarray,
                      labels: Sequence[str], label_scores: np.ndarray, model_name: str, model_version: str,

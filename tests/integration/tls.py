@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from streamflow.broker import EmbeddedBroker, die_with_parent, free_port
+from streamflow.broker import EmbeddedBroker, die_with_parent, free_port, stop_process
 
 
 def require_tool(name: str, package: str) -> str:
@@ -86,9 +86,4 @@ def tls_broker(d: Path) -> Iterator[TlsBroker]:
                 pytest.fail(f"stunnel did not listen on {tls_port}: {(d / 'stunnel.log').read_text()[-2000:]}")
             yield TlsBroker(f"127.0.0.1:{tls_port}", ca, broker)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+            stop_process(proc)

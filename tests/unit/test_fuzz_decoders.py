@@ -30,6 +30,7 @@ from streamflow.agents.clean import CleanHandler
 from streamflow.agents.common import H_TRUNCATED
 from streamflow.codecs import RecordCodec, _registry_for
 from streamflow.errors import DecodeError, RecordError
+from streamflow.flatavro import zigzag
 from streamflow.records import reason_code
 from streamflow.settings import load_settings
 from tests.conftest import PIPELINE, ROOT
@@ -66,16 +67,6 @@ CLEAN_REASON = (r"(missing required field \w+|\w+: non-finite value (nan|inf|-in
 EMPTY_REASON = r"empty message( \(only whitespace\))?"
 SIZE_REASON = r"message of \d+ bytes exceeds max_message_bytes \d+( \(key \d+ bytes\))?"
 ANY_REASON = "|".join((AVRO_REASON, JSON_REASON, CLEAN_REASON, EMPTY_REASON, SIZE_REASON))
-
-
-def zigzag(n: int) -> bytes:
-    z = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while z > 0x7F:
-        out.append((z & 0x7F) | 0x80)
-        z >>= 7
-    out.append(z)
-    return bytes(out)
 
 
 def judge(category: str, values: Sequence[bytes | None], keys: Sequence[bytes | None] | None = None,
