@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from streamflow.demo import LocalPipeline
+from streamflow.settings import Settings, load_settings
+from tests.conftest import PIPELINE
 
 
 @dataclass(frozen=True)
@@ -59,3 +66,22 @@ def wait_for(predicate, timeout_s: float = 60.0, interval_s: float = 0.2):  # ty
             return value
         time.sleep(interval_s)
     return predicate()
+
+
+def argv_for(overrides: Mapping[str, str], pipeline: Path = PIPELINE) -> list[str]:
+    """The command-line settings a stage process needs to read the same settings as the test."""
+    return ["--pipeline", str(pipeline), *[a for k, v in overrides.items() for a in ("--set", f"{k}={v}")]]
+
+
+@contextmanager
+def running_pipeline(overrides: Mapping[str, str], pipeline: Path = PIPELINE,
+                     environ: Mapping[str, str] | None = None) -> Iterator[tuple[Settings, LocalPipeline]]:
+    """The pipeline's stage processes (``LocalPipeline``) with ``overrides``, consuming, stopped after."""
+    settings = load_settings(pipeline, overrides, environ=environ)
+    pipe = LocalPipeline(settings, argv_for(overrides, pipeline))
+    pipe.start()
+    try:
+        assert pipe.wait_consuming(90), f"stages did not start; logs in {pipe.log_dir}"
+        yield settings, pipe
+    finally:
+        pipe.stop()

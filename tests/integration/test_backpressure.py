@@ -15,13 +15,9 @@ from pathlib import Path
 import pytest
 
 from streamflow.collectors.produce import RawProducer, run_synthetic
-from streamflow.demo import LocalPipeline
-from streamflow.settings import load_settings
-from tests.conftest import PIPELINE
-from tests.integration.helpers import wait_for
+from tests.integration.helpers import running_pipeline, wait_for
 from tests.integration.kafka_proxy import broker_behind_proxy
 from tests.integration.test_delivery import sources
-from tests.integration.test_pipeline_e2e import argv_for
 
 pytestmark = pytest.mark.integration
 N = 150_000
@@ -42,40 +38,36 @@ def test_a_stalled_sink_keeps_the_worker_memory_bounded(pipeline_overrides: dict
         bootstrap = broker.advertise
         overrides = {**pipeline_overrides, "kafka.bootstrap": bootstrap, "runtime.topology": "stages",
                      "kafka.delivery_timeout_s": "300"}  # the stall is shorter: no retries, just waiting
-        settings = load_settings(PIPELINE, overrides)
-        pipe = LocalPipeline(settings, argv_for(overrides))
-        pipe.start()
-        try:
-            assert pipe.wait_consuming(90), f"stages did not start; logs in {pipe.log_dir}"
-            assert pipe.stages is not None
-            inference = next(p for s, p in pipe.stages.procs if s == "inference")
-            proxy.hold(f"streamflow-{settings.name}-inference")
-            stats = run_synthetic(RawProducer(settings, bootstrap), rate=0, records=N, seed=3)
-            assert stats.produced == N
-            samples: list[float] = []
-            t0 = time.monotonic()
-            while time.monotonic() - t0 < STALL_S:
-                samples.append(rss_mb(inference.pid))
-                time.sleep(0.25)
-            t = settings.topics
-            during = len(sources(bootstrap, t.scored))
-            half = len(samples) // 2
-            peak, growth = max(samples), max(samples[half:]) - max(samples[:half])
-            print(f"\nstalled sink {STALL_S:.0f} s with {N} records waiting: inference RSS "
-                  f"{samples[0]:.0f} -> peak {peak:.0f} MB (bound {RSS_BOUND_MB:.0f}), second-half growth "
-                  f"{growth:+.1f} MB; {during} results out during the stall")
-            assert during < N // 10, "the sink was not stalled"
-            assert not pipe.stages.dead()
-            assert peak < RSS_BOUND_MB
-            assert growth < GROWTH_BOUND_MB
+        with running_pipeline(overrides) as (settings, pipe):
+            try:
+                assert pipe.stages is not None
+                inference = next(p for s, p in pipe.stages.procs if s == "inference")
+                proxy.hold(f"streamflow-{settings.name}-inference")
+                stats = run_synthetic(RawProducer(settings, bootstrap), rate=0, records=N, seed=3)
+                assert stats.produced == N
+                samples: list[float] = []
+                t0 = time.monotonic()
+                while time.monotonic() - t0 < STALL_S:
+                    samples.append(rss_mb(inference.pid))
+                    time.sleep(0.25)
+                t = settings.topics
+                during = len(sources(bootstrap, t.scored))
+                half = len(samples) // 2
+                peak, growth = max(samples), max(samples[half:]) - max(samples[:half])
+                print(f"\nstalled sink {STALL_S:.0f} s with {N} records waiting: inference RSS "
+                      f"{samples[0]:.0f} -> peak {peak:.0f} MB (bound {RSS_BOUND_MB:.0f}), second-half growth "
+                      f"{growth:+.1f} MB; {during} results out during the stall")
+                assert during < N // 10, "the sink was not stalled"
+                assert not pipe.stages.dead()
+                assert peak < RSS_BOUND_MB
+                assert growth < GROWTH_BOUND_MB
 
-            proxy.release()
+                proxy.release()
 
-            def all_out() -> tuple[Counter, Counter] | None:  # type: ignore[type-arg]
-                scored, dead = sources(bootstrap, t.scored), sources(bootstrap, t.dlq)
-                return (scored, dead) if len(set(scored) | set(dead)) >= N else None
+                def all_out() -> tuple[Counter, Counter] | None:  # type: ignore[type-arg]
+                    scored, dead = sources(bootstrap, t.scored), sources(bootstrap, t.dlq)
+                    return (scored, dead) if len(set(scored) | set(dead)) >= N else None
 
-            assert wait_for(all_out, timeout_s=180, interval_s=2), f"records missing; logs in {pipe.log_dir}"
-        finally:
-            proxy.release()
-            pipe.stop()
+                assert wait_for(all_out, timeout_s=180, interval_s=2), f"records missing; logs in {pipe.log_dir}"
+            finally:
+                proxy.release()  # before the stages stop: they drain against it

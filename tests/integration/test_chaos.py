@@ -21,12 +21,8 @@ import pytest
 from streamflow.agents.worker import STAGES
 from streamflow.collectors.produce import ProduceStats, RawProducer, run_synthetic
 from streamflow.dedupe import Deduplicator
-from streamflow.demo import LocalPipeline
-from streamflow.settings import load_settings
-from tests.conftest import PIPELINE
-from tests.integration.helpers import read_topic, wait_for
+from tests.integration.helpers import read_topic, running_pipeline, wait_for
 from tests.integration.test_delivery import sources
-from tests.integration.test_pipeline_e2e import argv_for
 
 pytestmark = pytest.mark.integration
 N = 100_000
@@ -37,11 +33,7 @@ COMMIT_ROUND_TRIP_S = 1.0  # a commit's own latency, and a batch's time between 
 def test_stage_processes_killed_at_random_lose_nothing(pipeline_overrides: dict[str, str], bootstrap: str) -> None:
     seed = int(os.environ.get("STREAMFLOW_CHAOS_SEED", random.randrange(1 << 30)))
     rng = random.Random(seed)
-    settings = load_settings(PIPELINE, {**pipeline_overrides, "runtime.topology": "stages"})
-    pipe = LocalPipeline(settings, argv_for({**pipeline_overrides, "runtime.topology": "stages"}))
-    pipe.start()
-    try:
-        assert pipe.wait_consuming(90), f"stages did not start; logs in {pipe.log_dir}"
+    with running_pipeline({**pipeline_overrides, "runtime.topology": "stages"}) as (settings, pipe):
         assert pipe.stages is not None
         stats: list[ProduceStats] = []
         raw = RawProducer(settings, bootstrap)
@@ -86,5 +78,3 @@ def test_stage_processes_killed_at_random_lose_nothing(pipeline_overrides: dict[
         dedupe = Deduplicator()
         kept = sum(dedupe.first_time(m.headers) for m in read_topic(bootstrap, t.scored, idle_s=0.5))
         assert kept == len(scored) and dedupe.repeats == sum(n - 1 for n in scored.values())
-    finally:
-        pipe.stop()

@@ -16,11 +16,7 @@ from collections import Counter
 import pytest
 
 from streamflow.collectors.produce import RawProducer, run_synthetic
-from streamflow.demo import LocalPipeline
-from streamflow.settings import load_settings
-from tests.conftest import PIPELINE
-from tests.integration.helpers import read_topic, wait_for
-from tests.integration.test_pipeline_e2e import argv_for
+from tests.integration.helpers import read_topic, running_pipeline, wait_for
 
 pytestmark = pytest.mark.integration
 N = 12_000
@@ -35,11 +31,7 @@ def sources(bootstrap: str, topic: str) -> Counter[tuple[int, int]]:
 def test_a_worker_stopped_mid_stream_and_restarted_loses_nothing(
         pipeline_overrides: dict[str, str], bootstrap: str, topology: str, stage: str) -> None:
     overrides = {**pipeline_overrides, "runtime.topology": topology}
-    settings = load_settings(PIPELINE, overrides)
-    pipe = LocalPipeline(settings, argv_for(overrides))
-    pipe.start()
-    try:
-        assert pipe.wait_consuming(90), f"stages did not start; logs in {pipe.log_dir}"
+    with running_pipeline(overrides) as (settings, pipe):
         raw = RawProducer(settings, bootstrap)
         feeder = threading.Thread(target=run_synthetic, kwargs={"raw": raw, "rate": 3000, "records": N, "seed": 7})
         feeder.start()
@@ -64,5 +56,3 @@ def test_a_worker_stopped_mid_stream_and_restarted_loses_nothing(
         repeated = sorted(k for k, n in (scored + dead).items() if n > 1)
         print(f"{stage}: {len(scored) + len(dead)} records out, {len(repeated)} repeated: {repeated[:10]}")
         assert not repeated, f"records repeated after a drained stop; logs in {pipe.log_dir}"
-    finally:
-        pipe.stop()

@@ -26,9 +26,10 @@ import pytest
 from confluent_kafka import Producer
 
 from streamflow.demo import LocalPipeline
-from streamflow.settings import Settings, load_settings
-from tests.conftest import PIPELINE, ROOT
-from tests.integration.helpers import read_topic, wait_for
+from streamflow.flatavro import zigzag
+from streamflow.settings import Settings
+from tests.conftest import ROOT
+from tests.integration.helpers import read_topic, running_pipeline, wait_for
 
 pytestmark = pytest.mark.integration
 N = 10  # messages per hostile category
@@ -82,25 +83,8 @@ def registry() -> Iterator[str]:
 def pipeline(request: pytest.FixtureRequest, pipeline_overrides: dict[str, str],
              registry: str) -> Iterator[tuple[Settings, LocalPipeline]]:
     overrides = {**pipeline_overrides, "input.schema_registry_url": registry, "runtime.topology": request.param}
-    settings = load_settings(PIPELINE, overrides)
-    pipe = LocalPipeline(settings, ["--pipeline", str(PIPELINE), *[a for k, v in overrides.items()
-                                                                   for a in ("--set", f"{k}={v}")]])
-    pipe.start()
-    try:
-        assert pipe.wait_consuming(90), f"stages did not start; logs in {pipe.log_dir}"
-        yield settings, pipe
-    finally:
-        pipe.stop()
-
-
-def zigzag(n: int) -> bytes:
-    z = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while z > 0x7F:
-        out.append((z & 0x7F) | 0x80)
-        z >>= 7
-    out.append(z)
-    return bytes(out)
+    with running_pipeline(overrides) as running:
+        yield running
 
 
 PARSED = fastavro.parse_schema({**TELEMETRY, "fields": [

@@ -16,11 +16,8 @@ import onnx
 import pytest
 
 from streamflow.collectors.produce import RawProducer, run_synthetic
-from streamflow.demo import LocalPipeline
-from streamflow.settings import load_settings
-from tests.conftest import PIPELINE, ROOT
-from tests.integration.helpers import read_topic, wait_for
-from tests.integration.test_pipeline_e2e import argv_for
+from tests.conftest import ROOT
+from tests.integration.helpers import read_topic, running_pipeline, wait_for
 
 pytestmark = pytest.mark.integration
 N = 12_000
@@ -31,11 +28,7 @@ def test_a_new_model_file_is_swapped_in_between_batches(pipeline_overrides: dict
     shutil.copy(ROOT / "models/telemetry-anomaly/model.onnx", model)
     overrides = {**pipeline_overrides, "runtime.topology": "stages", "model.path": str(model),
                  "model.version": "", "model.watch_interval_s": "0.5"}
-    settings = load_settings(PIPELINE, overrides)
-    pipe = LocalPipeline(settings, argv_for(overrides))
-    pipe.start()
-    try:
-        assert pipe.wait_consuming(90), f"stages did not start; logs in {pipe.log_dir}"
+    with running_pipeline(overrides) as (settings, pipe):
         bootstrap = settings.kafka.bootstrap
         raw = RawProducer(settings, bootstrap)
         feeder = threading.Thread(target=run_synthetic, kwargs={"raw": raw, "rate": 2000, "records": N, "seed": 9})
@@ -74,5 +67,3 @@ def test_a_new_model_file_is_swapped_in_between_batches(pipeline_overrides: dict
             assert seq == sorted(seq), "a record after the swap was scored by the old model"
         logs = "".join(p.read_text(errors="replace") for p in Path(pipe.log_dir).glob("worker-*.log"))
         assert "model swapped: telemetry-anomaly 1.0.0" in logs and "-> telemetry-anomaly 2.0.0" in logs
-    finally:
-        pipe.stop()

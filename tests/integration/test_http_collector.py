@@ -14,10 +14,9 @@ from typing import Any
 
 import pytest
 
-from streamflow.demo import LocalPipeline
-from streamflow.settings import Settings, load_settings
+from streamflow.settings import Settings
 from tests.conftest import PIPELINE, ROOT
-from tests.integration.helpers import read_topic
+from tests.integration.helpers import read_topic, running_pipeline
 
 pytestmark = pytest.mark.integration
 TOKEN = "tok-http-8Jm2-never-logged"
@@ -30,14 +29,8 @@ def sets(overrides: dict[str, str]) -> list[str]:
 @pytest.fixture()
 def pipeline(pipeline_overrides: dict[str, str]) -> Iterator[tuple[Settings, dict[str, str]]]:
     overrides = {**pipeline_overrides, "runtime.topology": "chained"}
-    settings = load_settings(PIPELINE, overrides, environ={})
-    pipe = LocalPipeline(settings, ["--pipeline", str(PIPELINE), *sets(overrides)])
-    pipe.start()
-    try:
-        assert pipe.wait_consuming(90), f"the worker did not start; logs in {pipe.log_dir}"
+    with running_pipeline(overrides, environ={}) as (settings, _):
         yield settings, overrides
-    finally:
-        pipe.stop()
 
 
 def post(port: int, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:

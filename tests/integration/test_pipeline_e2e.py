@@ -23,33 +23,19 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streamflow.collectors.produce import RawProducer, run_synthetic
 from streamflow.demo import LocalPipeline
-from streamflow.settings import Settings, load_settings
+from streamflow.settings import Settings
 from tests.conftest import PIPELINE, ROOT
-from tests.integration.helpers import Msg, read_topic, wait_for
+from tests.integration.helpers import Msg, read_topic, running_pipeline, wait_for
 
 pytestmark = pytest.mark.integration
 N = 20_000
 
 
-def argv_for(overrides: dict[str, str]) -> list[str]:
-    out = ["--pipeline", str(PIPELINE)]
-    for k, v in overrides.items():
-        out += ["--set", f"{k}={v}"]
-    return out
-
-
 @pytest.fixture(params=["stages", "chained"])
 def pipeline(request: pytest.FixtureRequest, pipeline_overrides: dict[str, str]) -> Iterator[tuple[Settings, LocalPipeline]]:
     """The pipeline in each topology: three stage processes, or one chained process."""
-    overrides = {**pipeline_overrides, "runtime.topology": request.param}
-    settings = load_settings(PIPELINE, overrides)
-    pipe = LocalPipeline(settings, argv_for(overrides))
-    pipe.start()
-    try:
-        assert pipe.wait_consuming(90), f"stages did not start; logs in {pipe.log_dir}"
-        yield settings, pipe
-    finally:
-        pipe.stop()
+    with running_pipeline({**pipeline_overrides, "runtime.topology": request.param}) as running:
+        yield running
 
 
 def by_source(msgs: list[Msg]) -> dict[tuple[int, int], Msg]:

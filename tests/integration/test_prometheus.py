@@ -28,13 +28,13 @@ from typing import Any
 import pytest
 
 from streamflow import report
-from streamflow.broker import die_with_parent, free_port
+from streamflow.broker import die_with_parent, free_port, stop_process
 from streamflow.collectors.produce import ProduceStats, RawProducer, run_synthetic
 from streamflow.demo import LocalPipeline
 from streamflow.metrics import Metrics
-from streamflow.settings import Settings, load_settings
-from tests.conftest import PIPELINE, ROOT
-from tests.integration.helpers import wait_for
+from streamflow.settings import Settings
+from tests.conftest import ROOT
+from tests.integration.helpers import running_pipeline, wait_for
 from tests.integration.tls import require_tool
 
 pytestmark = pytest.mark.integration
@@ -177,12 +177,7 @@ class Prometheus:
 
     def __exit__(self, *exc: object) -> None:
         assert self.proc is not None
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
+        stop_process(self.proc, timeout_s=10)
 
     def ready(self) -> bool:
         try:
@@ -346,16 +341,8 @@ def prometheus_binary() -> str:
 
 @pytest.fixture()
 def pipeline(pipeline_overrides: dict[str, str]) -> Iterator[tuple[Settings, LocalPipeline]]:
-    overrides = {**pipeline_overrides, **SLO}
-    settings = load_settings(PIPELINE, overrides)
-    argv = ["--pipeline", str(PIPELINE)] + [a for k, v in overrides.items() for a in ("--set", f"{k}={v}")]
-    pipe = LocalPipeline(settings, argv)
-    pipe.start()
-    try:
-        assert pipe.wait_consuming(90), f"stages did not start; logs in {pipe.log_dir}"
-        yield settings, pipe
-    finally:
-        pipe.stop()
+    with running_pipeline({**pipeline_overrides, **SLO}) as running:
+        yield running
 
 
 def test_dashboard_and_alert_queries_on_a_live_pipeline(prometheus_binary: str,

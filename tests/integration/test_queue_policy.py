@@ -16,11 +16,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from streamflow.collectors.produce import RawProducer, run_synthetic
-from streamflow.demo import LocalPipeline
-from streamflow.settings import load_settings
-from tests.conftest import PIPELINE, ROOT
-from tests.integration.helpers import read_topic, wait_for
-from tests.integration.test_pipeline_e2e import argv_for
+from tests.conftest import ROOT
+from tests.integration.helpers import read_topic, running_pipeline, wait_for
 
 pytestmark = pytest.mark.integration
 N = 6000
@@ -54,11 +51,7 @@ def test_a_full_queue_under_reject_dead_letters_what_arrives(pipeline_overrides:
     overrides = {**pipeline_overrides, "runtime.topology": "chained", "model.path": str(tmp_path / "slow.onnx"),
                  "batching.queue_policy": "reject", "batching.max_queue_records": "256",
                  "batching.max_batch": "128", "batching.clean_max_batch": "128"}
-    settings = load_settings(PIPELINE, overrides)
-    pipe = LocalPipeline(settings, argv_for(overrides))
-    pipe.start()
-    try:
-        assert pipe.wait_consuming(90), f"stages did not start; logs in {pipe.log_dir}"
+    with running_pipeline(overrides) as (settings, pipe):
         bootstrap = settings.kafka.bootstrap
         assert run_synthetic(RawProducer(settings, bootstrap), rate=0, records=N, seed=4).produced == N
         t = settings.topics
@@ -80,5 +73,3 @@ def test_a_full_queue_under_reject_dead_letters_what_arrives(pipeline_overrides:
         assert shed and scored  # overloaded: some shed, and the model kept scoring the admitted ones
         assert all(m.headers["sf-stage"] == b"chained" and m.value for m in shed)  # the original bytes
         assert b"batching.queue_policy = reject" in shed[0].headers["sf-reason"]
-    finally:
-        pipe.stop()

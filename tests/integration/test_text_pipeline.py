@@ -18,9 +18,9 @@ import pytest
 from streamflow.codecs import load_schema
 from streamflow.collectors.produce import RawProducer
 from streamflow.demo import LocalPipeline
-from streamflow.settings import Settings, load_settings
+from streamflow.settings import Settings
 from tests.conftest import ROOT
-from tests.integration.helpers import read_topic, wait_for
+from tests.integration.helpers import read_topic, running_pipeline, wait_for
 from tests.integration.test_pipeline_e2e import by_source, metric_sum, scrape
 
 pytestmark = pytest.mark.integration
@@ -62,16 +62,8 @@ def bad_records() -> dict[str, bytes]:
 
 @pytest.fixture(params=["stages", "chained"])
 def pipeline(request: pytest.FixtureRequest, pipeline_overrides: dict[str, str]) -> Iterator[tuple[Settings, LocalPipeline]]:
-    overrides = {**pipeline_overrides, "runtime.topology": request.param}
-    settings = load_settings(PIPELINE, overrides)
-    argv = ["--pipeline", str(PIPELINE)] + [a for k, v in overrides.items() for a in ("--set", f"{k}={v}")]
-    pipe = LocalPipeline(settings, argv)
-    pipe.start()
-    try:
-        assert pipe.wait_consuming(90), f"stages did not start; logs in {pipe.log_dir}"
-        yield settings, pipe
-    finally:
-        pipe.stop()
+    with running_pipeline({**pipeline_overrides, "runtime.topology": request.param}, PIPELINE) as running:
+        yield running
 
 
 def test_texts_get_embeddings_matching_the_model_and_bad_ones_are_dead_lettered(
