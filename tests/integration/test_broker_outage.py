@@ -24,7 +24,7 @@ from tests.integration.test_delivery import sources
 from tests.integration.test_pipeline_e2e import metric_sum, scrape
 
 pytestmark = pytest.mark.integration
-N = 20_000
+N = 60_000
 OUTAGE_S = 12.0  # longer than the session timeout and the delivery timeout below
 
 
@@ -39,9 +39,16 @@ def test_workers_ride_out_a_broker_outage_and_lose_nothing(pipeline_overrides: d
                 feeder_settings = load_settings(PIPELINE, {**pipeline_overrides, "kafka.bootstrap": broker.bootstrap})
                 stats: list[ProduceStats] = []
                 raw = RawProducer(feeder_settings, broker.bootstrap)  # librdkafka's 30 s: it waits the outage out
-                feeder = threading.Thread(target=lambda: stats.append(run_synthetic(raw, rate=2000, records=N, seed=5)))
+                # As fast as it goes: every stage is saturated, so each has output in flight when the
+                # broker freezes (at a modest rate a stage is often idle between batches, and an idle
+                # stage has nothing to retry).
+                feeder = threading.Thread(target=lambda: stats.append(run_synthetic(raw, rate=0, records=N, seed=5)))
                 feeder.start()
-                time.sleep(3.0)
+
+                def scoring() -> bool:
+                    return metric_sum(scrape(pipe.metrics_url), "streamflow_records_total", stage="inference") > 0
+
+                assert wait_for(scoring, timeout_s=60, interval_s=0.05), f"nothing scored; logs in {pipe.log_dir}"
                 os.kill(broker.pid, signal.SIGSTOP)
                 time.sleep(OUTAGE_S)
                 assert not pipe.stages.dead(), "a worker exited during the outage"
