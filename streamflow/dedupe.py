@@ -25,7 +25,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-SOURCE_HEADERS = ("sf-source-topic", "sf-source-partition", "sf-source-offset")
+from streamflow.headers import H_SOURCE_OFFSET, H_SOURCE_PARTITION, H_SOURCE_TOPIC
+
+SOURCE_HEADERS = (H_SOURCE_TOPIC, H_SOURCE_PARTITION, H_SOURCE_OFFSET)
 
 
 class _Window:
@@ -77,9 +79,9 @@ class Deduplicator:
         found: dict[str, Any] = {k: v for k, v in items if k in SOURCE_HEADERS and v is not None}
         if len(found) < 3:
             return True
-        topic = found["sf-source-topic"]
-        source = (topic.decode() if isinstance(topic, bytes) else topic, int(found["sf-source-partition"]))
-        offset = int(found["sf-source-offset"])
+        topic = found[H_SOURCE_TOPIC]
+        source = (topic.decode() if isinstance(topic, bytes) else topic, int(found[H_SOURCE_PARTITION]))
+        offset = int(found[H_SOURCE_OFFSET])
         window = self._windows.get(source)
         if window is None:
             window = self._windows[source] = _Window(offset, self.window)

@@ -99,6 +99,20 @@ class RecordBatch:
         return [b.decode() if b is not None else "" for b in self.device_ids.to_list()]
 
 
+Headers = list[tuple[str, bytes]]
+
+
+@dataclass(frozen=True)
+class OutMessage:
+    """A message to produce: the one shape every stage hands to the producer."""
+
+    topic: str
+    value: bytes
+    key: bytes | None = None
+    headers: Headers | None = None
+    partition: int = -1  # -1: the default partitioner (by key)
+
+
 @dataclass(frozen=True)
 class RawMessage:
     """One message as consumed from a user-facing topic."""

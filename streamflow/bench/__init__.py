@@ -45,8 +45,8 @@ from streamflow.bench.systems import (
     wait_accounted,
 )
 from streamflow.broker import EmbeddedBroker
+from streamflow.cli.demo import ResultMonitor, percentiles
 from streamflow.collectors.produce import RawProducer, run_synthetic
-from streamflow.demo import ResultMonitor, percentiles
 from streamflow.settings import Settings, with_overrides
 
 SYSTEMS = ("streamflow", "chained", "limit", "naive")
@@ -105,7 +105,7 @@ def produce_backlog(settings: Settings, bootstrap: str, raw: str, records: int) 
 def read_raw(bootstrap: str, topic: str, n: int, settings: Settings | None = None) -> dict[tuple[int, int], bytes]:
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-    from streamflow.clients import kafka_config
+    from streamflow.kafka.config import kafka_config
 
     c = Consumer(kafka_config(settings, bootstrap, logger="streamflow.librdkafka.bench")
                  | {"group.id": f"bench-read-{time.time()}", "enable.auto.commit": False})

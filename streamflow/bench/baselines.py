@@ -24,12 +24,14 @@ from typing import Any, cast
 
 import numpy as np
 
-from streamflow.agents.common import H_MODEL, H_MODEL_VERSION, batch_source_headers, dead_letter
-from streamflow.clients import kafka_config, producer_config
 from streamflow.codecs import ReadingDecoder, ResultEncoder
-from streamflow.inference import load_model
+from streamflow.headers import H_MODEL, H_MODEL_VERSION, batch_source_headers, dead_letter
+from streamflow.inference.session import load_model
+from streamflow.kafka.config import kafka_config, producer_config
+from streamflow.kafka.transport import patch_fetch_wait
 from streamflow.records import Rejected
-from streamflow.settings import Settings, load_settings
+from streamflow.settings import Settings
+from streamflow.settings.loading import load_settings
 from streamflow.stages.clean import CleanRules, clean
 from streamflow.stages.normalize import Normalizer, normalize
 
@@ -114,12 +116,11 @@ def run_limit(s: Settings, a: argparse.Namespace) -> None:
 def run_naive(s: Settings, a: argparse.Namespace) -> None:
     import faust
 
-    from streamflow.agents import worker
+    from streamflow.agents.app import make_app
 
-    worker._FETCH_MAX_WAIT_MS = s.kafka.fetch_max_wait_ms
-    worker._patch_fetch_wait()
+    patch_fetch_wait(s.kafka.fetch_max_wait_ms)
     work = Work(s)
-    app = worker.make_app(s, "naive", a.bootstrap, chunked=False)  # faust as shipped
+    app = make_app(s, "naive", a.bootstrap, chunked=False)  # faust as shipped
     source = app.topic(a.raw, key_serializer="raw", value_serializer="raw")
     topics = {a.scored: app.topic(a.scored, key_serializer="raw", value_serializer="raw"),
               a.dlq: app.topic(a.dlq, key_serializer="raw", value_serializer="raw")}

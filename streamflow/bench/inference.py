@@ -31,16 +31,20 @@ from typing import Any
 
 import numpy as np
 
-from streamflow.agents.common import INTERNAL_MESSAGE_BYTES, StageContext
+from streamflow.agents.context import StageContext
 from streamflow.agents.inference import InferenceHandler
-from streamflow.agents.transport import Chunk
-from streamflow.broker import EmbeddedBroker, ensure_topics, pipeline_topics
-from streamflow.clients import BatchProducer, producer_config
+from streamflow.broker import EmbeddedBroker
 from streamflow.codecs import encode_record_batches
-from streamflow.inference import LoadedModel, load_model
+from streamflow.headers import INTERNAL_MESSAGE_BYTES
+from streamflow.inference.session import LoadedModel, load_model
+from streamflow.kafka.admin import ensure_topics
+from streamflow.kafka.config import producer_config
+from streamflow.kafka.producer import BatchProducer
+from streamflow.kafka.transport import Chunk
 from streamflow.metrics import Metrics
 from streamflow.records import BytesColumn, RecordBatch
 from streamflow.settings import Settings, with_overrides
+from streamflow.steps import pipeline_topics
 
 CALLS_PER_SIZE = 2000
 TEXT_TOKENS = 32  # tokens per text record (bench of a text-embedding pipeline)

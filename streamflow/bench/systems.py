@@ -16,9 +16,12 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from streamflow.agents.worker import StageProcesses, process_stages
-from streamflow.broker import TopicSpec, die_with_parent, ensure_topics, pipeline_topics
-from streamflow.settings import Settings, load_settings
+from streamflow.broker import die_with_parent
+from streamflow.kafka.admin import TopicSpec, ensure_topics
+from streamflow.settings import Settings
+from streamflow.settings.loading import load_settings
+from streamflow.steps import pipeline_topics, process_stages
+from streamflow.supervisor import StageProcesses
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -87,7 +90,7 @@ class System:
             self.stages = StageProcesses(s, self.bootstrap, argv, log_dir=self.log_dir,
                                          stages=tuple(st for st in process_stages(s) for _ in range(self.replicas)))
             self.stages.start()
-            from streamflow.demo import LocalPipeline
+            from streamflow.supervisor import LocalPipeline
 
             probe = LocalPipeline(s, [])
             probe.stages = self.stages

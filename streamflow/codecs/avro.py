@@ -18,8 +18,8 @@ from typing import Any, NoReturn
 
 import fastavro
 
+from streamflow.codecs.flatavro import Checker, compile_checker
 from streamflow.errors import DecodeError, InfrastructureError
-from streamflow.flatavro import Checker, compile_checker
 from streamflow.settings import LimitSettings
 
 WIRE_MAGIC = 0

@@ -24,8 +24,8 @@ from streamflow.codecs.avro import (
     _strip_logical_types,
     load_schema,
 )
+from streamflow.codecs.flatavro import compile_reader
 from streamflow.errors import DecodeError, InfrastructureError
-from streamflow.flatavro import compile_reader
 from streamflow.settings import LimitSettings
 
 log = logging.getLogger(__name__)

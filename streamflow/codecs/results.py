@@ -14,7 +14,7 @@ import fastavro
 import numpy as np
 
 from streamflow.codecs.avro import WIRE_MAGIC, RecordCodec, _raw_schema, _strip_logical_types
-from streamflow.flatavro import compile_writer
+from streamflow.codecs.flatavro import compile_writer
 
 RESULT_FIELDS = ("device_id", "timestamp", "score", "label", "model_name", "model_version", "latency_ms")
 TEXT_RESULT_FIELDS = ("id", "timestamp", "embedding", "label", "label_score", "model_name", "model_version",

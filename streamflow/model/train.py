@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from streamflow.collectors.synthetic import MEASUREMENTS, Sample, TelemetryGenerator
-from streamflow.settings import FeatureSpec, _build_features
+from streamflow.settings import FeatureSpec
+from streamflow.settings.loading import _build_features
 from streamflow.stages.clean import CleanRules, clean
 from streamflow.stages.normalize import Normalizer, normalize
 

@@ -1,6 +1,6 @@
-"""Text stages: check decoded texts, turn them into padded token-id buckets, label embeddings.
+"""Text stages: check decoded texts, turn them into padded token-id buckets.
 
-The tokenizer itself is ``streamflow.text.TextTokenizer``; these functions only take and
+The tokenizer itself is ``streamflow.stages.tokenizer.TextTokenizer``; these functions only take and
 return numpy columns (and lists of strings), like the tabular stages.
 """
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streamflow.text import Buckets, TextTokenizer, bucket_by_length, pad
+from streamflow.stages.tokenizer import Buckets, TextTokenizer, bucket_by_length, pad
 
 
 def clean_texts(texts: Sequence[object], field: str, max_length: int) -> tuple[np.ndarray, list[str | None]]:
@@ -65,32 +65,3 @@ def tokenize_buckets(texts: Sequence[str], tok: TextTokenizer, max_rows: int, ma
     fed = sum(m.size for m in ids)
     return TokenBuckets(b.groups, ids, tok.pad_id, int(lengths.sum()), fed,
                         int(lengths.max(initial=0)) * len(lengths))
-
-
-def model_inputs(ids: np.ndarray, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """(input_ids, attention_mask) int64 from padded float32 ids: the mask is ids != pad_id."""
-    input_ids = ids.astype(np.int64)
-    return input_ids, (input_ids != pad_id).astype(np.int64)
-
-
-@dataclass(frozen=True)
-class CentroidHead:
-    """Nearest labelled centroid by cosine: the labels' example embeddings, averaged and normalised."""
-
-    names: tuple[str, ...]
-    centroids: np.ndarray  # float32 [labels, dim], unit length
-
-    @classmethod
-    def fit(cls, names: Sequence[str], examples: Sequence[np.ndarray]) -> CentroidHead:
-        """``examples[i]``: the embeddings [k, dim] of label i's example texts."""
-        c = np.stack([np.asarray(e, dtype=np.float64).mean(axis=0) for e in examples])
-        c /= np.linalg.norm(c, axis=1, keepdims=True)
-        return cls(tuple(names), c.astype(np.float32))
-
-    def label(self, embeddings: np.ndarray) -> tuple[list[str], np.ndarray]:
-        """(nearest label per row, its cosine similarity)."""
-        e = np.asarray(embeddings, dtype=np.float32)
-        norms = np.linalg.norm(e, axis=1, keepdims=True)
-        sims = (e / np.where(norms > 0, norms, 1.0)) @ self.centroids.T
-        best = sims.argmax(axis=1)
-        return [self.names[i] for i in best.tolist()], sims[np.arange(len(e)), best].astype(np.float64)

@@ -12,8 +12,9 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from streamflow.demo import LocalPipeline
-from streamflow.settings import Settings, load_settings
+from streamflow.settings import Settings
+from streamflow.settings.loading import load_settings
+from streamflow.supervisor import LocalPipeline
 from tests.conftest import PIPELINE
 
 

@@ -17,7 +17,7 @@ import pytest
 
 from streamflow.broker import EmbeddedBroker
 from streamflow.collectors.produce import ProduceStats, RawProducer, run_synthetic
-from streamflow.settings import load_settings
+from streamflow.settings.loading import load_settings
 from tests.conftest import PIPELINE
 from tests.integration.helpers import running_pipeline, wait_for
 from tests.integration.test_delivery import sources

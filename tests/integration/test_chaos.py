@@ -18,9 +18,9 @@ from collections import Counter
 
 import pytest
 
-from streamflow.agents.worker import STAGES
 from streamflow.collectors.produce import ProduceStats, RawProducer, run_synthetic
 from streamflow.dedupe import Deduplicator
+from streamflow.steps import STAGES
 from tests.integration.helpers import read_topic, running_pipeline, wait_for
 from tests.integration.test_delivery import sources
 

@@ -105,8 +105,9 @@ def test_debian_kcat_needs_the_bundled_librdkafka_for_the_embedded_broker(bootst
 def test_produce_and_consume_round_trip(bootstrap: str, pipeline_overrides: dict[str, str]) -> None:
     raw = pipeline_overrides["topics.raw"]
     args = [*sets(pipeline_overrides)]
-    from streamflow.broker import ensure_topics, pipeline_topics
-    from streamflow.settings import load_settings
+    from streamflow.kafka.admin import ensure_topics
+    from streamflow.settings.loading import load_settings
+    from streamflow.steps import pipeline_topics
 
     ensure_topics(bootstrap, pipeline_topics(load_settings(PIPELINE, pipeline_overrides)))
     rec = {"device_id": "rack7-node3", "timestamp": 1764000000000, "cpu_temp_c": 61.5, "power_w": 420.0,
@@ -127,8 +128,8 @@ def test_kcat_produces_json_and_reads_the_result(bootstrap: str, pipeline_overri
         if os.environ.get("CI"):
             pytest.fail("kcat is missing in CI: `make test` installs it with apt-get")
         pytest.skip("kcat not installed (apt-get install kcat)")
-    from streamflow.demo import LocalPipeline
-    from streamflow.settings import load_settings
+    from streamflow.settings.loading import load_settings
+    from streamflow.supervisor import LocalPipeline
 
     overrides = {**pipeline_overrides, "output.format": "json"}
     settings = load_settings(PIPELINE, overrides)
@@ -139,7 +140,7 @@ def test_kcat_produces_json_and_reads_the_result(bootstrap: str, pipeline_overri
         rec = {"device_id": "rack7-node3", "timestamp": int(time.time() * 1000), "cpu_temp_c": 61.5,
                "power_w": 420.0, "cpu_util_pct": 55.0}
         # The real kcat binary, on the librdkafka confluent-kafka ships (see streamflow/kcat.py).
-        from streamflow.kcat import kcat_env
+        from streamflow.cli.kcat import kcat_env
 
         env = kcat_env()
         subprocess.run([kcat, "-P", "-b", bootstrap, "-t", settings.topics.raw, "-k", "rack7-node3"],
@@ -180,8 +181,8 @@ def test_up_prints_where_to_connect_and_stops_cleanly_on_ctrl_c(pipeline_overrid
     alive = [pid for pid in children if Path(f"/proc/{pid}").exists()
              and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()]
     assert alive == [], f"left behind: {alive}"
-    from streamflow.broker import wait_ready
     from streamflow.errors import BrokerUnavailable
+    from streamflow.kafka.admin import wait_ready
 
     with pytest.raises(BrokerUnavailable):
         wait_ready(bootstrap, 1.0)

@@ -22,8 +22,9 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
-from streamflow.demo import LocalPipeline
-from streamflow.settings import Settings, load_settings
+from streamflow.settings import Settings
+from streamflow.settings.loading import load_settings
+from streamflow.supervisor import LocalPipeline
 from tests.conftest import PIPELINE, ROOT
 from tests.integration.helpers import read_topic, wait_for
 

@@ -25,9 +25,9 @@ import fastavro
 import pytest
 from confluent_kafka import Producer
 
-from streamflow.demo import LocalPipeline
-from streamflow.flatavro import zigzag
+from streamflow.codecs.flatavro import zigzag
 from streamflow.settings import Settings
+from streamflow.supervisor import LocalPipeline
 from tests.conftest import ROOT
 from tests.integration.helpers import read_topic, running_pipeline, wait_for
 

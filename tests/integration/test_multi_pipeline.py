@@ -18,7 +18,7 @@ import pytest
 
 from streamflow.broker import free_port
 from streamflow.collectors.produce import RawProducer, run_synthetic
-from streamflow.settings import load_settings
+from streamflow.settings.loading import load_settings
 from tests.conftest import PIPELINE, ROOT
 from tests.integration.helpers import read_topic, wait_for
 

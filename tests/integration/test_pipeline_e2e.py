@@ -22,8 +22,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamflow.collectors.produce import RawProducer, run_synthetic
-from streamflow.demo import LocalPipeline
 from streamflow.settings import Settings
+from streamflow.supervisor import LocalPipeline
 from tests.conftest import PIPELINE, ROOT
 from tests.integration.helpers import Msg, read_topic, running_pipeline, wait_for
 

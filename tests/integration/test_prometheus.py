@@ -30,9 +30,9 @@ import pytest
 from streamflow import report
 from streamflow.broker import die_with_parent, free_port, stop_process
 from streamflow.collectors.produce import ProduceStats, RawProducer, run_synthetic
-from streamflow.demo import LocalPipeline
 from streamflow.metrics import Metrics
 from streamflow.settings import Settings
+from streamflow.supervisor import LocalPipeline
 from tests.conftest import ROOT
 from tests.integration.helpers import running_pipeline, wait_for
 from tests.integration.tls import require_tool

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from streamflow.broker import free_port
-from streamflow.settings import load_settings
+from streamflow.settings.loading import load_settings
 from tests.conftest import PIPELINE, ROOT
 from tests.integration.helpers import read_topic, wait_for
 from tests.integration.tls import TlsBroker, tls_broker
@@ -60,9 +60,9 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsBroker]:
 
 
 def test_the_pipeline_runs_through_tls(tls: TlsBroker, unique: str) -> None:
-    from streamflow.clients import security_config
     from streamflow.collectors.produce import RawProducer
-    from streamflow.demo import LocalPipeline
+    from streamflow.kafka.config import security_config
+    from streamflow.supervisor import LocalPipeline
 
     overrides = own_pipeline(unique, tls.bootstrap, **{"kafka.security_protocol": "SSL",
                                                       "kafka.ssl_cafile": str(tls.cafile)})
@@ -83,8 +83,8 @@ def test_the_pipeline_runs_through_tls(tls: TlsBroker, unique: str) -> None:
 
 
 def test_a_client_without_the_ca_fails_fast_and_says_why(tls: TlsBroker, unique: str) -> None:
-    from streamflow.broker import wait_ready
     from streamflow.errors import BrokerUnavailable
+    from streamflow.kafka.admin import wait_ready
 
     no_ca = load_settings(PIPELINE, {"kafka.security_protocol": "SSL"}, environ={})  # the system CAs only
     t0 = time.monotonic()

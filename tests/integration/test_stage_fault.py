@@ -17,7 +17,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from streamflow.agents.worker import EXIT_STAGE_FAILED
 from streamflow.collectors.produce import RawProducer, run_synthetic
-from streamflow.settings import load_settings
+from streamflow.settings.loading import load_settings
 from tests.conftest import PIPELINE, ROOT
 from tests.integration.test_cli import sets
 

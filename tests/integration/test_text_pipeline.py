@@ -17,8 +17,8 @@ import pytest
 
 from streamflow.codecs import load_schema
 from streamflow.collectors.produce import RawProducer
-from streamflow.demo import LocalPipeline
 from streamflow.settings import Settings
+from streamflow.supervisor import LocalPipeline
 from tests.conftest import ROOT
 from tests.integration.helpers import read_topic, running_pipeline, wait_for
 from tests.integration.test_pipeline_e2e import by_source, metric_sum, scrape
@@ -106,7 +106,7 @@ def test_texts_get_embeddings_matching_the_model_and_bad_ones_are_dead_lettered(
     assert set(results) == {f"r{i}" for i in range(len(good))}
 
     from streamflow.model import minilm
-    from streamflow.text import TextTokenizer
+    from streamflow.stages.tokenizer import TextTokenizer
 
     tok = TextTokenizer(settings.model.tokenizer, settings.model.max_tokens)
     want = minilm.embed(minilm.onnx_session(MODEL), tok, good)

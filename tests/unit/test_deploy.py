@@ -17,7 +17,10 @@ from typing import Any
 import pytest
 import yaml
 
-from streamflow.settings import ENV_PREFIX, Settings, env_overrides, load_settings
+from streamflow.steps import STEPS, step_named
+from streamflow.steps import source_topic as step_source_topic
+from streamflow.settings import Settings
+from streamflow.settings.loading import ENV_PREFIX, env_overrides, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -26,7 +29,7 @@ K8S_DIR = ROOT / "deploy" / "k8s"
 PIPELINE = ROOT / "pipelines" / "telemetry.toml"
 PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 
-STAGES = ("clean", "normalize", "inference")
+STAGES = tuple(step.name for step in STEPS)  # what the deploy files must name: the pipeline's steps
 # compose service -> the stage it runs; all of them scale with --scale
 AGENT_SERVICES = {"clean": "clean", "normalize": "normalize", "inference": "inference", "inference-cpu": "inference"}
 SCALABLE = (*AGENT_SERVICES, "collector")
@@ -147,7 +150,7 @@ def pod_env(deployment: dict[str, Any]) -> dict[str, str]:
 
 
 def source_topic(s: Settings, stage: str) -> str:
-    return {"clean": s.topics.raw, "normalize": s.cleaned_topic, "inference": s.normalized_topic}[stage]
+    return step_source_topic(s, step_named(stage))
 
 
 def topic_partitions(s: Settings, topic: str) -> int:

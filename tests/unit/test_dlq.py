@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from streamflow.dlq import DeadLetter, Selection, mask_numbers, parse_offsets, parse_since, preview
+from streamflow.cli.dlq import (
+    DeadLetter,
+    Selection,
+    mask_numbers,
+    parse_offsets,
+    parse_since,
+    preview,
+)
 from streamflow.errors import ConfigError
 
 

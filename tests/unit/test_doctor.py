@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import io
 
-from streamflow.doctor import doctor
-from streamflow.settings import load_settings
+from streamflow.cli.doctor import doctor
+from streamflow.settings.loading import load_settings
 from tests.conftest import PIPELINE
 
 

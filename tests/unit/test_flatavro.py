@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamflow.codecs import _strip_logical_types
+from streamflow.codecs.flatavro import compile_reader, compile_writer
 from streamflow.errors import DecodeError
-from streamflow.flatavro import compile_reader, compile_writer
 from tests.conftest import ROOT
 
 READING = _strip_logical_types(json.loads((ROOT / "schemas/telemetry_reading.avsc").read_text()))
@@ -184,7 +184,7 @@ nested = st.fixed_dictionaries({
 @given(nested, st.data())
 def test_the_limits_checker_passes_what_fastavro_writes_and_refuses_what_exceeds_a_limit(
         rec: dict[str, Any], data: st.DataObject) -> None:
-    from streamflow.flatavro import compile_checker
+    from streamflow.codecs.flatavro import compile_checker
 
     encoded = encode(NESTED, rec)
     compile_checker(NESTED, max_string_length=40, max_array_length=12)(encoded)  # no false alarm (10 chars: <= 40 bytes)

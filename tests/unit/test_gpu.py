@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from streamflow.gpu import Gpus, GpuSample
+from streamflow.inference.gpu import Gpus, GpuSample
 
 
 def test_without_nvml_or_a_gpu_the_monitor_sees_no_device() -> None:

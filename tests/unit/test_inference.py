@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from streamflow.errors import ModelError
-from streamflow.inference import candidate_providers
+from streamflow.inference.session import candidate_providers
 
 CPU_ONLY = ["CPUExecutionProvider"]
 GPU_BUILD = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -28,8 +28,8 @@ def test_demanding_a_gpu_on_a_cpu_build_refuses_to_start(device: str) -> None:
 def test_the_installed_build_runs_the_shipped_model_on_what_it_has() -> None:
     import onnxruntime as ort
 
-    from streamflow.inference import load_model
-    from streamflow.settings import load_settings
+    from streamflow.inference.session import load_model
+    from streamflow.settings.loading import load_settings
     from tests.conftest import PIPELINE
 
     model = load_model(load_settings(PIPELINE, environ={}))
@@ -40,8 +40,8 @@ def test_the_installed_build_runs_the_shipped_model_on_what_it_has() -> None:
 
 
 def test_a_pinned_sha256_that_does_not_match_refuses_to_start() -> None:
-    from streamflow.inference import load_model
-    from streamflow.settings import load_settings
+    from streamflow.inference.session import load_model
+    from streamflow.settings.loading import load_settings
     from tests.conftest import PIPELINE
 
     s = load_settings(PIPELINE, {"model.sha256": "0" * 64}, environ={})
@@ -50,8 +50,8 @@ def test_a_pinned_sha256_that_does_not_match_refuses_to_start() -> None:
 
 
 def test_gpu_providers_get_the_device_the_engine_cache_and_fp16_from_the_pipeline(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from streamflow.inference import provider_options
-    from streamflow.settings import load_settings
+    from streamflow.inference.session import provider_options
+    from streamflow.settings.loading import load_settings
     from tests.conftest import PIPELINE
 
     s = load_settings(PIPELINE, {"runtime.device_id": "1", "runtime.fp16": "true",
@@ -66,8 +66,8 @@ def test_gpu_providers_get_the_device_the_engine_cache_and_fp16_from_the_pipelin
 
 def test_io_binding_scores_exactly_like_a_plain_run() -> None:
     """The bound path is what a GPU uses by default; on the CPU it must give the same scores."""
-    from streamflow.inference import load_model
-    from streamflow.settings import load_settings
+    from streamflow.inference.session import load_model
+    from streamflow.settings.loading import load_settings
     from tests.conftest import PIPELINE
 
     plain = load_model(load_settings(PIPELINE, {"runtime.io_binding": "off"}, environ={}))

@@ -16,7 +16,7 @@ for _module in ("onnx", "onnxruntime", "tokenizers", "safetensors"):
 from streamflow.cli import main  # noqa: E402
 from streamflow.errors import ConfigError, ModelError  # noqa: E402
 from streamflow.model import minilm  # noqa: E402
-from streamflow.text import TextTokenizer  # noqa: E402
+from streamflow.stages.tokenizer import TextTokenizer  # noqa: E402
 
 try:
     SRC = minilm.package_dir()

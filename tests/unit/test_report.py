@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from streamflow.cli.report import from_samples, histogram_quantile, render
 from streamflow.errors import ConfigError
-from streamflow.report import from_samples, histogram_quantile, render
 
 LE = ("0.01", "0.05", "0.1", "0.5", "+Inf")
 

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from streamflow.clients import (
+from streamflow.errors import BrokerUnavailable, ConfigError
+from streamflow.kafka.config import (
     OAuthTokenProvider,
     faust_credentials,
     kafka_config,
@@ -23,8 +24,8 @@ from streamflow.clients import (
     redacting_logger,
     security_config,
 )
-from streamflow.errors import BrokerUnavailable, ConfigError
-from streamflow.settings import Secret, collect_settings, load_settings
+from streamflow.settings import Secret
+from streamflow.settings.loading import collect_settings, load_settings
 from tests.conftest import PIPELINE
 
 PASSWORD = "pw-Zq8-never-print-me"

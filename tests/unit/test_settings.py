@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from streamflow.errors import ConfigError
-from streamflow.settings import load_settings
+from streamflow.settings.loading import load_settings
 from tests.conftest import PIPELINE
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from streamflow.errors import ConfigError
-from streamflow.text import bucket_by_length, pad, padding_waste
+from streamflow.stages.tokenizer import bucket_by_length, pad, padding_waste
 
 
 def _tokenizer_json() -> str:
@@ -20,7 +20,7 @@ def _tokenizer_json() -> str:
 
 
 def test_texts_become_int64_ids_and_mask_padded_to_the_longest() -> None:
-    from streamflow.text import TextTokenizer
+    from streamflow.stages.tokenizer import TextTokenizer
 
     tok = TextTokenizer(_tokenizer_json())
     ids, mask = tok.encode(["Hi", "hi there", "The server is overheating."])
@@ -33,7 +33,7 @@ def test_texts_become_int64_ids_and_mask_padded_to_the_longest() -> None:
 
 
 def test_long_texts_are_truncated_to_max_length_and_keep_sep() -> None:
-    from streamflow.text import TextTokenizer
+    from streamflow.stages.tokenizer import TextTokenizer
 
     tok = TextTokenizer(_tokenizer_json(), max_length=8)
     ids, mask = tok.encode(["word " * 100, "short"])

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from streamflow.settings import collect_settings, load_settings
-from streamflow.validate import validate
+from streamflow.cli.validate import validate
+from streamflow.settings.loading import collect_settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 TEXT = ROOT / "pipelines" / "text.toml"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamflow.agents.batching import AdaptiveWait
+from streamflow.inference.batching import AdaptiveWait
 
 
 def feed(w: AdaptiveWait, latency_s: float, seconds: int) -> list[float]:

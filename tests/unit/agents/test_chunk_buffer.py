@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from streamflow.agents.transport import ChunkBuffer
+from streamflow.kafka.transport import ChunkBuffer
 
 
 @dataclass

@@ -7,8 +7,8 @@ import json
 from types import SimpleNamespace
 
 from streamflow.agents.clean import TRUNCATED_DEAD_LETTER_BYTES, CleanHandler
-from streamflow.agents.common import dead_letter
-from streamflow.settings import load_settings
+from streamflow.headers import dead_letter
+from streamflow.settings.loading import load_settings
 from tests.conftest import PIPELINE
 
 HANDLER = CleanHandler(SimpleNamespace(settings=load_settings(PIPELINE, environ={})))  # type: ignore[arg-type]

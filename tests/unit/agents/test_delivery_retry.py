@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError
 
-from streamflow.agents.delivery import Backoff, deliver, is_transient
-from streamflow.clients import Failure, OutMessage
 from streamflow.errors import DeliveryError
+from streamflow.kafka.delivery import Backoff, deliver, is_transient
+from streamflow.kafka.producer import Failure
+from streamflow.records import OutMessage
 
 FAST = Backoff(0.001, 0.004)
 

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streamflow.agents.inference import score_rows
+from streamflow.inference.scoring import score_rows
 
 
 @dataclass
@@ -56,7 +56,7 @@ def test_a_real_onnx_model_failing_on_some_rows_fails_only_those(tmp_path) -> No
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
-    from streamflow.inference import LoadedModel
+    from streamflow.inference.session import LoadedModel
 
     table = helper.make_tensor("table", TensorProto.FLOAT, [10], [i / 10 for i in range(10)])
     nodes = [

@@ -15,11 +15,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from streamflow.agents.clean import CleanHandler
-from streamflow.agents.common import StageContext
+from streamflow.agents.context import StageContext
 from streamflow.agents.normalize import NormalizeHandler
 from streamflow.codecs import decode_record_batch, encode_record_batch, load_schema
 from streamflow.metrics import Metrics
-from streamflow.settings import load_settings
+from streamflow.settings.loading import load_settings
 from tests.conftest import ROOT
 
 PIPELINE = ROOT / "pipelines" / "text.toml"
@@ -44,9 +44,9 @@ GOOD = ["CPU temperature is 97 C on node 4 and rising", "disk /var is 99% full",
 def test_text_records_become_embeddings_and_labels_bad_ones_are_dead_lettered() -> None:
     pytest.importorskip("tokenizers")
     from streamflow.agents.inference import InferenceHandler
-    from streamflow.inference import load_model
+    from streamflow.inference.session import load_model
     from streamflow.model import minilm
-    from streamflow.text import TextTokenizer
+    from streamflow.stages.tokenizer import TextTokenizer
 
     s = load_settings(PIPELINE, {"model.bucket_rows": 2}, environ={})  # several buckets from a few texts
     ctx = StageContext(s, "clean", Metrics.create(CollectorRegistry()), producer=None)  # type: ignore[arg-type]

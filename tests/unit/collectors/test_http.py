@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from streamflow.collectors.http import CollectorServer, parse_body
-from streamflow.settings import load_settings
+from streamflow.settings.loading import load_settings
 from tests.conftest import PIPELINE
 
 TOKEN = "tok-unit-3xQ-never-logged"

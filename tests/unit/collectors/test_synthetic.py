@@ -6,7 +6,7 @@ import fastavro
 
 from streamflow.codecs import load_schema
 from streamflow.collectors.synthetic import ANOMALY_KINDS, FAULT_KINDS, REQUIRED, TelemetryGenerator
-from streamflow.settings import load_settings
+from streamflow.settings.loading import load_settings
 from tests.conftest import PIPELINE
 
 

@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from streamflow.inference.kinds.text import CentroidHead, model_inputs
 from streamflow.records import reason_code
-from streamflow.stages.text import CentroidHead, clean_texts, model_inputs, tokenize_buckets
+from streamflow.stages.text import clean_texts, tokenize_buckets
 
 TOKENIZER = Path(__file__).resolve().parents[3] / "models" / "minilm" / "tokenizer.json"
 
@@ -40,7 +41,7 @@ def test_model_inputs_mask_is_ids_not_pad() -> None:
 @pytest.mark.skipif(not TOKENIZER.is_file(), reason="run `streamflow model export minilm` first")
 def test_buckets_pad_less_than_one_padded_batch_and_keep_every_row() -> None:
     pytest.importorskip("tokenizers")
-    from streamflow.text import TextTokenizer
+    from streamflow.stages.tokenizer import TextTokenizer
 
     tok = TextTokenizer(TOKENIZER, max_length=256)
     rng = np.random.default_rng(3)

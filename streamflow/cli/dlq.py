@@ -33,7 +33,8 @@ from typing import Any, TextIO
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
-from streamflow.agents.common import (
+from streamflow.errors import ConfigError
+from streamflow.headers import (
     H_ERROR_CLASS,
     H_REASON,
     H_REASON_CODE,
@@ -44,8 +45,7 @@ from streamflow.agents.common import (
     H_STAGE,
     H_TRUNCATED,
 )
-from streamflow.clients import kafka_config, producer_config
-from streamflow.errors import ConfigError
+from streamflow.kafka.config import kafka_config, producer_config
 from streamflow.settings import Settings
 
 IDLE_AFTER_END_S = 0.5  # keep reading this long after every partition reported its end

@@ -11,6 +11,7 @@ Two sources, the same four panels:
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import threading
@@ -25,6 +26,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from streamflow.cli import load, settings_args
 from streamflow.errors import ConfigError
 
 Points = list[tuple[float, float]]  # (unix time, value)
@@ -189,3 +191,36 @@ def render(p: Panels, out: Path, title: str) -> Path:
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Declare ``streamflow report --samples FILE | --prometheus URL``."""
+    rp = sub.add_parser("report", help="a PNG of a run: throughput, latency percentiles, lag, "
+                                       "dead letters")
+    rp.add_argument("--samples", default="",
+                    help="metrics recorded during a run (streamflow demo writes metrics.jsonl)")
+    rp.add_argument("--prometheus", default="",
+                    help="a Prometheus server's URL, e.g. http://localhost:9090")
+    rp.add_argument("--minutes", type=float, default=15.0,
+                    help="with --prometheus: how far back (default 15)")
+    rp.add_argument("--out", default="streamflow-report.png",
+                    help="the PNG to write (default streamflow-report.png)")
+    settings_args(rp)
+    rp.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Draw the run's panels from one source into the PNG and say where it is."""
+    s = load(args)
+    if bool(args.samples) == bool(args.prometheus):
+        raise ConfigError("streamflow report: give exactly one of --samples FILE and "
+                          "--prometheus URL", source="command line")
+    if args.samples:
+        panels = from_samples(Path(args.samples), s.name)
+        source = args.samples
+    else:
+        panels = from_prometheus(args.prometheus, s.name, args.minutes)
+        source = f"{args.prometheus}, last {args.minutes:g} min"
+    out = render(panels, Path(args.out), f"streamflow pipeline {s.name} ({source})")
+    print(f"streamflow report: {out}")
+    return 0

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from streamflow.errors import ConfigError, ModelError
-from streamflow.settings import TEXT_INPUTS, Settings
-from streamflow.stages.text import CentroidHead, model_inputs
+from streamflow.inference.kinds import ModelKind, kind_for
+from streamflow.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -90,24 +90,19 @@ class LoadedModel:
     n_features: int
     io_binding: bool = False
     device_id: int = 0
-    kind: str = "tabular"  # tabular | text-embedding (settings.model.kind)
-    pad_id: int = 0  # text-embedding: the padding token id (attention mask = ids != pad_id)
-    head: CentroidHead | None = None  # text-embedding: labels the embeddings
+    kind: ModelKind | None = None  # how it is fed and what comes out (None: one float input, a score)
+    head: Any = None  # what the kind's results need besides the outputs (text: the label centroids)
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        """Tabular: scores float64[n] for features float32[n, F] (the first configured output,
-        flattened). Text: embeddings float32[n, D] for padded token ids float32[n, T]."""
-        if self.kind == "text-embedding":
-            input_ids, mask = model_inputs(x, self.pad_id)
-            feeds = {TEXT_INPUTS[0]: input_ids, TEXT_INPUTS[1]: mask}
-        else:
-            feeds = {self.input_name: x}
+        """The first output, one row per row of the model-ready features ``x`` (float32[n, F]):
+        a score (float64[n]) or an embedding (float32[n, D]), as the kind says."""
+        feeds = self.kind.feeds(x) if self.kind is not None else {self.input_name: x}
         if self.io_binding:
             out = self._run_bound(feeds)
         else:
             out = self.session.run(self.output_names[:1], feeds)[0]
-        if self.kind == "text-embedding":
-            return np.asarray(out, dtype=np.float32).reshape(len(x), -1)
+        if self.kind is not None:
+            return self.kind.output(out, len(x))
         return np.asarray(out, dtype=np.float64).reshape(len(x), -1)[:, 0]
 
     def _run_bound(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
@@ -120,20 +115,6 @@ class LoadedModel:
         binding.bind_output(self.output_names[0], device, self.device_id if device == "cuda" else 0)
         self.session.run_with_iobinding(binding)
         return np.asarray(binding.copy_outputs_to_cpu()[0])
-
-
-def text_head(settings: Settings, model: LoadedModel) -> None:
-    """Set the pad id and the label head of a text-embedding model: each label's examples are
-    embedded by the model itself, so the centroids always match the model that scores."""
-    from streamflow.text import TextTokenizer
-
-    tok = TextTokenizer(settings.model.tokenizer, settings.model.max_tokens)
-    model.pad_id = tok.pad_id
-    examples = []
-    for _, texts in settings.labels:
-        ids, _mask = tok.encode(list(texts))
-        examples.append(model.run(ids.astype(np.float32)))
-    model.head = CentroidHead.fit([name for name, _ in settings.labels], examples)
 
 
 def load_model(settings: Settings) -> LoadedModel:
@@ -159,12 +140,12 @@ def load_model(settings: Settings) -> LoadedModel:
                          "(the GPU provider failed to initialise; see ONNX Runtime's log)")
     meta = session.get_modelmeta().custom_metadata_map
     inputs = {i.name: i for i in session.get_inputs()}
-    text = settings.is_text
-    for name in TEXT_INPUTS if text else (m.input,):
+    kind = kind_for(settings)
+    for name in kind.input_names:
         if name not in inputs:
-            key = "model.kind" if text else "model.input"
+            key = "model.input" if name == m.input else "model.kind"
             raise ModelError(f"{key}: {m.path} has no input {name!r} (inputs: {', '.join(inputs)})")
-    shape = inputs[m.input].shape if not text else []
+    shape = inputs[m.input].shape if m.input in inputs else []
     n_features = shape[-1] if shape and isinstance(shape[-1], int) else len(settings.features)
     loaded = LoadedModel(
         session=session,
@@ -179,10 +160,9 @@ def load_model(settings: Settings) -> LoadedModel:
         io_binding=settings.runtime.io_binding == "on" or (settings.runtime.io_binding == "auto"
                                                            and active[0] in GPU_PROVIDERS),
         device_id=settings.runtime.device_id,
-        kind=m.kind,
+        kind=kind,
     )
-    if text:
-        text_head(settings, loaded)
+    kind.start(loaded)
     log.info("model %s %s (sha256 %s) on %s%s; providers tried %s, available %s",
              loaded.name, loaded.version, digest[:12], loaded.provider, " with IO binding" if loaded.io_binding else "",
              providers, available)

@@ -9,7 +9,8 @@ from typing import Any
 
 from streamflow.codecs.results import RESULT_FIELDS, TEXT_RESULT_FIELDS
 from streamflow.errors import ConfigError
-from streamflow.settings import TEXT_INPUTS, Settings, collect_settings
+from streamflow.settings import TEXT_INPUTS, Settings
+from streamflow.settings.loading import collect_settings
 
 NUMERIC = {"double", "float", "int", "long"}
 
@@ -116,7 +117,7 @@ def check_text_model(s: Settings, inputs: Mapping[str, Any], outputs: Mapping[st
                      "expected an embedding, tensor(float) [batch, dim]")
     if Path(s.model.tokenizer).is_file():
         try:
-            from streamflow.text import TextTokenizer
+            from streamflow.stages.tokenizer import TextTokenizer
 
             TextTokenizer(s.model.tokenizer, s.model.max_tokens)
         except Exception as exc:  # ConfigError (no tokenizers), ModelError (bad file)
@@ -147,3 +148,38 @@ def require_valid(s: Settings) -> None:
     problems = check_input_schema(s) + check_output_schema(s) + check_model(s)
     if problems:
         raise ConfigError(problems, source=s.source)
+
+
+# The `streamflow validate` command: its arguments and body, beside the checks it runs.
+import argparse  # noqa: E402
+import sys  # noqa: E402
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Declare ``streamflow validate [FILE]``."""
+    from streamflow.cli import settings_args
+
+    v = sub.add_parser("validate", help="check a pipeline file: schema <-> features <-> model")
+    v.add_argument("file", nargs="?")
+    settings_args(v)
+    v.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """List every problem of the pipeline file (exit 1), or summarise the valid pipeline."""
+    from streamflow.cli import overrides, pipeline_path
+    from streamflow.settings.loading import load_settings
+
+    path = args.file or pipeline_path(args)
+    problems = validate(path, overrides(args))
+    if problems:
+        print(f"{path}: {len(problems)} problem(s)", file=sys.stderr)
+        for p in problems:
+            print(f"  - {p}", file=sys.stderr)
+        return 1
+    s = load_settings(path, overrides(args))
+    inputs = (f"text field {s.input.text_field}, {len(s.labels)} labels" if s.is_text
+              else f"{len(s.features)} features")
+    print(f"{path}: ok (pipeline {s.name}: {inputs}, model {s.model.name} {s.model.version}, "
+          f"topics {s.topics.raw} -> {s.topics.scored}, dead letters {s.topics.dlq})")
+    return 0

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from streamflow.errors import StreamflowError
-from streamflow.inference import LoadedModel
+from streamflow.inference.session import LoadedModel
 
 log = logging.getLogger(__name__)
 

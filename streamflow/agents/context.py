@@ -1,4 +1,4 @@
-"""What every stage's agent shares: dead letters, result headers, delivery and bookkeeping."""
+"""What every step's handler shares: its settings, instruments and producer, delivery and bookkeeping."""
 
 from __future__ import annotations
 
@@ -13,76 +13,17 @@ from typing import Any
 import numpy as np
 from confluent_kafka import KafkaError
 
-from streamflow.agents.delivery import Backoff, deliver
-from streamflow.clients import BatchProducer, OutMessage
-from streamflow.codecs import encode_record_batches
+from streamflow.codecs import decode_record_batch, encode_record_batches, record_batch_length
+from streamflow.errors import DecodeError
+from streamflow.headers import INTERNAL_MESSAGE_BYTES, dead_letter, undeliverable_dead_letter
+from streamflow.kafka.delivery import Backoff, deliver
+from streamflow.kafka.producer import BatchProducer
+from streamflow.kafka.transport import Chunk
 from streamflow.metrics import Metrics
-from streamflow.records import RecordBatch, Rejected, reason_code, rejected_from_batch
+from streamflow.records import OutMessage, RecordBatch, Rejected, reason_code, rejected_from_batch
 from streamflow.settings import Settings
 
 log = logging.getLogger(__name__)
-
-# Headers on results and dead letters. Source coordinates let consumers de-duplicate.
-H_SOURCE_TOPIC = "sf-source-topic"
-H_SOURCE_PARTITION = "sf-source-partition"
-H_SOURCE_OFFSET = "sf-source-offset"
-H_INGEST_MS = "sf-ingest-ms"
-H_STAGE = "sf-stage"
-H_ERROR_CLASS = "sf-error-class"
-H_REASON = "sf-reason"
-H_REASON_CODE = "sf-reason-code"
-H_MODEL = "sf-model"
-H_MODEL_VERSION = "sf-model-version"
-H_TRUNCATED = "sf-truncated"  # a dead letter too large to send whole: the original sizes
-H_REPLAYED = "sf-replayed"  # times `streamflow dlq replay` sent the record back to the raw topic
-
-# Internal-topic messages stay under this size: Kafka brokers refuse messages over 1 MiB by default.
-INTERNAL_MESSAGE_BYTES = 900_000
-
-
-def source_headers(topic: str, partition: int, offset: int, ingest_ms: int) -> list[tuple[str, bytes]]:
-    return batch_source_headers(topic, partition, (offset,), (ingest_ms,))[0]
-
-
-def batch_source_headers(topic: str, partition: int, offsets: Sequence[int], ingest_ms: Sequence[int],
-                         extra: Sequence[tuple[str, bytes]] = ()) -> list[list[tuple[str, bytes]]]:
-    """``source_headers`` for many records of one partition (+ ``extra``), sharing the constant
-    header tuples: building them is a third of the cost of producing a result."""
-    t, p = (H_SOURCE_TOPIC, topic.encode()), (H_SOURCE_PARTITION, b"%d" % partition)
-    return [[t, p, (H_SOURCE_OFFSET, b"%d" % off), (H_INGEST_MS, b"%d" % ing), *extra]
-            for off, ing in zip(offsets, ingest_ms, strict=True)]
-
-
-def dead_letter(r: Rejected, dlq_topic: str) -> OutMessage:
-    """The dead-letter message: the original key and bytes, and why, in headers."""
-    headers = source_headers(r.source_topic, r.source_partition, r.source_offset, r.ingest_ms)
-    headers += [
-        (H_STAGE, r.stage.encode()),
-        (H_ERROR_CLASS, r.error_class.encode()),
-        (H_REASON, r.reason.encode("utf-8", "replace")[:1024]),
-        (H_REASON_CODE, reason_code(r.reason).encode()),
-        *r.headers,
-    ]
-    return OutMessage(dlq_topic, r.value if r.value is not None else b"", r.key, headers)
-
-
-@dataclass
-class PaddingTally:
-    """Tokens fed to a text model since the stage started, for ``streamflow_padding_waste_ratio``."""
-
-    tokens: int = 0  # real tokens
-    fed: int = 0  # with padding, as fed (bucketed)
-    fed_unbucketed: int = 0  # with padding, had each batch been padded whole
-
-    def add(self, ctx: StageContext, tokens: int, fed: int, fed_unbucketed: int) -> None:
-        self.tokens, self.fed, self.fed_unbucketed = self.tokens + tokens, self.fed + fed, \
-            self.fed_unbucketed + fed_unbucketed
-        g = ctx.metrics.padding_waste
-        if self.fed:
-            g.labels(ctx.pipeline, ctx.stage, "bucketed").set(1.0 - self.tokens / self.fed)
-        if self.fed_unbucketed:
-            g.labels(ctx.pipeline, ctx.stage, "unbucketed").set(1.0 - self.tokens / self.fed_unbucketed)
-
 
 @dataclass
 class StageContext:
@@ -124,12 +65,8 @@ class StageContext:
         if m.topic != t.scored:
             return None
         reason = f"{t.scored} refused the result: {err.str()}"
-        headers = [h for h in m.headers or () if h[0] in (H_SOURCE_TOPIC, H_SOURCE_PARTITION, H_SOURCE_OFFSET,
-                                                           H_INGEST_MS)]
-        headers += [(H_STAGE, b"deliver"), (H_ERROR_CLASS, b"DeliveryError"), (H_REASON, reason.encode()[:1024]),
-                    (H_REASON_CODE, reason_code(reason).encode())]
         self.metrics.dead_letters.labels(self.pipeline, "deliver", reason_code(reason)).inc()
-        return OutMessage(t.dlq, m.value, m.key, headers)
+        return undeliverable_dead_letter(m, reason, t.dlq)
 
     def retried(self, topic: str, err: KafkaError, n: int) -> None:
         self.metrics.delivery_retries.labels(self.pipeline, topic, err.name().strip("_").lower()).inc(n)
@@ -147,8 +84,6 @@ class StageContext:
             rejected = [Rejected(self.stage, "QueueFull", reason, c.topic, c.partition, int(r.offset), r.key, r.value,
                                  int(r.timestamp)) for c in chunks for r in c.records]
         else:
-            from streamflow.agents.normalize import decode_batches
-
             batches, out = decode_batches(chunks, self.stage, self.settings.topics.dlq)
             for batch in batches:
                 rejected += rejected_from_batch(batch, np.arange(len(batch)), [reason] * len(batch),
@@ -172,3 +107,23 @@ class StageContext:
         self.next_offsets[key] = max(self.next_offsets.get(key, 0), last_offset + 1)
         if last_timestamp_ms is not None:
             self.last_timestamps_ms[key] = last_timestamp_ms
+
+
+def decode_batches(chunks: Sequence[Chunk], stage: str, dlq_topic: str) -> tuple[list[RecordBatch], list[OutMessage]]:
+    """Decode internal batch messages; a corrupt one is dead-lettered whole (it names no record)."""
+    batches, bad = [], []
+    for m in (r for c in chunks for r in c.records):
+        try:
+            batches.append(decode_record_batch(m.value))
+        except DecodeError as exc:
+            bad.append(dead_letter(Rejected(stage, "DecodeError", f"internal batch undecodable: {exc.reason}",
+                                            m.topic, m.partition, m.offset, m.key, m.value), dlq_topic))
+    return batches, bad
+
+
+def batch_weight(record: Any) -> int:
+    """Records in an internal batch message, read from its header without decoding it."""
+    try:
+        return max(1, record_batch_length(record.value))
+    except DecodeError:
+        return 1

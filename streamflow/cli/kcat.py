@@ -8,6 +8,7 @@ Against real Kafka, plain kcat works as it is.
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import tempfile
@@ -51,3 +52,24 @@ def kcat_binary() -> str:
 def exec_kcat(args: list[str]) -> None:
     binary = kcat_binary()
     os.execve(binary, [binary, *args], kcat_env())
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Declare ``streamflow kcat ARGS``.
+
+    ``main()`` runs kcat before parsing when the command line starts with ``kcat``, so that
+    options meant for kcat are not parsed; this subparser is for ``streamflow --help`` and
+    for ``kcat`` after global options (``streamflow -v kcat ...``)."""
+    kc = sub.add_parser("kcat",
+                        help="the system's kcat with a librdkafka that speaks to the embedded broker",
+                        description="Runs kcat with the librdkafka bundled in confluent-kafka "
+                        "(Debian's 2.0.2 cannot talk to the embedded broker). Arguments go to kcat "
+                        "unchanged.")
+    kc.add_argument("args", nargs=argparse.REMAINDER)
+    kc.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Replace this process by kcat; returns only through an exception."""
+    exec_kcat(args.args)
+    return 0  # not reached

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import faust
 from faust.transport import drivers
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
@@ -194,11 +195,18 @@ class ChunkBuffer:
         return out
 
 
+class ChunkedApp(faust.App):
+    """A faust app whose consumer delivers fetched chunks to ``chunk_buffer`` (set before it starts)."""
+
+    chunk_buffer: ChunkBuffer
+
+
 class ChunkingConsumer(faust_aiokafka.Consumer):
-    """faust's aiokafka consumer, delivering chunks to ``app.streamflow_buffer``."""
+    """faust's aiokafka consumer, delivering chunks to the app's ``chunk_buffer``."""
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - exercised by integration tests
-        buffer: ChunkBuffer = self.app.streamflow_buffer  # type: ignore[attr-defined]
+        app: ChunkedApp = self.app
+        buffer = app.chunk_buffer
         consumer_should_stop = self._stopped.is_set
         fetcher_should_stop = fetcher._stopped.is_set
         read_offset = self._read_offset
@@ -277,3 +285,28 @@ class Transport(faust_aiokafka.Transport):
 
 
 drivers.TRANSPORTS.aliases.setdefault("streamflow", f"{__name__}:Transport")
+
+
+_FETCH_MAX_WAIT_MS = 10
+
+
+def patch_fetch_wait(max_wait_ms: int) -> None:
+    """faust's aiokafka driver hard-codes fetch_max_wait_ms=1500; use ours (kafka.fetch_max_wait_ms).
+
+    On the embedded broker a parked fetch is not woken by new data, so every hop would cost
+    up to ~750 ms otherwise.
+    """
+    global _FETCH_MAX_WAIT_MS
+    _FETCH_MAX_WAIT_MS = max_wait_ms
+    cls: Any = faust_aiokafka.AIOKafkaConsumerThread
+    if getattr(cls, "_streamflow_patched", False):
+        return
+    original = cls._create_worker_consumer
+
+    def create(self: Any, transport: Any) -> Any:
+        consumer = original(self, transport)
+        consumer._fetch_max_wait_ms = _FETCH_MAX_WAIT_MS
+        return consumer
+
+    cls._create_worker_consumer = create
+    cls._streamflow_patched = True

@@ -7,14 +7,17 @@ and a quick timing at batch 1 and at ``batching.max_batch`` on the provider it r
 
 from __future__ import annotations
 
+import argparse
+import sys
 import time
 from typing import Any, TextIO
 
 import numpy as np
 
+from streamflow.cli import load, settings_args
 from streamflow.errors import StreamflowError
-from streamflow.gpu import Gpus
-from streamflow.inference import _ort, candidate_providers, load_model
+from streamflow.inference.gpu import Gpus
+from streamflow.inference.session import _ort, candidate_providers, load_model
 from streamflow.settings import Settings
 
 
@@ -76,3 +79,16 @@ def doctor(settings: Settings, out: TextIO) -> int:
     for n, rate in time_batches(model.run, model.n_features, sizes).items():
         print(f"  batch {n:>5}: {rate:>12,.0f} records/s  ({n / rate * 1000:.3f} ms per call)", file=out)
     return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Declare ``streamflow doctor``."""
+    dr = sub.add_parser("doctor", help="ONNX Runtime build, providers, GPUs, the model's "
+                                       "inputs/outputs and a quick timing")
+    settings_args(dr)
+    dr.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the report on stdout (see ``doctor``)."""
+    return doctor(load(args), sys.stdout)

@@ -24,8 +24,9 @@ from dataclasses import dataclass
 
 from confluent_kafka import KafkaError
 
-from streamflow.clients import BatchProducer, Failure, OutMessage
 from streamflow.errors import DeliveryError
+from streamflow.kafka.producer import BatchProducer, Failure
+from streamflow.records import OutMessage
 
 log = logging.getLogger(__name__)
 

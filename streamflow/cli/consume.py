@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -10,10 +11,19 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
 
-from streamflow.clients import kafka_config
+from streamflow.cli import connect, settings_args
 from streamflow.codecs import RecordCodec, to_json_line
 from streamflow.dedupe import Deduplicator
 from streamflow.errors import ConfigError, DecodeError
+from streamflow.headers import (
+    H_REASON,
+    H_REASON_CODE,
+    H_SOURCE_OFFSET,
+    H_SOURCE_PARTITION,
+    H_SOURCE_TOPIC,
+    H_STAGE,
+)
+from streamflow.kafka.config import kafka_config
 from streamflow.settings import Settings
 
 
@@ -34,9 +44,9 @@ def render(msg: Any, codec: RecordCodec | None, dlq: bool, show_headers: bool) -
     value = msg.value() or b""
     out: dict[str, Any]
     if dlq:
-        out = {"reason": headers.get("sf-reason"), "reason_code": headers.get("sf-reason-code"),
-               "stage": headers.get("sf-stage"),
-               "source": f"{headers.get('sf-source-topic')}/{headers.get('sf-source-partition')}@{headers.get('sf-source-offset')}",
+        out = {"reason": headers.get(H_REASON), "reason_code": headers.get(H_REASON_CODE),
+               "stage": headers.get(H_STAGE),
+               "source": f"{headers.get(H_SOURCE_TOPIC)}/{headers.get(H_SOURCE_PARTITION)}@{headers.get(H_SOURCE_OFFSET)}",
                "value": value.decode("utf-8", "backslashreplace")}
     elif codec is not None:
         try:
@@ -87,3 +97,29 @@ def consume(settings: Settings, bootstrap: str, topic: str, *, limit: int, timeo
         if seen is not None and seen.repeats:
             print(f"streamflow consume: {seen.repeats} repeated result(s) left out (--dedupe)", file=sys.stderr)
     return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Declare ``streamflow consume TOPIC``."""
+    co = sub.add_parser("consume",
+                        help="print decoded records of a topic, one JSON object per line")
+    co.add_argument("topic")
+    co.add_argument("--limit", type=int, default=0,
+                    help="stop after N records (0: until Ctrl-C or --timeout)")
+    co.add_argument("--timeout", type=float, default=0.0,
+                    help="stop after N seconds without a record (0: never)")
+    co.add_argument("--latest", action="store_true",
+                    help="only new records (default: from the beginning)")
+    co.add_argument("--headers", action="store_true", help="include the message headers")
+    co.add_argument("--dedupe", action="store_true",
+                    help="leave out repeated results of one source record (by the sf-source-* "
+                         "headers)")
+    settings_args(co)
+    co.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the topic's records (see ``consume``)."""
+    s, bootstrap = connect(args, "streamflow consume")
+    return consume(s, bootstrap, args.topic, limit=args.limit, timeout_s=args.timeout,
+                   from_beginning=not args.latest, show_headers=args.headers, dedupe=args.dedupe)

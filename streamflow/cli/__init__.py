@@ -1,0 +1,162 @@
+"""The ``streamflow`` command.
+
+Each subcommand is a module of this package (``command_modules()``) with ``add_parser(sub)``,
+which declares the subcommand and its arguments, and ``run(args)``, its body.
+This module holds what they share: the settings options, loading the settings, and ``connect``,
+the prologue of every command that talks to a broker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from streamflow.errors import ConfigError, StreamflowError
+from streamflow.settings import Settings
+from streamflow.settings.loading import load_settings, pipeline_path_from_env
+
+DEFAULT_PIPELINE = "pipelines/telemetry.toml"
+
+
+def settings_args(p: argparse.ArgumentParser) -> None:
+    """Add the options every command takes: --pipeline, --set, --bootstrap, --metrics-port."""
+    p.add_argument("--pipeline", action="append", default=None,
+                   help=f"pipeline file (default $STREAMFLOW_PIPELINE or {DEFAULT_PIPELINE}); "
+                        "`worker` takes several")
+    p.add_argument("--set", dest="overrides", action="append", default=[],
+                   metavar="SECTION.KEY=VALUE",
+                   help="override one setting (repeatable); beats STREAMFLOW_* env vars and the file")
+    p.add_argument("--bootstrap", default=None,
+                   help="Kafka bootstrap servers (same as --set kafka.bootstrap=...)")
+    p.add_argument("--metrics-port", type=int, default=None,
+                   help="metrics port (same as --set metrics.port=...)")
+
+
+def overrides(args: argparse.Namespace) -> dict[str, str]:
+    """The settings given on the command line (--set, --bootstrap, --metrics-port) by key."""
+    out: dict[str, str] = {}
+    for item in args.overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            shown = "(not shown: it may hold a secret)" if any(
+                w in item.lower() for w in ("password", "secret", "token")) else repr(item)
+            raise ConfigError(f"--set {shown}: expected SECTION.KEY=VALUE", source="command line")
+        out[key.strip()] = value
+    if args.bootstrap:
+        out["kafka.bootstrap"] = args.bootstrap
+    if args.metrics_port is not None:
+        out["metrics.port"] = str(args.metrics_port)
+    return out
+
+
+def pipeline_path(args: argparse.Namespace) -> str:
+    """The one pipeline file of a command: --pipeline, else $STREAMFLOW_PIPELINE, else the default."""
+    given = args.pipeline or []
+    if len(given) > 1:
+        raise ConfigError("--pipeline: only `streamflow worker` takes several pipeline files",
+                          source="command line")
+    return given[0] if given else pipeline_path_from_env(DEFAULT_PIPELINE)
+
+
+def load(args: argparse.Namespace) -> Settings:
+    """The settings of the command's pipeline file with the command-line overrides."""
+    return load_settings(pipeline_path(args), overrides(args))
+
+
+def argv_settings(args: argparse.Namespace) -> list[str]:
+    """The settings flags to pass on to child processes (they re-read the same sources)."""
+    out = ["--pipeline", str(Path(pipeline_path(args)).resolve())]
+    for item in args.overrides:
+        out += ["--set", item]
+    if args.metrics_port is not None:
+        out += ["--metrics-port", str(args.metrics_port)]
+    return out
+
+
+def bootstrap_or_fail(settings: Settings, what: str) -> str:
+    """The configured broker address; a ConfigError naming ``what`` when there is none."""
+    if not settings.kafka.bootstrap:
+        raise ConfigError(f"kafka.bootstrap: {what} needs a broker address (--bootstrap, "
+                          "STREAMFLOW_KAFKA_BOOTSTRAP or the pipeline file); `streamflow up` or "
+                          "`streamflow broker` starts an embedded one", source=settings.source)
+    return settings.kafka.bootstrap
+
+
+def connect(args: argparse.Namespace, what: str) -> tuple[Settings, str]:
+    """Load the settings, require a broker address and wait until that broker answers.
+
+    ``what`` names the command in the error when no address is configured. Returns the
+    settings and the bootstrap servers."""
+    from streamflow.kafka.admin import wait_ready
+
+    settings = load(args)
+    bootstrap = bootstrap_or_fail(settings, what)
+    wait_ready(bootstrap, settings.kafka.connect_timeout_s, settings=settings)
+    return settings, bootstrap
+
+
+def command_modules() -> tuple[ModuleType, ...]:
+    """The command modules, in ``streamflow --help`` order.
+
+    Imported here, not at the top: they import this module's helpers."""
+    from streamflow.cli import (
+        bench,
+        broker,
+        collect,
+        consume,
+        demo,
+        dlq,
+        doctor,
+        kcat,
+        model,
+        produce,
+        report,
+        up,
+        validate,
+        worker,
+    )
+
+    return (validate, broker, worker, demo, doctor, report, up, collect, produce, consume, dlq, model,
+            kcat, bench)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``streamflow`` parser: the global options and every command's subparser."""
+    p = argparse.ArgumentParser(prog="streamflow", description="Streaming inference on Kafka.")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+    for module in command_modules():
+        module.add_parser(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``streamflow`` command; the exit status."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["kcat"]:  # every argument after it belongs to kcat, options included
+        try:
+            from streamflow.cli.kcat import exec_kcat
+
+            exec_kcat(argv[1:])
+        except StreamflowError as exc:
+            print(f"streamflow: error: {exc}", file=sys.stderr)
+            return 2
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("aiokafka", "faust", "mode", "kafka"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    try:
+        return int(args.func(args) or 0)
+    except StreamflowError as exc:
+        print(f"streamflow: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `streamflow consume ... | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

@@ -1,0 +1,7 @@
+"""``python -m streamflow.cli``: what the worker supervisor spawns for each stage process."""
+
+import sys
+
+from streamflow.cli import main
+
+sys.exit(main())

@@ -1,0 +1,230 @@
+"""The text-embedding kind: a text field in, an embedding and the nearest labelled centroid out.
+
+Clean checks the text field (``stages/text.py:clean_texts``); normalize tokenizes and cuts one
+batch per length bucket, the token ids travelling as the batch's features padded with the pad
+id; the model takes int64 ``input_ids`` and ``attention_mask`` [batch, tokens] and returns one
+embedding per row; the head labels each embedding with the nearest ``[labels]`` centroid,
+embedded at start-up by the model itself (so the centroids always match the model that scores).
+Its metric: ``streamflow_padding_waste_ratio`` in normalize and inference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+
+from streamflow.codecs import TEXT_RESULT_FIELDS, TextDecoder, TextResultEncoder
+from streamflow.inference.kinds import (
+    Cleaned,
+    Prepared,
+    StageMetrics,
+    check_result_schema,
+    input_fields,
+    model_signature,
+)
+from streamflow.records import BytesColumn, RecordBatch
+from streamflow.settings import TEXT_INPUTS, Settings
+from streamflow.stages.text import clean_texts, tokenize_buckets
+from streamflow.stages.tokenizer import TextTokenizer
+
+if TYPE_CHECKING:
+    from streamflow.inference.session import LoadedModel
+
+
+def model_inputs(ids: np.ndarray, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """(input_ids, attention_mask) int64 from padded float32 ids: the mask is ids != pad_id."""
+    input_ids = ids.astype(np.int64)
+    return input_ids, (input_ids != pad_id).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class CentroidHead:
+    """Nearest labelled centroid by cosine: the labels' example embeddings, averaged and normalised."""
+
+    names: tuple[str, ...]
+    centroids: np.ndarray  # float32 [labels, dim], unit length
+
+    @classmethod
+    def fit(cls, names: Sequence[str], examples: Sequence[np.ndarray]) -> CentroidHead:
+        """``examples[i]``: the embeddings [k, dim] of label i's example texts."""
+        c = np.stack([np.asarray(e, dtype=np.float64).mean(axis=0) for e in examples])
+        c /= np.linalg.norm(c, axis=1, keepdims=True)
+        return cls(tuple(names), c.astype(np.float32))
+
+    def label(self, embeddings: np.ndarray) -> tuple[list[str], np.ndarray]:
+        """(nearest label per row, its cosine similarity)."""
+        e = np.asarray(embeddings, dtype=np.float32)
+        norms = np.linalg.norm(e, axis=1, keepdims=True)
+        sims = (e / np.where(norms > 0, norms, 1.0)) @ self.centroids.T
+        best = sims.argmax(axis=1)
+        return [self.names[i] for i in best.tolist()], sims[np.arange(len(e)), best].astype(np.float64)
+
+
+@dataclass
+class PaddingTally:
+    """Tokens fed to a text model since the stage started, for ``streamflow_padding_waste_ratio``."""
+
+    tokens: int = 0  # real tokens
+    fed: int = 0  # with padding, as fed (bucketed)
+    fed_unbucketed: int = 0  # with padding, had each batch been padded whole
+
+    def add(self, stage: StageMetrics, tokens: int, fed: int, fed_unbucketed: int) -> None:
+        self.tokens, self.fed = self.tokens + tokens, self.fed + fed
+        self.fed_unbucketed += fed_unbucketed
+        g = stage.metrics.padding_waste
+        if self.fed:
+            g.labels(stage.pipeline, stage.stage, "bucketed").set(1.0 - self.tokens / self.fed)
+        if self.fed_unbucketed:
+            g.labels(stage.pipeline, stage.stage, "unbucketed").set(1.0 - self.tokens / self.fed_unbucketed)
+
+
+class TextEmbeddingKind:
+    name: ClassVar[str] = "text-embedding"
+    input_names = TEXT_INPUTS
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._decoder: TextDecoder | None = None
+        self._encoder: TextResultEncoder | None = None
+        self._tokenizer: TextTokenizer | None = None
+        self.padding = PaddingTally()
+
+    @property
+    def decoder(self) -> TextDecoder:
+        if self._decoder is None:
+            i = self.settings.input
+            self._decoder = TextDecoder(i.schema, i.text_field, format=i.format, key_field=i.key_field,
+                                        timestamp_field=i.timestamp_field,
+                                        schema_registry_url=i.schema_registry_url, limits=self.settings.limits)
+        return self._decoder
+
+    @property
+    def encoder(self) -> TextResultEncoder:
+        if self._encoder is None:
+            s = self.settings
+            self._encoder = TextResultEncoder(s.output.schema, format=s.output.format,
+                                              schema_registry_url=s.input.schema_registry_url,
+                                              topic=s.topics.scored)
+        return self._encoder
+
+    @property
+    def tokenizer(self) -> TextTokenizer:
+        if self._tokenizer is None:
+            self._tokenizer = TextTokenizer(self.settings.model.tokenizer, self.settings.model.max_tokens)
+        return self._tokenizer
+
+    @staticmethod
+    def check_settings(s: Settings) -> list[str]:
+        """The text pipeline's own keys; its tokenizer must exist."""
+        p: list[str] = []
+        if not s.input.text_field:
+            p.append("input.text_field: model.kind = text-embedding needs the field holding the text")
+        if not 2 <= s.model.max_tokens <= 512:
+            p.append(f"model.max_tokens: must be within 2..512, got {s.model.max_tokens}")
+        if s.model.bucket_rows < 1:
+            p.append(f"model.bucket_rows: must be >= 1, got {s.model.bucket_rows}")
+        if s.model.bucket_tokens < s.model.max_tokens:
+            p.append(f"model.bucket_tokens: must be >= model.max_tokens ({s.model.max_tokens}), "
+                     f"got {s.model.bucket_tokens}")
+        if len(s.labels) < 2:
+            p.append("labels: model.kind = text-embedding needs at least two labels, each with example texts")
+        if s.features:
+            p.append("features: a text-embedding model takes the text field, not [[features]]")
+        if not s.model.tokenizer:
+            p.append("model.tokenizer: a path is required")
+        elif not Path(s.model.tokenizer).is_file():
+            p.append(f"model.tokenizer: file not found: {s.model.tokenizer}")
+        return p
+
+    def clean(self, values: Sequence[bytes | None], keys: Sequence[bytes | None]) -> Cleaned:
+        tdec = self.decoder.decode_batch(values, keys)
+        ok, reasons = clean_texts(tdec.texts, self.settings.input.text_field, self.settings.limits.max_string_length)
+        ok &= np.fromiter((e is None for e in tdec.errors), dtype=bool, count=len(values))
+        texts = BytesColumn.from_list([t.encode() if good and isinstance(t, str) else b""
+                                       for t, good in zip(tdec.texts, ok.tolist(), strict=True)])
+        return Cleaned(ok, tdec.errors, reasons, tdec.device_ids, np.asarray(tdec.event_ms, np.int64),
+                       np.zeros((len(values), 0), dtype=np.float32), texts)
+
+    def prepare(self, batch: RecordBatch, stage: StageMetrics) -> Prepared:
+        """One batch per length bucket, shortest first; the texts stay behind (the model needs ids)."""
+        none = np.zeros(0, np.int64)
+        if not len(batch):
+            return Prepared([], none, [])
+        assert batch.texts is not None, "a text pipeline's cleaned batch has texts"
+        m = self.settings.model
+        texts = [t.decode() if t is not None else "" for t in batch.texts.to_list()]
+        tb = tokenize_buckets(texts, self.tokenizer, m.bucket_rows, m.bucket_tokens)
+        self.padding.add(stage, tb.tokens, tb.fed, tb.fed_unbucketed)
+        extra = {**batch.extra, "pad_id": str(tb.pad_id)}
+        return Prepared([replace(batch.select(rows), features=ids, texts=None, stage="normalize", extra=extra)
+                         for rows, ids in zip(tb.rows, tb.ids, strict=True)], none, [])
+
+    def start(self, model: LoadedModel) -> None:
+        """Label each embedding with the nearest centroid of the labels' examples, embedded by
+        this very model."""
+        tok = self.tokenizer
+        examples = []
+        for _, texts in self.settings.labels:
+            ids, _mask = tok.encode(list(texts))
+            examples.append(model.run(ids.astype(np.float32)))
+        model.head = CentroidHead.fit([name for name, _ in self.settings.labels], examples)
+
+    def feeds(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        input_ids, mask = model_inputs(x, self.tokenizer.pad_id)
+        return {TEXT_INPUTS[0]: input_ids, TEXT_INPUTS[1]: mask}
+
+    def output(self, raw: np.ndarray, n: int) -> np.ndarray:
+        return np.asarray(raw, dtype=np.float32).reshape(n, -1)
+
+    def observe(self, xs: Sequence[np.ndarray], stage: StageMetrics) -> None:
+        pad = self.tokenizer.pad_id
+        tokens = sum(int((x.astype(np.int64) != pad).sum()) for x in xs)
+        rows = sum(len(x) for x in xs)
+        width = max((x.shape[1] for x in xs), default=0)
+        self.padding.add(stage, tokens, sum(x.size for x in xs), rows * width)
+
+    def results(self, batch: RecordBatch, outputs: np.ndarray, model: LoadedModel,
+                latency_ms: np.ndarray) -> list[bytes]:
+        assert isinstance(model.head, CentroidHead), "a text-embedding model is started with its head"
+        labels, label_scores = model.head.label(outputs)
+        return self.encoder.encode_batch(batch.device_id_list(), batch.event_ms, outputs, labels, label_scores,
+                                         model.name, model.version, latency_ms)
+
+    def check_files(self) -> list[str]:
+        s = self.settings
+        fields, p = input_fields(s)
+        t = s.input.text_field
+        if fields and t not in fields:
+            p.append(f"input.text_field: {t!r} is not a field of {s.input.schema}")
+        elif fields and (not fields[t] & {"string"} or fields[t] - {"string", "null"}):
+            p.append(f"input.text_field: {t!r} must be a string (or null) in {s.input.schema}, "
+                     f"not {sorted(fields[t])}")
+        p += check_result_schema(s, TEXT_RESULT_FIELDS)
+        inputs, outputs, sess, problems = model_signature(s)
+        p += problems
+        if sess is None:
+            return p
+        for name in TEXT_INPUTS:
+            if name not in inputs:
+                p.append(f"model.kind: a text-embedding model takes input {name!r}; {s.model.path} has "
+                         f"{', '.join(inputs)}")
+            elif inputs[name].type != "tensor(int64)" or len(inputs[name].shape) != 2:
+                p.append(f"model.kind: input {name!r} of {s.model.path} is {inputs[name].type} "
+                         f"{inputs[name].shape}; the pipeline feeds tensor(int64) [batch, tokens]")
+        for name in s.model.outputs[:1]:
+            if name not in outputs:
+                p.append(f"model.outputs: {name!r} is not an output of {s.model.path} "
+                         f"(outputs: {', '.join(outputs)})")
+            elif outputs[name].type != "tensor(float)" or len(outputs[name].shape) != 2:
+                p.append(f"model.outputs: {name!r} of {s.model.path} is {outputs[name].type} "
+                         f"{outputs[name].shape}; expected an embedding, tensor(float) [batch, dim]")
+        if Path(s.model.tokenizer).is_file():
+            try:
+                TextTokenizer(s.model.tokenizer, s.model.max_tokens)
+            except Exception as exc:  # ConfigError (no tokenizers), ModelError (bad file)
+                p.append(f"model.tokenizer: {exc}")
+        return p

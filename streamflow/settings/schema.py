@@ -1,0 +1,311 @@
+"""The settings schema: one frozen dataclass per pipeline-file section, and ``Settings``.
+
+Plain data, no I/O: every module may import it. Each field's type says what the loader
+accepts; an enumerated string is a ``Literal`` alias declared once below, and the loader
+checks any ``Literal`` generically (``streamflow.settings.loading``), so a choice is written
+in one place. The tuples of choices (``DEVICES``, ...) are derived from those aliases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, get_args
+
+# The enumerated settings. Add a choice here and the loader accepts it.
+InputFormat = Literal["avro", "json", "auto"]  # auto: JSON when the value starts with '{'
+OutputFormat = Literal["avro", "json"]
+ModelKindName = Literal["tabular", "text-embedding"]
+NormalizeStep = Literal["zscore", "minmax", "log1p", "none"]
+FeatureType = Literal["float", "int"]
+OutOfRange = Literal["clip", "reject"]
+QueuePolicy = Literal["wait", "reject"]
+Topology = Literal["stages", "chained"]
+Device = Literal["auto", "cpu", "cuda", "tensorrt"]
+IoBinding = Literal["auto", "on", "off"]
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
+SaslMechanismOrNone = Literal["", SaslMechanism]  # empty: no SASL
+
+NORMALIZERS: tuple[NormalizeStep, ...] = get_args(NormalizeStep)
+DEVICES: tuple[Device, ...] = get_args(Device)
+FORMATS: tuple[InputFormat, ...] = get_args(InputFormat)
+MODEL_KINDS: tuple[ModelKindName, ...] = get_args(ModelKindName)
+SECURITY_PROTOCOLS: tuple[SecurityProtocol, ...] = get_args(SecurityProtocol)
+SASL_MECHANISMS: tuple[SaslMechanism, ...] = get_args(SaslMechanism)
+# A text-embedding model's inputs, int64 [batch, tokens].
+TEXT_INPUTS = ("input_ids", "attention_mask")
+
+
+class Secret:
+    """A password, client secret or token. Its value shows nowhere (repr, str, logs, errors):
+    only ``reveal()`` returns it, for the one place that hands it to a client."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str = "") -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash((Secret, self._value))
+
+    def __repr__(self) -> str:
+        return "Secret('********')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class TopicSettings:
+    raw: str = ""
+    scored: str = ""
+    dlq: str = ""
+    partitions: int = 4
+    replication: int = 1
+    internal_partitions: int = 0  # 0: same as partitions
+
+
+@dataclass(frozen=True)
+class InputSettings:
+    schema: str = ""
+    format: InputFormat = "auto"  # avro | json | auto (JSON when the value starts with '{')
+    key_field: str = "device_id"
+    timestamp_field: str = "timestamp"
+    schema_registry_url: str = ""
+    text_field: str = "text"  # model.kind = "text-embedding": the field holding the text
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    """What one input record may contain; anything larger is dead-lettered before it is read.
+
+    ``max_message_bytes`` bounds key + value. A length prefix (an Avro string or bytes, an
+    array or map block) is checked against these limits before anything is allocated.
+    """
+
+    max_message_bytes: int = 1_048_576
+    # bytes of an Avro string/bytes; characters of a JSON string field
+    max_string_length: int = 4096
+    # items of one Avro array or map (input or registry writer schema)
+    max_array_length: int = 4096
+
+
+@dataclass(frozen=True)
+class OutputSettings:
+    schema: str = ""
+    format: OutputFormat = "avro"  # avro | json
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    # tabular: [[features]] in, a score out | text-embedding: a text in, an embedding out
+    kind: ModelKindName = "tabular"
+    path: str = ""
+    name: str = ""
+    version: str = ""
+    input: str = "features"
+    outputs: tuple[str, ...] = ("score",)
+    threshold: float = 0.5
+    sha256: str = ""
+    stats: str = ""  # JSON file with per-feature mean/std/min/max, used when not given inline
+    # hot swap: how often the model file is checked for a new version (0: never)
+    watch_interval_s: float = 5.0
+    tokenizer: str = ""  # text-embedding: the tokenizer.json that goes with the model
+    max_tokens: int = 256  # text-embedding: longer texts are truncated to this many tokens
+    # text-embedding: at most this many texts of similar length padded together
+    bucket_rows: int = 64
+    # text-embedding: at most this many tokens, padding included, per bucket
+    bucket_tokens: int = 8192
+
+
+@dataclass(frozen=True)
+class BatchingSettings:
+    max_batch: int = 4096  # records per ONNX Runtime call
+    max_delay_ms: float = 5.0  # longest a record waits for its batch to fill
+    clean_max_batch: int = 2000  # raw messages the clean stage takes at once
+    max_in_flight: int = 4  # batches a stage may have sent and not yet seen acknowledged
+    # Inference: batch sizes to cut at once when that many records are waiting (like Triton's
+    # preferred_batch_size, e.g. the sizes a TensorRT engine was built for); else wait up to
+    # the delay.
+    preferred_batch_sizes: tuple[int, ...] = ()
+    # The inference stage's queue (records fetched, not yet in a batch; 0: two batches) and what
+    # happens when it is full: "wait" (stop fetching; the backlog waits in Kafka) or "reject"
+    # (dead-letter what arrives, reason code queue_full: bounded latency for the rest, replayable).
+    max_queue_records: int = 0
+    queue_policy: QueuePolicy = "wait"
+    # steer the inference wait within [0, max_delay_ms] by slo.p99_latency_ms
+    adapt_to_slo: bool = True
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    # "stages": clean, normalize and inference are separate agents (and consumer groups) joined
+    # by internal topics, each scaled on its own. "chained": one agent runs the three in turn
+    # on each batch of raw records (no internal hops: less latency and broker load).
+    topology: Topology = "stages"
+    device: Device = "auto"
+    intra_op_threads: int = 1
+    inter_op_threads: int = 1
+    drain_timeout_s: float = 30.0  # on SIGTERM: longest to finish in-flight batches before stopping
+    device_id: int = 0  # which GPU (CUDA and TensorRT)
+    # TensorRT may build FP16 engines (faster; scores differ in the 3rd-4th digit)
+    fp16: bool = False
+    trt_cache_dir: str = ""  # TensorRT engine cache; empty: ~/.cache/streamflow/tensorrt
+    # auto (on a GPU provider) | on | off: inputs copied once into bound buffers
+    io_binding: IoBinding = "auto"
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    bootstrap: str = ""  # empty: start the embedded broker (demo/up) or fail (worker)
+    group_prefix: str = "streamflow"
+    session_timeout_s: float = 6.0
+    heartbeat_interval_s: float = 1.0
+    fetch_max_wait_ms: int = 10
+    linger_ms: float = 2.0
+    commit_interval_s: float = 1.0
+    delivery_timeout_s: float = 30.0  # librdkafka's own retries (message.timeout.ms); then ours
+    retry_backoff_s: float = 0.5  # first wait before sending undelivered messages again; doubles
+    retry_backoff_max_s: float = 30.0  # longest wait between retries (they go on until delivered)
+    connect_timeout_s: float = 10.0
+    max_message_bytes: int = 1_048_576
+    # Security (see README "Security"); applied to every Kafka client streamflow creates.
+    security_protocol: SecurityProtocol = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
+    ssl_cafile: str = ""  # PEM CA certificate(s) for the brokers (empty: the system's CAs)
+    ssl_certfile: str = ""  # client certificate, PEM (mutual TLS)
+    ssl_keyfile: str = ""  # its private key, PEM
+    ssl_check_hostname: bool = True  # the broker's certificate must name the host connected to
+    # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512 | OAUTHBEARER
+    sasl_mechanism: SaslMechanismOrNone = ""
+    sasl_username: str = ""
+    sasl_password: Secret = Secret()
+    sasl_oauth_token_url: str = ""  # OAUTHBEARER: OAuth 2 client-credentials token endpoint
+    sasl_oauth_client_id: str = ""
+    sasl_oauth_client_secret: Secret = Secret()
+    sasl_oauth_scope: str = ""  # space-separated, optional
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    host: str = "127.0.0.1"
+    port: int = 9108
+
+
+@dataclass(frozen=True)
+class SloSettings:
+    """What the pipeline promises; exported as metrics so alert rules compare against them."""
+
+    p99_latency_ms: float = 500.0  # end-to-end, raw message timestamp to result delivered
+    max_dead_letter_ratio: float = 0.05  # dead letters / records, over 10 minutes
+    max_lag_seconds: float = 60.0  # how far behind a consumer may fall
+
+
+@dataclass(frozen=True)
+class CollectorSettings:
+    """``streamflow collect http``: where it listens and what it accepts."""
+
+    host: str = "127.0.0.1"
+    port: int = 8088
+    token: Secret = Secret()  # when set, POST /records needs "Authorization: Bearer <token>"
+    max_body_bytes: int = 1_048_576  # larger requests get 413 before their body is read
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """One numeric input of the model, with its cleaning and normalization rules."""
+
+    name: str
+    type: FeatureType = "float"  # float | int
+    required: bool = False
+    default: float | None = None
+    min: float | None = None
+    max: float | None = None
+    out_of_range: OutOfRange = "reject"  # clip | reject
+    # applied in order, e.g. ("log1p", "zscore")
+    normalize: tuple[NormalizeStep, ...] = ("zscore",)
+    mean: float | None = None
+    std: float | None = None
+    scale_min: float | None = None
+    scale_max: float | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    name: str
+    source: str  # the pipeline file, for messages
+    topics: TopicSettings
+    input: InputSettings
+    output: OutputSettings
+    model: ModelSettings
+    batching: BatchingSettings
+    runtime: RuntimeSettings
+    kafka: KafkaSettings
+    metrics: MetricsSettings
+    features: tuple[FeatureSpec, ...] = field(default_factory=tuple)
+    # text-embedding: [labels] name = [example texts]; each result is labelled with the nearest
+    # label's centroid (the mean embedding of its examples, computed at start-up).
+    labels: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    collector: CollectorSettings = field(default_factory=CollectorSettings)
+    slo: SloSettings = field(default_factory=SloSettings)
+
+    @property
+    def is_text(self) -> bool:
+        return self.model.kind == "text-embedding"
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    @property
+    def cleaned_topic(self) -> str:
+        return f"{self.name}.internal.cleaned"
+
+    @property
+    def normalized_topic(self) -> str:
+        return f"{self.name}.internal.normalized"
+
+    @property
+    def internal_partitions(self) -> int:
+        return self.topics.internal_partitions or self.topics.partitions
+
+    def group_id(self, stage: str) -> str:
+        return f"{self.kafka.group_prefix}-{self.name}-{stage}"
+
+
+# The pipeline file's sections, by name.
+SECTIONS: dict[str, type] = {
+    "topics": TopicSettings,
+    "input": InputSettings,
+    "limits": LimitSettings,
+    "output": OutputSettings,
+    "model": ModelSettings,
+    "batching": BatchingSettings,
+    "runtime": RuntimeSettings,
+    "kafka": KafkaSettings,
+    "metrics": MetricsSettings,
+    "collector": CollectorSettings,
+    "slo": SloSettings,
+}
+# Paths, resolved against the pipeline file's folder when relative.
+PATH_KEYS = {
+    ("input", "schema"), ("output", "schema"), ("model", "path"), ("model", "stats"),
+    ("model", "tokenizer"), ("kafka", "ssl_cafile"), ("kafka", "ssl_certfile"),
+    ("kafka", "ssl_keyfile"),
+}
+
+
+def with_overrides(settings: Settings, **sections: Mapping[str, Any]) -> Settings:
+    """A copy with some section fields replaced (for tests and the embedded broker address)."""
+    changes = {name: replace(getattr(settings, name), **values)
+               for name, values in sections.items()}
+    return replace(settings, **changes)

@@ -1,0 +1,87 @@
+"""The pipeline's steps, in order: the one list both topologies are built from.
+
+``stages`` runs each step as an agent of its own (its own process, consumer group and
+``worker --stage`` name), joined by one internal topic per step output; ``chained`` runs
+the same steps in turn, in memory, in one agent reading the raw topic. Everything that names
+a step (topics, consumer groups, ``worker --stage all``, the deploy files' services, checked
+by tests/unit/test_deploy.py) is derived from ``STEPS``, so adding a step is one handler
+module plus one line here (docs/architecture.md, "Add a step").
+
+A step's handler is registered by its import path (``module:Class``), imported only by the
+worker that runs it: the supervisor and the commands know the steps without loading faust,
+ONNX Runtime or the model.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+from streamflow.errors import ConfigError
+from streamflow.kafka.admin import TopicSpec
+from streamflow.settings import Settings
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of the pipeline."""
+
+    name: str  # its stage label in metrics, its consumer group and ``worker --stage`` name
+    handler: str  # "module:Class" of its agent handler (agents/handler.py)
+    output: str = ""  # suffix of the internal topic it writes; "" for the last step (the sink topic)
+    model: bool = False  # runs the model: its queue is batching.max_queue_records, it reports GPUs
+
+
+STEPS: tuple[Step, ...] = (
+    Step("clean", "streamflow.agents.clean:CleanHandler", output="cleaned"),
+    Step("normalize", "streamflow.agents.normalize:NormalizeHandler", output="normalized"),
+    Step("inference", "streamflow.agents.inference:InferenceHandler", model=True),
+)
+# The chained topology: every step above in one agent.
+CHAINED = Step("chained", "streamflow.agents.chained:ChainedHandler", model=True)
+STAGES = tuple(s.name for s in STEPS)
+
+
+def step_named(name: str) -> Step:
+    """The step (or ``chained``) that ``worker --stage NAME`` runs."""
+    for step in (*STEPS, CHAINED):
+        if step.name == name:
+            return step
+    raise ConfigError(f"--stage: unknown stage {name!r} (one of {', '.join(STAGES)}, {CHAINED.name}, all)")
+
+
+def handler_class(step: Step) -> Any:
+    """The step's handler class, imported now."""
+    module, _, attr = step.handler.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def process_stages(settings: Settings) -> tuple[str, ...]:
+    """The agents ``worker --stage all`` (and demo, up) runs for this pipeline's topology."""
+    return (CHAINED.name,) if settings.runtime.topology == "chained" else STAGES
+
+
+def internal_topic(settings: Settings, step: Step) -> str:
+    return f"{settings.name}.internal.{step.output}"
+
+
+def source_topic(settings: Settings, step: Step) -> str:
+    """What ``step`` consumes: the raw topic for the first step (and chained), else what the
+    step before it sends (its internal topic, or the sink topic after the last model step)."""
+    i = STEPS.index(step) if step in STEPS else 0
+    return settings.topics.raw if i == 0 else sink_topic(settings, STEPS[i - 1])
+
+
+def sink_topic(settings: Settings, step: Step) -> str:
+    """Where ``step`` sends what it passes on: its internal topic, or the sink topic for the last."""
+    return internal_topic(settings, step) if step.output else settings.topics.scored
+
+
+def pipeline_topics(settings: Settings) -> list[TopicSpec]:
+    """The user-facing and internal topics of a pipeline, with their partition counts."""
+    t = settings.topics
+    internal = [TopicSpec(internal_topic(settings, s), settings.internal_partitions, t.replication)
+                for s in STEPS if s.output]
+    return [TopicSpec(t.raw, t.partitions, t.replication), TopicSpec(t.scored, t.partitions, t.replication),
+            TopicSpec(t.dlq, t.partitions, t.replication), *internal]
