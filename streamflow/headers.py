@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from streamflow.records import OutMessage, Rejected, reason_code
+from streamflow.errors import DeliveryError
+from streamflow.records import OutMessage, Reason, Rejected
 
 # Headers on results and dead letters. Source coordinates let consumers de-duplicate.
 H_SOURCE_TOPIC = "sf-source-topic"
@@ -51,16 +52,17 @@ def dead_letter(r: Rejected, dlq_topic: str) -> OutMessage:
         (H_STAGE, r.stage.encode()),
         (H_ERROR_CLASS, r.error_class.encode()),
         (H_REASON, r.reason.encode("utf-8", "replace")[:1024]),
-        (H_REASON_CODE, reason_code(r.reason).encode()),
+        (H_REASON_CODE, r.code.encode()),
         *r.headers,
     ]
     return OutMessage(dlq_topic, r.value if r.value is not None else b"", r.key, headers)
 
 
-def undeliverable_dead_letter(m: OutMessage, reason: str, dlq_topic: str) -> OutMessage:
-    """A result the sink topic refused, as a dead letter: its bytes, its source coordinates, why."""
+def undeliverable_dead_letter(m: OutMessage, reason: Reason, dlq_topic: str) -> OutMessage:
+    """A result the sink topic refused, as a dead letter: its bytes, its source coordinates, why
+    (``reason``: ``ReasonCode.UNDELIVERABLE`` and the broker's error)."""
     keep = (H_SOURCE_TOPIC, H_SOURCE_PARTITION, H_SOURCE_OFFSET, H_INGEST_MS)
     headers = [h for h in m.headers or () if h[0] in keep]
-    headers += [(H_STAGE, b"deliver"), (H_ERROR_CLASS, b"DeliveryError"), (H_REASON, reason.encode()[:1024]),
-                (H_REASON_CODE, reason_code(reason).encode())]
+    headers += [(H_STAGE, b"deliver"), (H_ERROR_CLASS, DeliveryError.__name__.encode()),
+                (H_REASON, reason.text.encode()[:1024]), (H_REASON_CODE, reason.code.encode())]
     return OutMessage(dlq_topic, m.value, m.key, headers)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 
 import numpy as np
 
@@ -126,13 +127,72 @@ class RawMessage:
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
+class ReasonCode(StrEnum):
+    """Why a record was dead-lettered, as one of a small fixed set: the ``sf-reason-code`` header
+    and the ``reason`` label of ``streamflow_dead_letters_total``. The full reason (with the
+    field and the value) goes in the ``sf-reason`` header.
+
+    The code is chosen where the record is refused, never read back from the reason's text:
+    a decoder raises ``DecodeError(reason, code)``, a stage returns a code per rejected row
+    beside its reason. Users filter on these values (``streamflow dlq --reason``): they do not
+    change.
+    """
+
+    MISSING_REQUIRED = "missing_required"  # clean: a required feature (or the text) is absent
+    NON_FINITE = "non_finite"  # clean: NaN or infinite
+    NOT_INTEGER = "not_integer"  # clean: an int feature with a fraction
+    OUT_OF_RANGE = "out_of_range"  # clean: outside [min, max] with out_of_range = "reject"
+    NOT_NORMALIZABLE = "not_normalizable"  # normalize: the scaled value is not finite
+    EMPTY = "empty"  # an empty message, or an empty text
+    TOO_LARGE = "too_large"  # over a [limits] value: max_message_bytes, max_string_length, ...
+    UNKNOWN_SCHEMA = "unknown_schema"  # not the wire format, or a schema id the registry lacks
+    INVALID_JSON = "invalid_json"  # not JSON, or JSON that is no record
+    MISSING_FIELD = "missing_field"  # the key or timestamp field is absent
+    INVALID_UTF8 = "invalid_utf8"  # a string that is not UTF-8 (or not valid unicode)
+    WRONG_TYPE = "wrong_type"  # a field of the wrong type
+    INVALID_AVRO = "invalid_avro"  # bytes that are no Avro record of the schema
+    MODEL_ERROR = "model_error"  # the model failed on the row or scored it non-finite
+    CORRUPT_BATCH = "corrupt_batch"  # an internal batch message that does not decode
+    UNDELIVERABLE = "undeliverable"  # the sink topic refused the result
+    QUEUE_FULL = "queue_full"  # shed: batching.queue_policy = "reject" and the queue was full
+    OTHER = "other"  # a decoder failure no check foresaw (a bug: it is logged)
+
+
+REASON_CODES: tuple[str, ...] = tuple(sorted(c.value for c in ReasonCode))
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why one record was refused: its code and the human text (the ``sf-reason`` header)."""
+
+    code: ReasonCode
+    text: str
+
+
+def paired(texts: Sequence[str | None], codes: Sequence[ReasonCode | None]) -> list[Reason | None]:
+    """A stage's parallel per-row lists (reason text, code; both None where the row passed) as
+    one ``Reason | None`` per row."""
+    out: list[Reason | None] = []
+    for text, code in zip(texts, codes, strict=True):
+        if text is None:
+            out.append(None)
+            continue
+        assert code is not None, f"a reason without a code: {text!r}"
+        out.append(Reason(code, text))
+    return out
+
+
 @dataclass(frozen=True)
 class Rejected:
-    """A record a stage refused: dead-letter it with its original bytes and the reason."""
+    """A record a stage refused: dead-letter it with its original bytes and the reason.
+
+    ``error_class`` names a class in ``streamflow.errors`` (the ``sf-error-class`` header);
+    ``code`` is the reason's ``ReasonCode``, ``reason`` its human text."""
 
     stage: str
     error_class: str
     reason: str
+    code: ReasonCode = field(kw_only=True)  # keyword-only: Rejected(..., code=ReasonCode.EMPTY)
     source_topic: str
     source_partition: int
     source_offset: int
@@ -143,9 +203,9 @@ class Rejected:
 
 
 def rejected_from_batch(
-    batch: RecordBatch, rows: np.ndarray, reasons: Sequence[str], *, stage: str, error_class: str
+    batch: RecordBatch, rows: np.ndarray, reasons: Sequence[Reason], *, stage: str, error_class: str
 ) -> list[Rejected]:
-    """Dead-letter entries for ``rows`` of ``batch`` with one reason per row."""
+    """Dead-letter entries for ``rows`` of ``batch`` with one reason (and its code) per row."""
     keys, values = batch.keys.to_list(), batch.values.to_list()
     out = []
     for row, reason in zip(np.asarray(rows).tolist(), reasons, strict=True):
@@ -153,7 +213,8 @@ def rejected_from_batch(
             Rejected(
                 stage=stage,
                 error_class=error_class,
-                reason=reason,
+                reason=reason.text,
+                code=reason.code,
                 source_topic=batch.source_topic,
                 source_partition=batch.source_partition,
                 source_offset=int(batch.offsets[row]),
@@ -163,38 +224,3 @@ def rejected_from_batch(
             )
         )
     return out
-
-
-# Reason codes: a small fixed set, used as a metric label and a dead-letter header.
-# The full reason (with the field and value) goes in the sf-reason header.
-_REASON_CODES = (
-    ("missing required field", "missing_required"),
-    ("non-finite value", "non_finite"),
-    ("expected an integer, got", "not_integer"),  # the clean stage; JSON's "(epoch ms)" is wrong_type
-    ("out of range", "out_of_range"),
-    ("cannot be normalized", "not_normalizable"),
-    ("empty message", "empty"),
-    ("empty text", "empty"),
-    ("exceeds max_", "too_large"),  # max_message_bytes, max_string_length, max_array_length
-    ("registry:", "unknown_schema"),
-    ("json: invalid JSON", "invalid_json"),
-    ("json: missing field", "missing_field"),
-    ("not utf-8", "invalid_utf8"),  # before "expected": "(unexpected end of data)"
-    ("not valid unicode", "invalid_utf8"),
-    ("expected", "wrong_type"),
-    ("json:", "invalid_json"),
-    ("avro:", "invalid_avro"),
-    ("model", "model_error"),
-    ("internal batch", "corrupt_batch"),
-    ("refused the result", "undeliverable"),
-    ("queue full", "queue_full"),  # batching.queue_policy = "reject" shed it  # the sink topic refused it (agents/delivery.py)
-)
-REASON_CODES = tuple(sorted({code for _, code in _REASON_CODES} | {"other"}))
-
-
-def reason_code(reason: str) -> str:
-    """The low-cardinality code for a rejection reason (see REASON_CODES)."""
-    for needle, code in _REASON_CODES:
-        if needle in reason:
-            return code
-    return "other"

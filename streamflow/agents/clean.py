@@ -18,6 +18,7 @@ import numpy as np
 
 from streamflow.agents.context import StageContext
 from streamflow.agents.handler import StepHandler, StepOutput
+from streamflow.errors import DecodeError, ValidationError
 from streamflow.headers import H_REPLAYED, H_TRUNCATED
 from streamflow.inference.kinds import kind_for
 from streamflow.kafka.transport import Chunk
@@ -66,7 +67,9 @@ class CleanHandler(StepHandler):
         rejected = []
         for row in np.flatnonzero(~c.ok).tolist():
             m = messages[row]
-            undecodable = c.errors[row] is not None
+            error, invalid = c.errors[row], c.reasons[row]
+            why = error or invalid
+            assert why is not None, "a row that is not ok has a reason"
             key, value = m.key, m.value
             headers: tuple[tuple[str, bytes], ...] = ()
             size = len(key or b"") + len(value or b"")
@@ -78,8 +81,8 @@ class CleanHandler(StepHandler):
             headers += tuple((k, v) for k, v in getattr(m, "headers", None) or () if k == H_REPLAYED)
             rejected.append(Rejected(
                 stage=self.stage,
-                error_class="DecodeError" if undecodable else "ValidationError",
-                reason=c.errors[row] if undecodable else c.reasons[row],  # type: ignore[arg-type]
+                error_class=(DecodeError if error is not None else ValidationError).__name__,
+                reason=why.text, code=why.code,
                 source_topic=topic, source_partition=partition, source_offset=m.offset,
                 key=key, value=value, ingest_ms=int(m.timestamp), headers=headers,
             ))

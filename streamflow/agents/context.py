@@ -14,13 +14,20 @@ import numpy as np
 from confluent_kafka import KafkaError
 
 from streamflow.codecs import decode_record_batch, encode_record_batches, record_batch_length
-from streamflow.errors import DecodeError
+from streamflow.errors import DecodeError, QueueFull
 from streamflow.headers import INTERNAL_MESSAGE_BYTES, dead_letter, undeliverable_dead_letter
 from streamflow.kafka.delivery import Backoff, deliver
 from streamflow.kafka.producer import BatchProducer
 from streamflow.kafka.transport import Chunk
 from streamflow.metrics import Metrics
-from streamflow.records import OutMessage, RecordBatch, Rejected, reason_code, rejected_from_batch
+from streamflow.records import (
+    OutMessage,
+    Reason,
+    ReasonCode,
+    RecordBatch,
+    Rejected,
+    rejected_from_batch,
+)
 from streamflow.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -64,8 +71,8 @@ class StageContext:
         t = self.settings.topics
         if m.topic != t.scored:
             return None
-        reason = f"{t.scored} refused the result: {err.str()}"
-        self.metrics.dead_letters.labels(self.pipeline, "deliver", reason_code(reason)).inc()
+        reason = Reason(ReasonCode.UNDELIVERABLE, f"{t.scored} refused the result: {err.str()}")
+        self.metrics.dead_letters.labels(self.pipeline, "deliver", reason.code).inc()
         return undeliverable_dead_letter(m, reason, t.dlq)
 
     def retried(self, topic: str, err: KafkaError, n: int) -> None:
@@ -76,18 +83,20 @@ class StageContext:
         (``batching.queue_policy = "reject"``); ``raw``: they are raw messages, else internal batches."""
         started = time.perf_counter()
         b = self.settings.batching
-        reason = (f"queue full: {self.stage} already had {b.max_queue_records or 2 * b.max_batch} records waiting "
-                  f"(batching.queue_policy = reject)")
+        reason = Reason(ReasonCode.QUEUE_FULL, f"queue full: {self.stage} already had "
+                        f"{b.max_queue_records or 2 * b.max_batch} records waiting "
+                        f"(batching.queue_policy = reject)")
         rejected: list[Rejected] = []
         out: list[OutMessage] = []
         if raw:
-            rejected = [Rejected(self.stage, "QueueFull", reason, c.topic, c.partition, int(r.offset), r.key, r.value,
-                                 int(r.timestamp)) for c in chunks for r in c.records]
+            rejected = [Rejected(self.stage, QueueFull.__name__, reason.text, c.topic, c.partition,
+                                 int(r.offset), r.key, r.value, int(r.timestamp), code=reason.code)
+                        for c in chunks for r in c.records]
         else:
             batches, out = decode_batches(chunks, self.stage, self.settings.topics.dlq)
             for batch in batches:
                 rejected += rejected_from_batch(batch, np.arange(len(batch)), [reason] * len(batch),
-                                                stage=self.stage, error_class="QueueFull")
+                                                stage=self.stage, error_class=QueueFull.__name__)
         out += [dead_letter(r, self.settings.topics.dlq) for r in rejected]
         self.account(0, rejected, started, len(rejected))
         return self.send(out)
@@ -97,7 +106,7 @@ class StageContext:
         m.records.labels(p, s, "ok").inc(n_ok)
         if rejected:
             m.records.labels(p, s, "rejected").inc(len(rejected))
-            for (stage, code), n in Tally((r.stage, reason_code(r.reason)) for r in rejected).items():
+            for (stage, code), n in Tally((r.stage, r.code) for r in rejected).items():
                 m.dead_letters.labels(p, stage, code).inc(n)
         m.batch_records.labels(p, s).observe(batch_records)
         m.stage_seconds.labels(p, s).observe(time.perf_counter() - started)
@@ -115,9 +124,11 @@ def decode_batches(chunks: Sequence[Chunk], stage: str, dlq_topic: str) -> tuple
     for m in (r for c in chunks for r in c.records):
         try:
             batches.append(decode_record_batch(m.value))
-        except DecodeError as exc:
-            bad.append(dead_letter(Rejected(stage, "DecodeError", f"internal batch undecodable: {exc.reason}",
-                                            m.topic, m.partition, m.offset, m.key, m.value), dlq_topic))
+        except DecodeError as exc:  # its code: ReasonCode.CORRUPT_BATCH (codecs/batches.py)
+            bad.append(dead_letter(Rejected(stage, DecodeError.__name__,
+                                            f"internal batch undecodable: {exc.reason}", m.topic,
+                                            m.partition, m.offset, m.key, m.value, code=exc.code),
+                                   dlq_topic))
     return batches, bad
 
 

@@ -21,14 +21,15 @@ import numpy as np
 
 from streamflow.agents.context import StageContext, batch_weight
 from streamflow.agents.handler import StepHandler, StepOutput
+from streamflow.errors import ModelError
 from streamflow.headers import H_MODEL, H_MODEL_VERSION, batch_source_headers
 from streamflow.inference.batching import AdaptiveWait
 from streamflow.inference.hotswap import ModelWatcher
 from streamflow.inference.kinds import kind_for
-from streamflow.inference.scoring import score_rows
+from streamflow.inference.scoring import SCORE_ERROR_CODE, score_rows
 from streamflow.inference.session import LoadedModel, load_model
 from streamflow.metrics import observe_many
-from streamflow.records import OutMessage, RecordBatch, Rejected, rejected_from_batch
+from streamflow.records import OutMessage, Reason, RecordBatch, Rejected, rejected_from_batch
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +120,9 @@ class InferenceHandler(StepHandler):
             start += len(batch)
             bad = [i for i, r in enumerate(rows.tolist()) if r in errors]
             if bad:
-                rejected += rejected_from_batch(batch, np.array(bad), [errors[rows[i]] for i in bad],
-                                                stage=self.stage, error_class="ModelError")
+                reasons = [Reason(SCORE_ERROR_CODE, errors[rows[i]]) for i in bad]
+                rejected += rejected_from_batch(batch, np.array(bad), reasons, stage=self.stage,
+                                                error_class=ModelError.__name__)
                 keep = np.ones(len(batch), dtype=bool)
                 keep[bad] = False
                 batch, batch_scores = batch.select(keep), scores[rows][keep]

@@ -11,6 +11,7 @@ from typing import Any
 
 from streamflow.agents.context import StageContext, batch_weight
 from streamflow.agents.handler import StepHandler, StepOutput
+from streamflow.errors import ValidationError
 from streamflow.inference.kinds import kind_for
 from streamflow.records import RecordBatch, Rejected, rejected_from_batch
 
@@ -31,7 +32,7 @@ class NormalizeHandler(StepHandler):
         if not len(p.bad_rows):
             return p.batches, []
         return p.batches, rejected_from_batch(batch, p.bad_rows, p.reasons, stage=self.stage,
-                                              error_class="ValidationError")
+                                              error_class=ValidationError.__name__)
 
     async def transform(self, inputs: Sequence[RecordBatch]) -> StepOutput:
         out = StepOutput()

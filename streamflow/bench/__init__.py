@@ -45,8 +45,8 @@ from streamflow.bench.systems import (
     wait_accounted,
 )
 from streamflow.broker import EmbeddedBroker
-from streamflow.cli.demo import ResultMonitor, percentiles
 from streamflow.collectors.produce import RawProducer, run_synthetic
+from streamflow.monitor import ResultMonitor, percentiles
 from streamflow.settings import Settings, with_overrides
 
 SYSTEMS = ("streamflow", "chained", "limit", "naive")

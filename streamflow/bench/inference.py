@@ -14,7 +14,7 @@ that costs more per record than that work (a transformer) approaches 1. Optional
 whole pipeline's end-to-end latency at a fixed input rate (the ``bench e2e`` latency run).
 
 A text-embedding pipeline gets token ids instead of feature rows: every record a text of
-``TEXT_TOKENS`` tokens ([CLS], random WordPiece ids, [SEP]), as one length bucket hands them on.
+32 tokens ([CLS], random WordPiece ids, [SEP]; ``TextEmbeddingKind.sample_inputs``), as one length bucket hands them on.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from streamflow.agents.inference import InferenceHandler
 from streamflow.broker import EmbeddedBroker
 from streamflow.codecs import encode_record_batches
 from streamflow.headers import INTERNAL_MESSAGE_BYTES
+from streamflow.inference.kinds import kind_for
 from streamflow.inference.session import LoadedModel, load_model
 from streamflow.kafka.admin import ensure_topics
 from streamflow.kafka.config import producer_config
@@ -44,20 +45,14 @@ from streamflow.kafka.transport import Chunk
 from streamflow.metrics import Metrics
 from streamflow.records import BytesColumn, RecordBatch
 from streamflow.settings import Settings, with_overrides
-from streamflow.steps import pipeline_topics
+from streamflow.steps import pipeline_topics, source_topic, step_named
 
 CALLS_PER_SIZE = 2000
-TEXT_TOKENS = 32  # tokens per text record (bench of a text-embedding pipeline)
 
 
 def bench_inputs(settings: Settings, model: LoadedModel, records: int) -> np.ndarray:
-    """Model-ready rows: random normalized features, or token ids as float32 for a text model."""
-    rng = np.random.default_rng(0)
-    if not settings.is_text:
-        return rng.normal(size=(records, model.n_features)).astype(np.float32)
-    ids = rng.integers(1996, 29000, size=(records, TEXT_TOKENS))  # ordinary WordPiece tokens of the BERT vocabulary
-    ids[:, 0], ids[:, -1] = 101, 102  # [CLS] ... [SEP]
-    return ids.astype(np.float32)
+    """Model-ready rows, as the pipeline's model kind makes them for benchmarks."""
+    return kind_for(settings).sample_inputs(records, model.n_features)
 
 
 @dataclass
@@ -101,7 +96,7 @@ def internal_messages(settings: Settings, x: np.ndarray, batch: int) -> list[Chu
                         np.full(k, now, np.int64), np.ascontiguousarray(rows, dtype=np.float32), stage="normalize")
         records = [SimpleNamespace(offset=n * 10 + j, timestamp=now, key=None, value=data, headers=[])
                    for j, data in enumerate(encode_record_batches(b, INTERNAL_MESSAGE_BYTES))]
-        chunks.append(Chunk(settings.normalized_topic, part, records, k))
+        chunks.append(Chunk(source_topic(settings, step_named("inference")), part, records, k))
     return chunks
 
 
@@ -143,7 +138,7 @@ def bench_inference(settings: Settings, *, records: int, batch_sizes: list[int],
     print(f"inference bench: model {model.name} {model.version} on {model.provider}, up to {records:,} records "
           f"(at most {CALLS_PER_SIZE} calls) per batch size, the agent pipelined with "
           f"max_in_flight={settings.batching.max_in_flight}"
-          + (f"; texts of {TEXT_TOKENS} tokens" if settings.is_text else ""), flush=True)
+          + f"; inputs: {kind_for(settings).describe()}", flush=True)
     with _broker(settings) as bootstrap:
         s = with_overrides(settings, kafka={"bootstrap": bootstrap})
         ensure_topics(bootstrap, pipeline_topics(s), settings=s)
@@ -160,8 +155,8 @@ def bench_inference(settings: Settings, *, records: int, batch_sizes: list[int],
                       f"efficiency {row.efficiency:.3f}", flush=True)
         finally:
             producer.close(10)
-    if rate and settings.is_text:
-        print("  (no latency run: its feeder produces telemetry records, not texts)", flush=True)
+    if rate and kind_for(settings).synthetic != "telemetry":
+        print("  (no latency run: its feeder produces telemetry records only)", flush=True)
     elif rate:
         from streamflow.bench import latency_run
 

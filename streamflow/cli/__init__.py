@@ -2,8 +2,9 @@
 
 Each subcommand is a module of this package (``command_modules()``) with ``add_parser(sub)``,
 which declares the subcommand and its arguments, and ``run(args)``, its body.
-This module holds what they share: the settings options, loading the settings, and ``connect``,
-the prologue of every command that talks to a broker.
+This module holds what they share: the settings options and loading the settings, and
+``connect``, the prologue of the commands that work against a running broker (collect, produce,
+consume, dlq).
 """
 
 from __future__ import annotations
@@ -23,13 +24,14 @@ DEFAULT_PIPELINE = "pipelines/telemetry.toml"
 
 
 def settings_args(p: argparse.ArgumentParser) -> None:
-    """Add the options every command takes: --pipeline, --set, --bootstrap, --metrics-port."""
+    """Add the settings options: --pipeline, --set, --bootstrap, --metrics-port."""
     p.add_argument("--pipeline", action="append", default=None,
                    help=f"pipeline file (default $STREAMFLOW_PIPELINE or {DEFAULT_PIPELINE}); "
                         "`worker` takes several")
     p.add_argument("--set", dest="overrides", action="append", default=[],
                    metavar="SECTION.KEY=VALUE",
-                   help="override one setting (repeatable); beats STREAMFLOW_* env vars and the file")
+                   help="override one setting (repeatable); beats STREAMFLOW_* env vars and the "
+                        "file")
     p.add_argument("--bootstrap", default=None,
                    help="Kafka bootstrap servers (same as --set kafka.bootstrap=...)")
     p.add_argument("--metrics-port", type=int, default=None,
@@ -54,7 +56,7 @@ def overrides(args: argparse.Namespace) -> dict[str, str]:
 
 
 def pipeline_path(args: argparse.Namespace) -> str:
-    """The one pipeline file of a command: --pipeline, else $STREAMFLOW_PIPELINE, else the default."""
+    """The command's one pipeline file: --pipeline, else $STREAMFLOW_PIPELINE, else the default."""
     given = args.pipeline or []
     if len(given) > 1:
         raise ConfigError("--pipeline: only `streamflow worker` takes several pipeline files",
@@ -120,8 +122,8 @@ def command_modules() -> tuple[ModuleType, ...]:
         worker,
     )
 
-    return (validate, broker, worker, demo, doctor, report, up, collect, produce, consume, dlq, model,
-            kcat, bench)
+    return (validate, broker, worker, demo, doctor, report, up, collect, produce, consume, dlq,
+            model, kcat, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

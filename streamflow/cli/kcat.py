@@ -61,7 +61,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     options meant for kcat are not parsed; this subparser is for ``streamflow --help`` and
     for ``kcat`` after global options (``streamflow -v kcat ...``)."""
     kc = sub.add_parser("kcat",
-                        help="the system's kcat with a librdkafka that speaks to the embedded broker",
+                        help="the system's kcat with a librdkafka that speaks to the embedded "
+                             "broker",
                         description="Runs kcat with the librdkafka bundled in confluent-kafka "
                         "(Debian's 2.0.2 cannot talk to the embedded broker). Arguments go to kcat "
                         "unchanged.")

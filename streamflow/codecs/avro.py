@@ -20,6 +20,7 @@ import fastavro
 
 from streamflow.codecs.flatavro import Checker, compile_checker
 from streamflow.errors import DecodeError, InfrastructureError
+from streamflow.records import ReasonCode
 from streamflow.settings import LimitSettings
 
 WIRE_MAGIC = 0
@@ -88,7 +89,7 @@ class _Registry:
             return self._writers[schema_id]
         bad = self._bad.get(schema_id)
         if bad is not None and time.monotonic() - bad[1] < self.UNKNOWN_TTL_S:
-            raise DecodeError(bad[0])
+            raise DecodeError(bad[0], ReasonCode.UNKNOWN_SCHEMA)
         from confluent_kafka.schema_registry.error import SchemaRegistryError
 
         try:
@@ -126,7 +127,7 @@ class _Registry:
         if len(self._bad) >= self.UNKNOWN_MAX:
             self._bad.clear()
         self._bad[schema_id] = (reason, time.monotonic())
-        raise DecodeError(reason)
+        raise DecodeError(reason, ReasonCode.UNKNOWN_SCHEMA)
 
     def register(self, subject: str, schema_path: str) -> int:
         if subject not in self._ids:
@@ -151,18 +152,20 @@ def _avro_read(data: bytes, writer: Any, reader: Any | None, check: Checker | No
         rec = fastavro.schemaless_reader(buf, writer, reader) if reader is not None else \
             fastavro.schemaless_reader(buf, writer)
     except EOFError:
-        raise DecodeError("avro: truncated record (EOF)") from None
+        raise DecodeError("avro: truncated record (EOF)", ReasonCode.INVALID_AVRO) from None
     except UnicodeDecodeError as exc:
-        raise DecodeError(f"avro: string is not utf-8 ({exc.reason})") from None
+        raise DecodeError(f"avro: string is not utf-8 ({exc.reason})", ReasonCode.INVALID_UTF8) from None
     except (MemoryError, OverflowError):
-        raise DecodeError("avro: length prefix larger than the message") from None
+        raise DecodeError("avro: length prefix larger than the message", ReasonCode.INVALID_AVRO) from None
     except Exception as exc:  # fastavro raises IndexError, ValueError, SchemaResolutionError, ...
-        raise DecodeError(f"avro: cannot decode ({type(exc).__name__}: {str(exc)[:120]})") from None
+        raise DecodeError(f"avro: cannot decode ({type(exc).__name__}: {str(exc)[:120]})",
+                          ReasonCode.INVALID_AVRO) from None
     left = len(data) - buf.tell()
     if left:
-        raise DecodeError(f"avro: {left} trailing bytes after the record (wrong schema?)")
+        raise DecodeError(f"avro: {left} trailing bytes after the record (wrong schema?)",
+                          ReasonCode.INVALID_AVRO)
     if not isinstance(rec, dict):
-        raise DecodeError("avro: not a record")
+        raise DecodeError("avro: not a record", ReasonCode.INVALID_AVRO)
     return rec
 
 
@@ -195,14 +198,14 @@ class RecordCodec:
 
     def decode(self, data: bytes) -> dict[str, Any]:
         if not data:
-            raise DecodeError("empty message")
+            raise DecodeError("empty message", ReasonCode.EMPTY)
         if data.lstrip()[:1] == b"{":
             try:
                 rec = json.loads(data)
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise DecodeError(f"json: invalid JSON: {exc}") from None
+                raise DecodeError(f"json: invalid JSON: {exc}", ReasonCode.INVALID_JSON) from None
             if not isinstance(rec, dict):
-                raise DecodeError("json: top-level value is not an object")
+                raise DecodeError("json: top-level value is not an object", ReasonCode.INVALID_JSON)
             return rec
         if self.registry is not None:
             return _decode_wire(data, self.registry, self.schema, self.limits)
@@ -211,9 +214,11 @@ class RecordCodec:
 
 def _decode_wire(data: bytes, registry: _Registry, reader: Any, limits: LimitSettings) -> dict[str, Any]:
     if len(data) < 5:
-        raise DecodeError(f"registry: message of {len(data)} bytes is shorter than the 5-byte wire-format header")
+        raise DecodeError(f"registry: message of {len(data)} bytes is shorter than the 5-byte "
+                          "wire-format header", ReasonCode.UNKNOWN_SCHEMA)
     if data[0] != WIRE_MAGIC:
-        raise DecodeError(f"registry: magic byte {data[0]} is not 0 (not the Confluent wire format)")
+        raise DecodeError(f"registry: magic byte {data[0]} is not 0 (not the Confluent wire format)",
+                          ReasonCode.UNKNOWN_SCHEMA)
     schema_id = struct.unpack(">I", data[1:5])[0]
     writer = registry.writer_schema(schema_id)
     return _avro_read(data[5:], writer, reader, registry.checker(schema_id, limits))

@@ -10,10 +10,15 @@ from typing import Any
 import numpy as np
 
 from streamflow.errors import DecodeError
-from streamflow.records import BytesColumn, RecordBatch
+from streamflow.records import BytesColumn, ReasonCode, RecordBatch
 
 MAGIC = b"SFB1"
 _HEADER = struct.Struct(">4sI")  # magic, header length
+
+
+def _corrupt(reason: str) -> DecodeError:
+    """An internal batch message that does not decode: ``ReasonCode.CORRUPT_BATCH``."""
+    return DecodeError(reason, ReasonCode.CORRUPT_BATCH)
 
 
 def encode_record_batch(batch: RecordBatch) -> bytes:
@@ -33,17 +38,17 @@ def encode_record_batch(batch: RecordBatch) -> bytes:
 
 def _batch_header(data: bytes) -> tuple[dict[str, Any], int]:
     if not data or len(data) < _HEADER.size:
-        raise DecodeError("record batch: too short")
+        raise _corrupt("record batch: too short")
     magic, hlen = _HEADER.unpack_from(data)
     if magic != MAGIC:
-        raise DecodeError(f"record batch: bad magic {magic!r}")
+        raise _corrupt(f"record batch: bad magic {magic!r}")
     end = _HEADER.size + hlen
     if end > len(data):
-        raise DecodeError("record batch: truncated header")
+        raise _corrupt("record batch: truncated header")
     try:
         header = json.loads(data[_HEADER.size:end])
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise DecodeError("record batch: header is not JSON") from None
+        raise _corrupt("record batch: header is not JSON") from None
     return header, end
 
 
@@ -74,7 +79,7 @@ def decode_record_batch(data: bytes) -> RecordBatch:
         n, f, lengths = int(header["n"]), int(header["f"]), [int(x) for x in header["l"]]
         view = memoryview(data)
         if len(lengths) not in (13, 16) or pos + sum(lengths) != len(data):
-            raise DecodeError(f"record batch: {len(data) - pos} body bytes, header announces {sum(lengths)}")
+            raise _corrupt(f"record batch: {len(data) - pos} body bytes, header announces {sum(lengths)}")
         parts = []
         for ln in lengths:
             parts.append(view[pos:pos + ln])
@@ -88,10 +93,10 @@ def decode_record_batch(data: bytes) -> RecordBatch:
             null = np.frombuffer(parts[5 + 2 * j], dtype=np.bool_)
             blob = bytes(parts[4 + 2 * n_cols + j])
             if len(ends) != n or len(null) != n or (n and int(ends[-1]) != len(blob)):
-                raise DecodeError("record batch: inconsistent column lengths")
+                raise _corrupt("record batch: inconsistent column lengths")
             cols.append(BytesColumn(blob, ends, null))
         if any(len(a) != n for a in i64):
-            raise DecodeError("record batch: inconsistent column lengths")
+            raise _corrupt("record batch: inconsistent column lengths")
         return RecordBatch(source_topic=str(header["t"]), source_partition=int(header["p"]), offsets=i64[0],
                            ingest_ms=i64[1], event_ms=i64[2], keys=cols[0], values=cols[1], device_ids=cols[2],
                            features=feats, stage=str(header["s"]), extra=dict(header.get("x") or {}),
@@ -99,4 +104,4 @@ def decode_record_batch(data: bytes) -> RecordBatch:
     except DecodeError:
         raise
     except (KeyError, TypeError, ValueError) as exc:
-        raise DecodeError(f"record batch: malformed ({type(exc).__name__}: {exc})") from None
+        raise _corrupt(f"record batch: malformed ({type(exc).__name__}: {exc})") from None

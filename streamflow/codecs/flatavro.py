@@ -9,7 +9,7 @@ unions of several non-null types) returns ``None`` and the caller uses fastavro.
 
 The reader is at least as strict as fastavro: every record it accepts, fastavro decodes
 to the same dict (property-tested in tests/unit/test_flatavro.py). Errors are ``DecodeError``
-with the same reasons as the fastavro path.
+with the same reasons (and reason codes) as the fastavro path.
 
 ``compile_checker`` is the guard for the schemas left to fastavro (and for writer schemas
 from a schema registry): it walks the bytes without building anything and refuses a string
@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from streamflow.errors import DecodeError
+from streamflow.records import ReasonCode
 
 Reader = Callable[[bytes], dict[str, Any]]
 
@@ -46,11 +47,11 @@ def _varint(b: bytes, p: int) -> tuple[int, int]:
         result |= (c & 0x7F) << shift
         if c < 0x80:
             if shift == 63 and c > 1:  # fastavro would keep the low 64 bits of it: a different number
-                raise DecodeError("avro: varint larger than 64 bits")
+                raise DecodeError("avro: varint larger than 64 bits", ReasonCode.INVALID_AVRO)
             return (result >> 1) ^ -(result & 1), p
         shift += 7
         if shift > 63:
-            raise DecodeError("avro: varint longer than 10 bytes")
+            raise DecodeError("avro: varint longer than 10 bytes", ReasonCode.INVALID_AVRO)
 
 
 def _primitive(t: Any) -> str | None:
@@ -65,7 +66,8 @@ def _read_code(t: str, target: str, indent: str, field: str = "", max_len: int |
         return [f"{indent}{target} = None"]
     if t == "boolean":
         return [f"{indent}c = b[p]", f"{indent}p += 1",
-                f"{indent}if c > 1: raise DecodeError(f'avro: boolean byte {{c}} is neither 0 nor 1')",
+                f"{indent}if c > 1: raise DecodeError(f'avro: boolean byte {{c}} is neither 0 nor 1', "
+                "INVALID_AVRO)",
                 f"{indent}{target} = c == 1"]
     if t in ("int", "long"):
         return [f"{indent}{target}, p = _varint(b, p)"]
@@ -78,13 +80,13 @@ def _read_code(t: str, target: str, indent: str, field: str = "", max_len: int |
     decode = ".decode()" if t == "string" else ""
     where = f"field {field}: " if field else ""
     lines = [f"{indent}ln, p = _varint(b, p)",
-             f"{indent}if ln < 0: raise DecodeError(f'avro: {where}negative length {{ln}}')",
+             f"{indent}if ln < 0: raise DecodeError(f'avro: {where}negative length {{ln}}', INVALID_AVRO)",
              f"{indent}if p + ln > n: raise DecodeError(f'avro: {where}length prefix larger than the message "
-             f"({{ln}} bytes, {{n - p}} left)')"]
+             f"({{ln}} bytes, {{n - p}} left)', INVALID_AVRO)"]
     if max_len is not None:
         kind = "string" if t == "string" else "bytes value"
         lines.append(f"{indent}if ln > {max_len}: raise DecodeError(f'avro: {where}{kind} of {{ln}} bytes exceeds "
-                     f"max_string_length {max_len}')")
+                     f"max_string_length {max_len}', TOO_LARGE)")
     return lines + [f"{indent}{target} = b[p:p + ln]{decode}", f"{indent}p += ln"]
 
 
@@ -121,12 +123,14 @@ def compile_reader(schema: Any, *, max_string_length: int | None = None) -> Read
             lines += _read_code(bt, target, "        ", name, max_string_length)  # type: ignore[arg-type]
         lines += ["    else:",
                   f"        raise DecodeError(f'avro: field {name}: union branch {{c // 2 if c % 2 == 0 else -(c + 1) // 2}}"
-                  " out of range')"]
+                  " out of range', INVALID_AVRO)"]
     lines += ["    if p != n:",
-              "        raise DecodeError(f'avro: {n - p} trailing bytes after the record (wrong schema?)')",
+              "        raise DecodeError(f'avro: {n - p} trailing bytes after the record (wrong schema?)',"
+              " INVALID_AVRO)",
               "    return {" + ", ".join(f"{nm!r}: v{i}" for i, nm in enumerate(names)) + "}"]
     namespace: dict[str, Any] = {"_varint": _varint, "_DOUBLE": _DOUBLE, "_FLOAT": _FLOAT,
-                                 "_Truncated": _Truncated, "DecodeError": DecodeError}
+                                 "_Truncated": _Truncated, "DecodeError": DecodeError,
+                                 "INVALID_AVRO": ReasonCode.INVALID_AVRO, "TOO_LARGE": ReasonCode.TOO_LARGE}
     exec(compile("\n".join(lines), f"<flatavro {schema.get('name', 'record')}>", "exec"), namespace)  # noqa: S102
     generated: Reader = namespace["read"]
 
@@ -134,9 +138,9 @@ def compile_reader(schema: Any, *, max_string_length: int | None = None) -> Read
         try:
             return generated(data)
         except (IndexError, _Truncated):
-            raise DecodeError("avro: truncated record (EOF)") from None
+            raise DecodeError("avro: truncated record (EOF)", ReasonCode.INVALID_AVRO) from None
         except UnicodeDecodeError as exc:
-            raise DecodeError(f"avro: string is not utf-8 ({exc.reason})") from None
+            raise DecodeError(f"avro: string is not utf-8 ({exc.reason})", ReasonCode.INVALID_UTF8) from None
 
     return read
 
@@ -171,11 +175,13 @@ def compile_checker(schema: Any, *, max_string_length: int, max_array_length: in
         def skip(b: bytes, p: int, budget: list[int]) -> int:
             ln, p = _varint(b, p)
             if ln < 0:
-                raise DecodeError(f"avro: {where}negative length {ln}")
+                raise DecodeError(f"avro: {where}negative length {ln}", ReasonCode.INVALID_AVRO)
             if p + ln > len(b):  # first: a length no message could hold is corruption, not a long value
-                raise DecodeError(f"avro: {where}length prefix larger than the message ({ln} bytes, {len(b) - p} left)")
+                raise DecodeError(f"avro: {where}length prefix larger than the message ({ln} bytes, "
+                                  f"{len(b) - p} left)", ReasonCode.INVALID_AVRO)
             if ln > max_string_length:
-                raise DecodeError(f"avro: {where}{kind} of {ln} bytes exceeds max_string_length {max_string_length}")
+                raise DecodeError(f"avro: {where}{kind} of {ln} bytes exceeds max_string_length "
+                                  f"{max_string_length}", ReasonCode.TOO_LARGE)
             return p + ln
         return skip
 
@@ -192,10 +198,11 @@ def compile_checker(schema: Any, *, max_string_length: int, max_array_length: in
                 total += count
                 if total > max_array_length:
                     raise DecodeError(f"avro: {where}{kind} of {total} items exceeds max_array_length "
-                                      f"{max_array_length}")
+                                      f"{max_array_length}", ReasonCode.TOO_LARGE)
                 budget[0] -= count
                 if budget[0] < 0:
-                    raise DecodeError(f"avro: {where}more {kind} items than the message has bytes")
+                    raise DecodeError(f"avro: {where}more {kind} items than the message has bytes",
+                                      ReasonCode.INVALID_AVRO)
                 for _ in range(count):
                     if key is not None:
                         p = key(b, p, budget)
@@ -206,7 +213,7 @@ def compile_checker(schema: Any, *, max_string_length: int, max_array_length: in
         def skip(b: bytes, p: int, budget: list[int]) -> int:
             i, p = _varint(b, p)
             if not 0 <= i < len(branches):
-                raise DecodeError(f"avro: {where}union branch {i} out of range")
+                raise DecodeError(f"avro: {where}union branch {i} out of range", ReasonCode.INVALID_AVRO)
             return branches[i](b, p, budget)
         return skip
 
@@ -214,7 +221,7 @@ def compile_checker(schema: Any, *, max_string_length: int, max_array_length: in
         def skip(b: bytes, p: int, budget: list[int]) -> int:
             i, p = _varint(b, p)
             if not 0 <= i < n_symbols:
-                raise DecodeError(f"avro: {where}enum index {i} out of range")
+                raise DecodeError(f"avro: {where}enum index {i} out of range", ReasonCode.INVALID_AVRO)
             return p
         return skip
 
@@ -270,9 +277,9 @@ def compile_checker(schema: Any, *, max_string_length: int, max_array_length: in
         try:
             skip_all(data, 0, [len(data) + max_array_length])
         except IndexError:
-            raise DecodeError("avro: truncated record (EOF)") from None
+            raise DecodeError("avro: truncated record (EOF)", ReasonCode.INVALID_AVRO) from None
         except RecursionError:
-            raise DecodeError("avro: nested too deeply") from None
+            raise DecodeError("avro: nested too deeply", ReasonCode.INVALID_AVRO) from None
 
     return check
 

@@ -26,6 +26,7 @@ from streamflow.codecs.avro import (
 )
 from streamflow.codecs.flatavro import compile_reader
 from streamflow.errors import DecodeError, InfrastructureError
+from streamflow.records import ReasonCode
 from streamflow.settings import LimitSettings
 
 log = logging.getLogger(__name__)
@@ -33,13 +34,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DecodedReadings:
-    """A batch of decoded input records as columns; ``errors[i]`` is set where row i failed."""
+    """A batch of decoded input records as columns; ``errors[i]`` is set where row i failed,
+    ``codes[i]`` is its ``ReasonCode``."""
 
     values: np.ndarray  # float64[n, F]; NaN where missing or undecodable
     missing: np.ndarray  # bool[n, F]
     device_ids: list[str]
     event_ms: np.ndarray  # int64[n]
     errors: list[str | None]
+    codes: list[ReasonCode | None]
 
 
 _BOM = b"\xef\xbb\xbf"
@@ -69,13 +72,16 @@ def _json_loads(value: bytes) -> Any:
     try:
         return json.loads(value)
     except UnicodeDecodeError as exc:
-        raise DecodeError(f"json: not utf-8 ({exc.reason} at byte {exc.start})") from None
+        raise DecodeError(f"json: not utf-8 ({exc.reason} at byte {exc.start})",
+                          ReasonCode.INVALID_UTF8) from None
     except json.JSONDecodeError as exc:
-        raise DecodeError(f"json: invalid JSON: {exc.msg} at char {exc.pos}") from None
+        raise DecodeError(f"json: invalid JSON: {exc.msg} at char {exc.pos}",
+                          ReasonCode.INVALID_JSON) from None
     except RecursionError:
-        raise DecodeError("json: nested too deeply") from None
+        raise DecodeError("json: nested too deeply", ReasonCode.INVALID_JSON) from None
     except ValueError:  # Python refuses to parse integer literals this long (int_max_str_digits)
-        raise DecodeError(f"json: invalid JSON: a number of more than {sys.get_int_max_str_digits()} digits") from None
+        raise DecodeError(f"json: invalid JSON: a number of more than {sys.get_int_max_str_digits()} "
+                          "digits", ReasonCode.INVALID_JSON) from None
 
 
 class ReadingDecoder:
@@ -107,10 +113,11 @@ class ReadingDecoder:
 
         ``key_bytes``, the length of the message's key, counts towards max_message_bytes."""
         if not value:
-            raise DecodeError("empty message")
+            raise DecodeError("empty message", ReasonCode.EMPTY)
         if len(value) + key_bytes > self.max_bytes:
-            raise DecodeError(f"message of {len(value) + key_bytes} bytes exceeds max_message_bytes {self.max_bytes}"
-                              + (f" (key {key_bytes} bytes)" if key_bytes else ""))
+            raise DecodeError(f"message of {len(value) + key_bytes} bytes exceeds max_message_bytes "
+                              f"{self.max_bytes}" + (f" (key {key_bytes} bytes)" if key_bytes else ""),
+                              ReasonCode.TOO_LARGE)
         if self.format == "json":
             return self._json(value)
         if self.format == "auto" and value[:1] in _JSON_START and _is_object(value):
@@ -137,61 +144,71 @@ class ReadingDecoder:
         """A more precise reason for a message that is not valid Avro, if there is one."""
         head = value.lstrip()[:1]
         if self.format == "auto" and not head:
-            return DecodeError("empty message (only whitespace)")
+            return DecodeError("empty message (only whitespace)", ReasonCode.EMPTY)
         if self.format == "auto" and head in _JSON_OTHER:
             try:
                 rec = json.loads(value)
             except RecursionError:
-                return DecodeError(f"json: top-level value is {_json_type([])} nested too deeply, not an object"
-                                   if head == b"[" else "json: nested too deeply")
+                return DecodeError(f"json: top-level value is {_json_type([])} nested too deeply, "
+                                   "not an object" if head == b"[" else "json: nested too deeply",
+                                   ReasonCode.INVALID_JSON)
             except ValueError:  # not JSON either (UnicodeDecodeError is one): the Avro reason stands
                 return exc
-            return DecodeError(f"json: top-level value is {_json_type(rec)}, not an object")
+            return DecodeError(f"json: top-level value is {_json_type(rec)}, not an object",
+                               ReasonCode.INVALID_JSON)
         if self.registry is None and value[0] == WIRE_MAGIC and len(value) >= 5:
             schema_id = struct.unpack(">I", value[1:5])[0]
             return DecodeError(f"{exc.reason}; it starts like the Confluent wire format (magic byte 0, schema id "
-                               f"{schema_id}) but input.schema_registry_url is not set")
+                               f"{schema_id}) but input.schema_registry_url is not set", exc.code)
         return exc
 
     def _json(self, value: bytes) -> dict[str, Any]:
         rec = _json_loads(value)
         if not isinstance(rec, dict):
-            raise DecodeError(f"json: top-level value is {_json_type(rec)}, not an object")
+            raise DecodeError(f"json: top-level value is {_json_type(rec)}, not an object",
+                              ReasonCode.INVALID_JSON)
         for name in (self.key_field, self.ts_field):
             if rec.get(name) is None:
-                raise DecodeError(f"json: missing field {name}")
+                raise DecodeError(f"json: missing field {name}", ReasonCode.MISSING_FIELD)
         dev = rec[self.key_field]
         if not isinstance(dev, str):
-            raise DecodeError(f"json: field {self.key_field}: expected a string, got {_preview(dev)}")
+            raise DecodeError(f"json: field {self.key_field}: expected a string, got "
+                              f"{_preview(dev)}", ReasonCode.WRONG_TYPE)
         try:
             dev.encode()
         except UnicodeEncodeError as exc:  # "\ud800": valid JSON, but no UTF-8 (nor Kafka key) has it
             raise DecodeError(f"json: field {self.key_field}: not valid unicode (lone surrogate "
-                              f"{dev[exc.start]!r} at character {exc.start})") from None
+                              f"{dev[exc.start]!r} at character {exc.start})",
+                              ReasonCode.INVALID_UTF8) from None
         for name in self.string_fields:
             v = rec.get(name)
             if v is None:
                 continue
             if not isinstance(v, str):
-                raise DecodeError(f"json: field {name}: expected a string, got {_preview(v)}")
+                raise DecodeError(f"json: field {name}: expected a string, got {_preview(v)}",
+                                  ReasonCode.WRONG_TYPE)
             if len(v) > self.limits.max_string_length:
                 raise DecodeError(f"json: field {name}: string of {len(v)} characters exceeds max_string_length "
-                                  f"{self.limits.max_string_length}")
+                                  f"{self.limits.max_string_length}", ReasonCode.TOO_LARGE)
         ts = rec[self.ts_field]
         if isinstance(ts, bool) or not isinstance(ts, int):
-            raise DecodeError(f"json: field {self.ts_field}: expected an integer (epoch ms), got {_preview(ts)}")
+            raise DecodeError(f"json: field {self.ts_field}: expected an integer (epoch ms), got "
+                              f"{_preview(ts)}", ReasonCode.WRONG_TYPE)
         if not _INT64_MIN <= ts <= _INT64_MAX:
-            raise DecodeError(f"json: field {self.ts_field}: {_preview(ts)} does not fit a 64-bit integer (epoch ms)")
+            raise DecodeError(f"json: field {self.ts_field}: {_preview(ts)} does not fit a 64-bit "
+                              "integer (epoch ms)", ReasonCode.INVALID_JSON)
         for name in self.names:
             v = rec.get(name)
             if v is None or type(v) is float:
                 continue
             if isinstance(v, bool) or not isinstance(v, int | float):
-                raise DecodeError(f"json: field {name}: expected a number, got {_preview(v)}")
+                raise DecodeError(f"json: field {name}: expected a number, got {_preview(v)}",
+                                  ReasonCode.WRONG_TYPE)
             try:
                 float(v)
             except OverflowError:
-                raise DecodeError(f"json: field {name}: {_preview(v)} is too large for a number") from None
+                raise DecodeError(f"json: field {name}: {_preview(v)} is too large for a number",
+                                  ReasonCode.INVALID_JSON) from None
         return rec
 
     def decode_batch(self, values: Sequence[bytes | None], keys: Sequence[bytes | None] | None = None) -> DecodedReadings:
@@ -203,6 +220,7 @@ class ReadingDecoder:
         device_ids: list[str] = []
         event_ms: list[int] = []
         errors: list[str | None] = []
+        codes: list[ReasonCode | None] = []
         empty = [None] * len(names)
         key_bytes = [0] * n if keys is None else [len(k) if k else 0 for k in keys]
         dev: Any
@@ -212,20 +230,23 @@ class ReadingDecoder:
                 rec = self.decode_one(value, kb)
                 dev, ts = rec.get(self.key_field), rec.get(self.ts_field)
                 if not isinstance(dev, str) or not isinstance(ts, int):
-                    raise DecodeError(f"missing field {self.key_field if not isinstance(dev, str) else self.ts_field}")
+                    name = self.key_field if not isinstance(dev, str) else self.ts_field
+                    raise DecodeError(f"missing field {name}", ReasonCode.MISSING_FIELD)
             except DecodeError as exc:
                 reason: str | None = exc.reason
+                code: ReasonCode | None = exc.code
             except InfrastructureError:
                 raise  # the registry does not answer: not this record's fault
             except Exception as exc:
-                reason = self._bug(exc)
+                reason, code = self._bug(exc), ReasonCode.OTHER
             else:
-                reason = None
+                reason = code = None
             if reason is not None:
                 rows.append(empty)
                 device_ids.append("")
                 event_ms.append(0)
                 errors.append(reason)
+                codes.append(code)
                 continue
             try:
                 rows.append(row_of(rec))  # every field present (Avro): one C call
@@ -234,22 +255,25 @@ class ReadingDecoder:
             device_ids.append(dev)
             event_ms.append(ts)
             errors.append(None)
+            codes.append(None)
         if n == 0:
             return DecodedReadings(np.zeros((0, len(names))), np.zeros((0, len(names)), bool), [],
-                                   np.zeros(0, np.int64), [])
+                                   np.zeros(0, np.int64), [], [])
         arr = np.array(rows, dtype=object)
         missing = np.equal(arr, None)  # type: ignore[call-overload]  # numpy stubs lack object-None
         try:
             values_f = np.where(missing, np.nan, arr).astype(np.float64)
         except (TypeError, ValueError, OverflowError):  # a value that is no number (a schema left to fastavro)
-            values_f = self._rows_to_float(arr, missing, errors)
+            values_f = self._rows_to_float(arr, missing, errors, codes)
         try:
             ev = np.array(event_ms, dtype=np.int64)
         except OverflowError:
             ev = np.array([t if -(2**63) <= t < 2**63 else 0 for t in event_ms], dtype=np.int64)
-        return DecodedReadings(values_f, missing, device_ids, ev, errors)
+        return DecodedReadings(values_f, missing, device_ids, ev, errors, codes)
 
-    def _rows_to_float(self, arr: np.ndarray, missing: np.ndarray, errors: list[str | None]) -> np.ndarray:
+    def _rows_to_float(self, arr: np.ndarray, missing: np.ndarray, errors: list[str | None],
+                       codes: list[ReasonCode | None]) -> np.ndarray:
+        """The values as floats; a row with a value that is no number gets its error and code."""
         out = np.full(arr.shape, np.nan)
         for i in range(arr.shape[0]):
             for j, name in enumerate(self.names):
@@ -262,11 +286,13 @@ class ReadingDecoder:
                     out[i, j] = float(v)
                 except (TypeError, ValueError, OverflowError):
                     errors[i] = f"field {name}: expected a number, got {_preview(v)}"
+                    codes[i] = ReasonCode.WRONG_TYPE
         return out
 
     def _bug(self, exc: Exception) -> str:
         """A decoder failure no check foresaw: the record is dead-lettered, the stage goes on, and
-        the traceback is logged (the first few times) so the decoder can be fixed."""
+        the traceback is logged (the first few times) so the decoder can be fixed. Its code is
+        ``ReasonCode.OTHER``."""
         self._unexpected += 1
         if self._unexpected <= 5:
             log.error("unexpected decoder failure (dead-lettered; please report)", exc_info=exc)

@@ -10,17 +10,20 @@ import numpy as np
 
 from streamflow.codecs.readings import ReadingDecoder
 from streamflow.errors import DecodeError, InfrastructureError
+from streamflow.records import ReasonCode
 from streamflow.settings import LimitSettings
 
 
 @dataclass(frozen=True)
 class DecodedTexts:
-    """A batch of decoded text records; ``errors[i]`` is set where row i could not be decoded."""
+    """A batch of decoded text records; ``errors[i]`` is set where row i could not be decoded,
+    ``codes[i]`` is its ``ReasonCode``."""
 
     texts: list[object]  # the text field as decoded: None where absent or undecodable (checked by clean_texts)
     device_ids: list[str]  # the key field
     event_ms: np.ndarray  # int64[n]
     errors: list[str | None]
+    codes: list[ReasonCode | None]
 
 
 class TextDecoder:
@@ -40,21 +43,24 @@ class TextDecoder:
         device_ids: list[str] = []
         event_ms: list[int] = []
         errors: list[str | None] = []
+        codes: list[ReasonCode | None] = []
         dev: Any
         ts: Any
         for value, kb in zip(values, key_bytes, strict=True):
             reason: str | None = None
+            code: ReasonCode | None = None
             try:
                 rec = self.records.decode_one(value, kb)
                 dev, ts = rec.get(self.key_field), rec.get(self.ts_field)
                 if not isinstance(dev, str) or not isinstance(ts, int) or not -(2**63) <= ts < 2**63:
-                    raise DecodeError(f"missing field {self.key_field if not isinstance(dev, str) else self.ts_field}")
+                    name = self.key_field if not isinstance(dev, str) else self.ts_field
+                    raise DecodeError(f"missing field {name}", ReasonCode.MISSING_FIELD)
             except DecodeError as exc:
-                reason = exc.reason
+                reason, code = exc.reason, exc.code
             except InfrastructureError:
                 raise  # the registry does not answer: not this record's fault
             except Exception as exc:
-                reason = self.records._bug(exc)
+                reason, code = self.records._bug(exc), ReasonCode.OTHER
             if reason is not None:
                 texts.append(None)
                 device_ids.append("")
@@ -64,4 +70,5 @@ class TextDecoder:
                 device_ids.append(dev)
                 event_ms.append(ts)
             errors.append(reason)
-        return DecodedTexts(texts, device_ids, np.array(event_ms, dtype=np.int64), errors)
+            codes.append(code)
+        return DecodedTexts(texts, device_ids, np.array(event_ms, dtype=np.int64), errors, codes)

@@ -17,6 +17,7 @@ from confluent_kafka import Producer
 
 from streamflow.codecs import RecordCodec
 from streamflow.kafka.config import producer_config
+from streamflow.kafka.producer import produce_blocking
 from streamflow.settings import Settings
 from streamflow.signals import StopFlag
 
@@ -62,12 +63,7 @@ class RawProducer:
             def callback(err: Any, msg: Any) -> None:
                 self._on_delivery(err, msg)
                 on_delivery(err, msg)
-        while True:
-            try:
-                self.producer.produce(self.topic, value, key, on_delivery=callback)
-                break
-            except BufferError:
-                self.producer.poll(0.05)
+        produce_blocking(self.producer, self.topic, value, key, on_delivery=callback)
         with self._lock:
             self.stats.produced += 1
 
@@ -87,10 +83,11 @@ def run_synthetic(raw: RawProducer, *, rate: float, records: int, seed: int = 0,
     """Produce ``records`` synthetic readings (0: until ``stop``) at ``rate`` per second (0: as fast as possible)."""
     from streamflow.collectors.synthetic import TelemetryGenerator
     from streamflow.collectors.texts import TextGenerator
+    from streamflow.inference.kinds import kind_class
 
     interval_ms = 1000.0 / rate if rate > 0 else 1.0
     gen: TelemetryGenerator | TextGenerator
-    if raw.settings.model.kind == "text-embedding":  # the text pipeline: log lines and tickets
+    if kind_class(raw.settings.model.kind).synthetic == "texts":  # log lines and tickets
         gen = TextGenerator(seed=seed, malformed_rate=malformed_rate, start_ms=int(time.time() * 1000))
     else:
         gen = TelemetryGenerator(seed=seed, devices=devices, anomaly_rate=anomaly_rate,

@@ -1,7 +1,8 @@
 """Scoring a batch in ONNX Runtime with poison rows found by bisection.
 
 A batch that fails in ONNX Runtime is split in halves until the failing rows are found:
-only those get an error (and are dead-lettered by the step), the rest are scored.
+only those get an error (and are dead-lettered by the step), the rest are scored. Every such
+error is a ``ModelError`` dead letter with code ``SCORE_ERROR_CODE`` (``model_error``).
 """
 
 from __future__ import annotations
@@ -9,11 +10,15 @@ from __future__ import annotations
 import numpy as np
 
 from streamflow.inference.session import LoadedModel
+from streamflow.records import ReasonCode
+
+SCORE_ERROR_CODE = ReasonCode.MODEL_ERROR  # the code of every error score_rows gives
 
 
 def score_rows(model: LoadedModel, x: np.ndarray, max_batch: int) -> tuple[np.ndarray, dict[int, str]]:
     """The model's output for every row (a score, or an embedding row); rows ONNX Runtime fails on
-    (found by bisection) or that come out non-finite get an error instead."""
+    (found by bisection) or that come out non-finite get an error instead (each of code
+    ``SCORE_ERROR_CODE``)."""
     scores = np.full(len(x), np.nan)
     errors: dict[int, str] = {}
 

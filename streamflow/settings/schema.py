@@ -259,20 +259,8 @@ class Settings:
     slo: SloSettings = field(default_factory=SloSettings)
 
     @property
-    def is_text(self) -> bool:
-        return self.model.kind == "text-embedding"
-
-    @property
     def feature_names(self) -> list[str]:
         return [f.name for f in self.features]
-
-    @property
-    def cleaned_topic(self) -> str:
-        return f"{self.name}.internal.cleaned"
-
-    @property
-    def normalized_topic(self) -> str:
-        return f"{self.name}.internal.normalized"
 
     @property
     def internal_partitions(self) -> int:

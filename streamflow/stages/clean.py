@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from streamflow.records import ReasonCode
 from streamflow.settings import FeatureSpec
 
 
@@ -14,12 +15,14 @@ from streamflow.settings import FeatureSpec
 class StageResult:
     """A stage's output for a batch: values for every row, and which rows passed.
 
-    ``reasons[i]`` explains why row i was rejected (None where ``ok[i]``).
+    ``reasons[i]`` explains why row i was rejected and ``codes[i]`` is that reason's code (both
+    None where ``ok[i]``).
     """
 
     values: np.ndarray  # float32[n, F]
     ok: np.ndarray  # bool[n]
     reasons: list[str | None]
+    codes: list[ReasonCode | None]
 
     @property
     def rejected_rows(self) -> np.ndarray:
@@ -69,33 +72,42 @@ def clean(values: np.ndarray, missing: np.ndarray, rules: CleanRules) -> StageRe
     """
     n = values.shape[0]
     x = np.where(missing, rules.default, values)
-    reasons: dict[int, str] = {}
+    reasons: dict[int, tuple[str, ReasonCode]] = {}  # row -> its first failed rule, in this order
+
+    def reject(found: dict[int, str], code: ReasonCode) -> None:
+        for r, why in found.items():
+            reasons.setdefault(r, (why, code))
 
     miss_req = missing & rules.required
     rows = np.flatnonzero(miss_req.any(axis=1))
-    reasons.update(_first_reason(miss_req, x, rules.names, "missing required field {name}", rows))
+    reject(_first_reason(miss_req, x, rules.names, "missing required field {name}", rows),
+           ReasonCode.MISSING_REQUIRED)
 
     nonfinite = ~missing & ~np.isfinite(values)
     rows = np.flatnonzero(nonfinite.any(axis=1))
-    for r, why in _first_reason(nonfinite, values, rules.names, "{name}: non-finite value {value}", rows).items():
-        reasons.setdefault(r, why)
+    reject(_first_reason(nonfinite, values, rules.names, "{name}: non-finite value {value}", rows),
+           ReasonCode.NON_FINITE)
 
     with np.errstate(invalid="ignore"):
         not_int = rules.integer & ~missing & np.isfinite(values) & (values != np.round(values))
         rows = np.flatnonzero(not_int.any(axis=1))
-        for r, why in _first_reason(not_int, values, rules.names, "{name}: expected an integer, got {value}", rows).items():
-            reasons.setdefault(r, why)
+        reject(_first_reason(not_int, values, rules.names, "{name}: expected an integer, got {value}",
+                             rows), ReasonCode.NOT_INTEGER)
 
         out = ((x < rules.lo) | (x > rules.hi)) & np.isfinite(x)
     hard = out & ~rules.clip
     rows = np.flatnonzero(hard.any(axis=1))
+    ranges: dict[int, str] = {}
     for r, why in _first_reason(hard, x, rules.names, "{name}: value {value} out of range", rows).items():
         c = int(np.flatnonzero(hard[r])[0])
-        reasons.setdefault(r, f"{why} [{rules.lo[c]:g}, {rules.hi[c]:g}]")
+        ranges[r] = f"{why} [{rules.lo[c]:g}, {rules.hi[c]:g}]"
+    reject(ranges, ReasonCode.OUT_OF_RANGE)
 
     x = np.clip(x, rules.lo, rules.hi)
     ok = np.ones(n, dtype=bool)
     if reasons:
         ok[list(reasons)] = False
     x[~ok] = 0.0
-    return StageResult(x.astype(np.float32), ok, [reasons.get(i) for i in range(n)])
+    found = [reasons.get(i) for i in range(n)]
+    return StageResult(x.astype(np.float32), ok, [f[0] if f else None for f in found],
+                       [f[1] if f else None for f in found])

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from streamflow.records import ReasonCode
 from streamflow.settings import FeatureSpec
 from streamflow.stages.clean import StageResult
 
@@ -51,13 +52,16 @@ class Normalizer:
 
 
 def normalize(x: np.ndarray, norm: Normalizer) -> StageResult:
-    """Scale a cleaned batch; rows whose result is not finite are rejected with the column."""
+    """Scale a cleaned batch; rows whose result is not finite are rejected with the column
+    (``ReasonCode.NOT_NORMALIZABLE``)."""
     y = norm.apply(x)
     bad = ~np.isfinite(y)
     ok = ~bad.any(axis=1)
     reasons: list[str | None] = [None] * len(ok)
+    codes: list[ReasonCode | None] = [None] * len(ok)
     for r in np.flatnonzero(~ok).tolist():
         c = int(np.flatnonzero(bad[r])[0])
         reasons[r] = f"{norm.names[c]}: value {x[r, c]} cannot be normalized (result {y[r, c]})"
+        codes[r] = ReasonCode.NOT_NORMALIZABLE
     y[~ok] = 0.0
-    return StageResult(y.astype(np.float32), ok, reasons)
+    return StageResult(y.astype(np.float32), ok, reasons, codes)

@@ -11,34 +11,40 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from streamflow.records import ReasonCode
 from streamflow.stages.tokenizer import Buckets, TextTokenizer, bucket_by_length, pad
 
 
-def clean_texts(texts: Sequence[object], field: str, max_length: int) -> tuple[np.ndarray, list[str | None]]:
-    """(mask of usable texts, reason per rejected row).
+def clean_texts(texts: Sequence[object], field: str,
+                max_length: int) -> tuple[np.ndarray, list[str | None], list[ReasonCode | None]]:
+    """(mask of usable texts, reason per rejected row, its code).
 
     A usable text is present, a string, encodable as UTF-8 (no lone surrogates), not only
     whitespace, and at most ``max_length`` characters."""
     ok = np.ones(len(texts), dtype=bool)
     reasons: list[str | None] = [None] * len(texts)
+    codes: list[ReasonCode | None] = [None] * len(texts)
     for i, t in enumerate(texts):
         if t is None:
-            why = f"missing required field {field}"
+            why, code = f"missing required field {field}", ReasonCode.MISSING_REQUIRED
         elif not isinstance(t, str):
-            why = f"{field}: expected a string, got {type(t).__name__}"
+            why, code = f"{field}: expected a string, got {type(t).__name__}", ReasonCode.WRONG_TYPE
         elif len(t) > max_length:
             why = f"{field}: string of {len(t)} characters exceeds max_string_length {max_length}"
+            code = ReasonCode.TOO_LARGE
         elif not t.strip():
             why = f"{field}: empty text (only whitespace)" if t else f"{field}: empty text"
+            code = ReasonCode.EMPTY
         else:
             try:
                 t.encode()
                 continue
             except UnicodeEncodeError as exc:
                 why = f"{field}: not valid unicode (lone surrogate at character {exc.start})"
+                code = ReasonCode.INVALID_UTF8
         ok[i] = False
-        reasons[i] = why
-    return ok, reasons
+        reasons[i], codes[i] = why, code
+    return ok, reasons, codes
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,8 @@ from typing import Any
 
 import pytest
 
-from streamflow import report
 from streamflow.broker import die_with_parent, free_port, stop_process
+from streamflow.cli import report
 from streamflow.collectors.produce import ProduceStats, RawProducer, run_synthetic
 from streamflow.metrics import Metrics
 from streamflow.settings import Settings

@@ -1,6 +1,14 @@
-import numpy as np
+import json
+from types import SimpleNamespace
 
-from streamflow.records import REASON_CODES, BytesColumn, RecordBatch, reason_code
+import numpy as np
+import pytest
+
+from streamflow.agents.clean import CleanHandler
+from streamflow.codecs import RecordCodec
+from streamflow.records import REASON_CODES, BytesColumn, RecordBatch
+from streamflow.settings.loading import load_settings
+from tests.conftest import PIPELINE, ROOT
 
 
 def batch(n: int) -> RecordBatch:
@@ -29,13 +37,39 @@ def test_select_keeps_rows_aligned() -> None:
     assert b.device_id_list() == ["d0", "d2", "d4"]
 
 
-def test_reason_codes_are_a_small_fixed_set() -> None:
-    assert reason_code("missing required field cpu_temp_c") == "missing_required"
-    assert reason_code("power_w: value -50.0 out of range [0, 5000]") == "out_of_range"
-    assert reason_code("cpu_temp_c: non-finite value nan") == "non_finite"
-    assert reason_code("something new") == "other"
-    assert reason_code("avro: field device_id: string of 9000 bytes exceeds max_string_length 4096") == "too_large"
-    assert reason_code("avro: string is not utf-8 (unexpected end of data)") == "invalid_utf8"
-    assert reason_code("json: field device_id: expected a string, got int 5") == "wrong_type"
-    assert reason_code("decode: internal error (ValueError: x)") == "other"
+def test_reason_codes_are_a_small_fixed_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The clean stage gives each reason its code where it refuses the record (never read back
+    from the text): (reason, code) of each dead letter."""
+    settings = load_settings(PIPELINE, environ={})
+    handler = CleanHandler(SimpleNamespace(settings=settings))  # type: ignore[arg-type]
+    avro = RecordCodec(str(ROOT / "schemas/telemetry_reading.avsc"))
+    good = {"device_id": "d", "timestamp": 1, "cpu_temp_c": 50.0, "power_w": 300.0,
+            "cpu_util_pct": 5.0}
+
+    def reason_code(value: bytes) -> tuple[str, str]:
+        msg = SimpleNamespace(value=value, key=None, offset=0, timestamp=0, headers=[])
+        (r,) = handler.process("raw", 0, [msg])[1]
+        return r.reason, r.code
+
+    def js(**fields: object) -> bytes:
+        return json.dumps({**good, **fields}).encode()
+
+    assert reason_code(js(cpu_temp_c=None)) == (
+        "missing required field cpu_temp_c", "missing_required")
+    assert reason_code(js(power_w=-50.0)) == (
+        "power_w: value -50.0 out of range [0, 5000]", "out_of_range")
+    assert reason_code(js(cpu_temp_c=float("nan"))) == (
+        "cpu_temp_c: non-finite value nan", "non_finite")
+    assert reason_code(avro.encode({**good, "device_id": "x" * 9000})) == (
+        "avro: field device_id: string of 9000 bytes exceeds max_string_length 4096", "too_large")
+    assert reason_code(b"\x02\xc3" + avro.encode(good)[2:]) == (
+        "avro: string is not utf-8 (unexpected end of data)", "invalid_utf8")
+    assert reason_code(js(device_id=5)) == (
+        "json: field device_id: expected a string, got int 5", "wrong_type")
+
+    def bug(data: bytes) -> dict[str, object]:
+        raise ValueError("x")
+
+    monkeypatch.setattr(handler.kind.decoder, "_read_avro", bug)
+    assert reason_code(avro.encode(good)) == ("decode: internal error (ValueError: x)", "other")
     assert all(c in REASON_CODES for c in ("missing_required", "out_of_range", "other"))

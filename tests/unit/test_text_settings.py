@@ -19,9 +19,9 @@ def problems(text: str, tmp_path: Path) -> list[str]:
 
 def test_the_shipped_text_pipeline_loads_and_the_telemetry_one_stays_tabular() -> None:
     s = load_settings(TEXT, environ={})
-    assert s.is_text and s.input.text_field == "text" and not s.features
+    assert s.model.kind == "text-embedding" and s.input.text_field == "text" and not s.features
     assert [name for name, _ in s.labels] == ["overheating", "disk", "network", "other"]
-    assert not load_settings(ROOT / "pipelines" / "telemetry.toml", environ={}).is_text
+    assert load_settings(ROOT / "pipelines" / "telemetry.toml", environ={}).model.kind == "tabular"
 
 
 def test_text_settings_are_checked_naming_the_key(tmp_path: Path) -> None:

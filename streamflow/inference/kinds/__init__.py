@@ -20,7 +20,7 @@ import numpy as np
 
 from streamflow.errors import ConfigError
 from streamflow.metrics import Metrics
-from streamflow.records import BytesColumn, RecordBatch
+from streamflow.records import BytesColumn, Reason, RecordBatch
 from streamflow.settings import Settings
 
 if TYPE_CHECKING:
@@ -45,8 +45,8 @@ class Cleaned:
     """One partition's raw messages decoded and checked by the kind: one entry per message."""
 
     ok: np.ndarray  # bool[n]: the row goes on
-    errors: list[str | None]  # why a message did not decode (None: it did)
-    reasons: list[str | None]  # why a decoded record was rejected (None: it was not)
+    errors: list[Reason | None]  # why a message did not decode (a DecodeError; None: it did)
+    reasons: list[Reason | None]  # why a decoded record was rejected (a ValidationError; None: not)
     ids: list[str]  # the key field, utf-8
     event_ms: np.ndarray  # int64[n]: the record's own timestamp
     features: np.ndarray  # float32[n, F]; F = 0 when the kind carries its input in ``texts``
@@ -59,13 +59,14 @@ class Prepared:
 
     batches: list[RecordBatch]
     bad_rows: np.ndarray  # int positions in the cleaned batch
-    reasons: list[str]  # one per bad row
+    reasons: list[Reason]  # one per bad row: a ValidationError
 
 
 class ModelKind(Protocol):
     """One kind of model; ``KINDS`` maps ``model.kind`` names to implementations."""
 
     name: ClassVar[str]
+    synthetic: ClassVar[str]  # which synthetic records feed it (collectors/: "telemetry", "texts")
     input_names: tuple[str, ...]  # the ONNX inputs it feeds
 
     def __init__(self, settings: Settings) -> None: ...
@@ -108,6 +109,14 @@ class ModelKind(Protocol):
     def results(self, batch: RecordBatch, outputs: np.ndarray, model: LoadedModel,
                 latency_ms: np.ndarray) -> list[bytes]:
         """One encoded result per row of ``batch``, from the model's outputs."""
+        ...
+
+    def describe(self) -> str:
+        """What it takes from a record, for ``streamflow validate``'s summary."""
+        ...
+
+    def sample_inputs(self, records: int, n_features: int) -> np.ndarray:
+        """Model-ready rows for benchmarks (``bench inference``, ``doctor``), the same every run."""
         ...
 
     def check_files(self) -> list[str]:

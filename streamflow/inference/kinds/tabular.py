@@ -23,7 +23,7 @@ from streamflow.inference.kinds import (
     input_fields,
     model_signature,
 )
-from streamflow.records import RecordBatch
+from streamflow.records import RecordBatch, paired
 from streamflow.settings import Settings
 from streamflow.stages.clean import CleanRules, clean
 from streamflow.stages.normalize import Normalizer, normalize
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 class TabularKind:
     name: ClassVar[str] = "tabular"
+    synthetic: ClassVar[str] = "telemetry"
 
     def __init__(self, settings: Settings) -> None:
         s = self.settings = settings
@@ -72,16 +73,17 @@ class TabularKind:
         dec = self.decoder.decode_batch(values, keys)
         res = clean(dec.values, dec.missing, self.rules)
         ok = res.ok & np.fromiter((e is None for e in dec.errors), dtype=bool, count=len(values))
-        return Cleaned(ok, dec.errors, res.reasons, dec.device_ids, np.asarray(dec.event_ms, np.int64),
-                       res.values)
+        return Cleaned(ok, paired(dec.errors, dec.codes), paired(res.reasons, res.codes), dec.device_ids,
+                       np.asarray(dec.event_ms, np.int64), res.values)
 
     def prepare(self, batch: RecordBatch, stage: StageMetrics) -> Prepared:
         res = normalize(batch.features, self.norm)
         out = replace(batch, features=res.values, stage="normalize")
         if res.ok.all():
             return Prepared([out], np.zeros(0, np.int64), [])
-        bad = np.flatnonzero(~res.ok)
-        return Prepared([out.select(res.ok)], bad, [res.reasons[r] or "" for r in bad.tolist()])
+        bad = np.flatnonzero(~res.ok)  # normalize gives a reason to exactly these rows, in order
+        reasons = [r for r in paired(res.reasons, res.codes) if r is not None]
+        return Prepared([out.select(res.ok)], bad, reasons)
 
     def start(self, model: LoadedModel) -> None:
         pass
@@ -100,6 +102,13 @@ class TabularKind:
         labels = np.where(outputs >= self.threshold, "anomaly", "normal").tolist()
         return self.encoder.encode_batch(batch.device_id_list(), batch.event_ms, outputs, labels,
                                          model.name, model.version, latency_ms)
+
+    def describe(self) -> str:
+        return f"{len(self.settings.features)} features"
+
+    def sample_inputs(self, records: int, n_features: int) -> np.ndarray:
+        """Random normalized features."""
+        return np.random.default_rng(0).normal(size=(records, n_features)).astype(np.float32)
 
     def check_files(self) -> list[str]:
         s = self.settings

@@ -26,7 +26,7 @@ from streamflow.inference.kinds import (
     input_fields,
     model_signature,
 )
-from streamflow.records import BytesColumn, RecordBatch
+from streamflow.records import BytesColumn, RecordBatch, paired
 from streamflow.settings import TEXT_INPUTS, Settings
 from streamflow.stages.text import clean_texts, tokenize_buckets
 from streamflow.stages.tokenizer import TextTokenizer
@@ -84,6 +84,8 @@ class PaddingTally:
 
 class TextEmbeddingKind:
     name: ClassVar[str] = "text-embedding"
+    synthetic: ClassVar[str] = "texts"
+    sample_tokens: ClassVar[int] = 32  # tokens per text of ``sample_inputs``
     input_names = TEXT_INPUTS
 
     def __init__(self, settings: Settings) -> None:
@@ -142,12 +144,14 @@ class TextEmbeddingKind:
 
     def clean(self, values: Sequence[bytes | None], keys: Sequence[bytes | None]) -> Cleaned:
         tdec = self.decoder.decode_batch(values, keys)
-        ok, reasons = clean_texts(tdec.texts, self.settings.input.text_field, self.settings.limits.max_string_length)
+        ok, reasons, codes = clean_texts(tdec.texts, self.settings.input.text_field,
+                                         self.settings.limits.max_string_length)
         ok &= np.fromiter((e is None for e in tdec.errors), dtype=bool, count=len(values))
         texts = BytesColumn.from_list([t.encode() if good and isinstance(t, str) else b""
                                        for t, good in zip(tdec.texts, ok.tolist(), strict=True)])
-        return Cleaned(ok, tdec.errors, reasons, tdec.device_ids, np.asarray(tdec.event_ms, np.int64),
-                       np.zeros((len(values), 0), dtype=np.float32), texts)
+        return Cleaned(ok, paired(tdec.errors, tdec.codes), paired(reasons, codes), tdec.device_ids,
+                       np.asarray(tdec.event_ms, np.int64), np.zeros((len(values), 0), dtype=np.float32),
+                       texts)
 
     def prepare(self, batch: RecordBatch, stage: StageMetrics) -> Prepared:
         """One batch per length bucket, shortest first; the texts stay behind (the model needs ids)."""
@@ -193,6 +197,16 @@ class TextEmbeddingKind:
         labels, label_scores = model.head.label(outputs)
         return self.encoder.encode_batch(batch.device_id_list(), batch.event_ms, outputs, labels, label_scores,
                                          model.name, model.version, latency_ms)
+
+    def describe(self) -> str:
+        return f"text field {self.settings.input.text_field}, {len(self.settings.labels)} labels"
+
+    def sample_inputs(self, records: int, n_features: int) -> np.ndarray:
+        """Token ids of ``sample_tokens``-token texts, as float32 (the internal batch's features)."""
+        rng = np.random.default_rng(0)
+        ids = rng.integers(1996, 29000, size=(records, self.sample_tokens))  # ordinary BERT WordPiece tokens
+        ids[:, 0], ids[:, -1] = 101, 102  # [CLS] ... [SEP]
+        return ids.astype(np.float32)
 
     def check_files(self) -> list[str]:
         s = self.settings

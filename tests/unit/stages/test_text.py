@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from streamflow.inference.kinds.text import CentroidHead, model_inputs
-from streamflow.records import reason_code
 from streamflow.stages.text import clean_texts, tokenize_buckets
 
 TOKENIZER = Path(__file__).resolve().parents[3] / "models" / "minilm" / "tokenizer.json"
@@ -16,9 +15,8 @@ TOKENIZER = Path(__file__).resolve().parents[3] / "models" / "minilm" / "tokeniz
 
 def test_unusable_texts_are_rejected_with_precise_reasons() -> None:
     texts = ["fan failure", None, 42, "   \n", "", "x" * 21, "bad \ud800 surrogate", " ok "]
-    ok, reasons = clean_texts(texts, "text", max_length=20)
+    ok, reasons, codes = clean_texts(texts, "text", max_length=20)
     assert ok.tolist() == [True, False, False, False, False, False, False, True]
-    codes = [reason_code(r) if r else None for r in reasons]
     assert codes == [None, "missing_required", "wrong_type", "empty", "empty", "too_large", "invalid_utf8", None]
     assert reasons[1] == "missing required field text"
 
