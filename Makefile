@@ -44,9 +44,12 @@ unit: $(STAMP)
 integration: $(STAMP) system-tools
 	$(PY) -m pytest -q -p no:cacheprovider tests/integration
 
+# Style (ruff format), lint (ruff), types (mypy), layers (import-linter: [tool.*] in pyproject.toml)
 lint: $(STAMP)
+	$(VENV)/bin/ruff format --check streamflow tests benchmarks
 	$(VENV)/bin/ruff check streamflow tests benchmarks
 	$(VENV)/bin/mypy streamflow
+	$(VENV)/bin/lint-imports
 
 bench: $(STAMP)
 	$(SF) bench e2e --records 50000

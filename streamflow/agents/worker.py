@@ -20,6 +20,7 @@ from typing import Any
 from streamflow.agents.app import DrainingWorker, make_app
 from streamflow.agents.context import StageContext
 from streamflow.agents.handler import Handler
+from streamflow.errors import EX_SOFTWARE, exit_status
 from streamflow.inference.gpu import Gpus
 from streamflow.inference.kinds import require_valid
 from streamflow.kafka.admin import ensure_topics, wait_ready
@@ -31,7 +32,7 @@ from streamflow.settings import Settings
 from streamflow.steps import handler_class, pipeline_topics, step_named
 
 log = logging.getLogger(__name__)
-EXIT_STAGE_FAILED = 70  # EX_SOFTWARE: the stage hit an error it cannot dead-letter
+EXIT_STAGE_FAILED = EX_SOFTWARE  # 70; a retriable InfrastructureError exits EX_TEMPFAIL (75)
 
 InFlight = tuple["asyncio.Future[asyncio.Future[None]]", list[Chunk]]
 
@@ -88,7 +89,9 @@ class StageWorker:
     def fail(self, exc: BaseException) -> None:
         """Not a bad record (those are dead-lettered): a fault in the stage itself. Stop the
         worker with an error, committing only what was acked, so a supervisor restarts it and
-        the unacked batches are read again, instead of a live process that does nothing."""
+        the unacked batches are read again, instead of a live process that does nothing. The
+        exit status is 75 (EX_TEMPFAIL) when the fault is a retriable ``InfrastructureError``
+        (a registry or broker that did not answer: a restart after a wait helps), else 70."""
         if not self.failure:
             log.critical("stage %s failed, stopping the worker: %r", self.stage, exc, exc_info=exc)
             self.failure.append(exc)
@@ -257,7 +260,7 @@ class StageWorker:
         except SystemExit as exc:
             if not self.failure:
                 raise
-            raise SystemExit(EXIT_STAGE_FAILED) from exc
+            raise SystemExit(exit_status(self.failure[0])) from exc
 
 
 def run_stage(settings: Settings, stage: str, bootstrap: str, *, serve_metrics: bool = True,

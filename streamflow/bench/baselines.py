@@ -29,7 +29,7 @@ from streamflow.headers import H_MODEL, H_MODEL_VERSION, batch_source_headers, d
 from streamflow.inference.session import load_model
 from streamflow.kafka.config import kafka_config, producer_config
 from streamflow.kafka.transport import patch_fetch_wait
-from streamflow.records import Rejected
+from streamflow.records import ReasonCode, Rejected
 from streamflow.settings import Settings
 from streamflow.settings.loading import load_settings
 from streamflow.stages.clean import CleanRules, clean
@@ -73,7 +73,8 @@ class Work:
         for i in np.flatnonzero(~ok).tolist():
             t, p, o, ing, k, v = msgs[i]
             reason = dec.errors[i] or c.reasons[i] or n.reasons[i] or "rejected"
-            d = dead_letter(Rejected("clean", "ValidationError", reason, t, p, o, k, v, ing), dlq)
+            code = dec.codes[i] or c.codes[i] or n.codes[i] or ReasonCode.OTHER
+            d = dead_letter(Rejected("clean", "ValidationError", reason, t, p, o, k, v, ing, code=code), dlq)
             out.append((dlq, d.value, d.key, d.headers or []))
         return out
 

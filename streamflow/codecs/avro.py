@@ -154,9 +154,11 @@ def _avro_read(data: bytes, writer: Any, reader: Any | None, check: Checker | No
     except EOFError:
         raise DecodeError("avro: truncated record (EOF)", ReasonCode.INVALID_AVRO) from None
     except UnicodeDecodeError as exc:
-        raise DecodeError(f"avro: string is not utf-8 ({exc.reason})", ReasonCode.INVALID_UTF8) from None
+        raise DecodeError(f"avro: string is not utf-8 ({exc.reason})",
+                          ReasonCode.INVALID_UTF8) from None
     except (MemoryError, OverflowError):
-        raise DecodeError("avro: length prefix larger than the message", ReasonCode.INVALID_AVRO) from None
+        raise DecodeError("avro: length prefix larger than the message",
+                          ReasonCode.INVALID_AVRO) from None
     except Exception as exc:  # fastavro raises IndexError, ValueError, SchemaResolutionError, ...
         raise DecodeError(f"avro: cannot decode ({type(exc).__name__}: {str(exc)[:120]})",
                           ReasonCode.INVALID_AVRO) from None
@@ -217,8 +219,8 @@ def _decode_wire(data: bytes, registry: _Registry, reader: Any, limits: LimitSet
         raise DecodeError(f"registry: message of {len(data)} bytes is shorter than the 5-byte "
                           "wire-format header", ReasonCode.UNKNOWN_SCHEMA)
     if data[0] != WIRE_MAGIC:
-        raise DecodeError(f"registry: magic byte {data[0]} is not 0 (not the Confluent wire format)",
-                          ReasonCode.UNKNOWN_SCHEMA)
+        raise DecodeError(f"registry: magic byte {data[0]} is not 0 (not the Confluent wire "
+                          "format)", ReasonCode.UNKNOWN_SCHEMA)
     schema_id = struct.unpack(">I", data[1:5])[0]
     writer = registry.writer_schema(schema_id)
     return _avro_read(data[5:], writer, reader, registry.checker(schema_id, limits))

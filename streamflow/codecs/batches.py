@@ -79,7 +79,8 @@ def decode_record_batch(data: bytes) -> RecordBatch:
         n, f, lengths = int(header["n"]), int(header["f"]), [int(x) for x in header["l"]]
         view = memoryview(data)
         if len(lengths) not in (13, 16) or pos + sum(lengths) != len(data):
-            raise _corrupt(f"record batch: {len(data) - pos} body bytes, header announces {sum(lengths)}")
+            raise _corrupt(f"record batch: {len(data) - pos} body bytes, header announces "
+                           f"{sum(lengths)}")
         parts = []
         for ln in lengths:
             parts.append(view[pos:pos + ln])

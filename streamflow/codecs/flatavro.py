@@ -66,8 +66,8 @@ def _read_code(t: str, target: str, indent: str, field: str = "", max_len: int |
         return [f"{indent}{target} = None"]
     if t == "boolean":
         return [f"{indent}c = b[p]", f"{indent}p += 1",
-                f"{indent}if c > 1: raise DecodeError(f'avro: boolean byte {{c}} is neither 0 nor 1', "
-                "INVALID_AVRO)",
+                f"{indent}if c > 1:"
+                " raise DecodeError(f'avro: boolean byte {c} is neither 0 nor 1', INVALID_AVRO)",
                 f"{indent}{target} = c == 1"]
     if t in ("int", "long"):
         return [f"{indent}{target}, p = _varint(b, p)"]
@@ -80,7 +80,8 @@ def _read_code(t: str, target: str, indent: str, field: str = "", max_len: int |
     decode = ".decode()" if t == "string" else ""
     where = f"field {field}: " if field else ""
     lines = [f"{indent}ln, p = _varint(b, p)",
-             f"{indent}if ln < 0: raise DecodeError(f'avro: {where}negative length {{ln}}', INVALID_AVRO)",
+             f"{indent}if ln < 0: raise DecodeError(f'avro: {where}negative length {{ln}}',"
+             " INVALID_AVRO)",
              f"{indent}if p + ln > n: raise DecodeError(f'avro: {where}length prefix larger than the message "
              f"({{ln}} bytes, {{n - p}} left)', INVALID_AVRO)"]
     if max_len is not None:
@@ -125,12 +126,13 @@ def compile_reader(schema: Any, *, max_string_length: int | None = None) -> Read
                   f"        raise DecodeError(f'avro: field {name}: union branch {{c // 2 if c % 2 == 0 else -(c + 1) // 2}}"
                   " out of range', INVALID_AVRO)"]
     lines += ["    if p != n:",
-              "        raise DecodeError(f'avro: {n - p} trailing bytes after the record (wrong schema?)',"
-              " INVALID_AVRO)",
+              "        raise DecodeError(f'avro: {n - p} trailing bytes after the record"
+              " (wrong schema?)', INVALID_AVRO)",
               "    return {" + ", ".join(f"{nm!r}: v{i}" for i, nm in enumerate(names)) + "}"]
     namespace: dict[str, Any] = {"_varint": _varint, "_DOUBLE": _DOUBLE, "_FLOAT": _FLOAT,
                                  "_Truncated": _Truncated, "DecodeError": DecodeError,
-                                 "INVALID_AVRO": ReasonCode.INVALID_AVRO, "TOO_LARGE": ReasonCode.TOO_LARGE}
+                                 "INVALID_AVRO": ReasonCode.INVALID_AVRO,
+                                 "TOO_LARGE": ReasonCode.TOO_LARGE}
     exec(compile("\n".join(lines), f"<flatavro {schema.get('name', 'record')}>", "exec"), namespace)  # noqa: S102
     generated: Reader = namespace["read"]
 
@@ -140,7 +142,8 @@ def compile_reader(schema: Any, *, max_string_length: int | None = None) -> Read
         except (IndexError, _Truncated):
             raise DecodeError("avro: truncated record (EOF)", ReasonCode.INVALID_AVRO) from None
         except UnicodeDecodeError as exc:
-            raise DecodeError(f"avro: string is not utf-8 ({exc.reason})", ReasonCode.INVALID_UTF8) from None
+            raise DecodeError(f"avro: string is not utf-8 ({exc.reason})",
+                              ReasonCode.INVALID_UTF8) from None
 
     return read
 
@@ -177,8 +180,8 @@ def compile_checker(schema: Any, *, max_string_length: int, max_array_length: in
             if ln < 0:
                 raise DecodeError(f"avro: {where}negative length {ln}", ReasonCode.INVALID_AVRO)
             if p + ln > len(b):  # first: a length no message could hold is corruption, not a long value
-                raise DecodeError(f"avro: {where}length prefix larger than the message ({ln} bytes, "
-                                  f"{len(b) - p} left)", ReasonCode.INVALID_AVRO)
+                raise DecodeError(f"avro: {where}length prefix larger than the message ({ln} "
+                                  f"bytes, {len(b) - p} left)", ReasonCode.INVALID_AVRO)
             if ln > max_string_length:
                 raise DecodeError(f"avro: {where}{kind} of {ln} bytes exceeds max_string_length "
                                   f"{max_string_length}", ReasonCode.TOO_LARGE)
@@ -213,7 +216,8 @@ def compile_checker(schema: Any, *, max_string_length: int, max_array_length: in
         def skip(b: bytes, p: int, budget: list[int]) -> int:
             i, p = _varint(b, p)
             if not 0 <= i < len(branches):
-                raise DecodeError(f"avro: {where}union branch {i} out of range", ReasonCode.INVALID_AVRO)
+                raise DecodeError(f"avro: {where}union branch {i} out of range",
+                                  ReasonCode.INVALID_AVRO)
             return branches[i](b, p, budget)
         return skip
 
@@ -221,7 +225,8 @@ def compile_checker(schema: Any, *, max_string_length: int, max_array_length: in
         def skip(b: bytes, p: int, budget: list[int]) -> int:
             i, p = _varint(b, p)
             if not 0 <= i < n_symbols:
-                raise DecodeError(f"avro: {where}enum index {i} out of range", ReasonCode.INVALID_AVRO)
+                raise DecodeError(f"avro: {where}enum index {i} out of range",
+                                  ReasonCode.INVALID_AVRO)
             return p
         return skip
 

@@ -205,7 +205,9 @@ class ChunkingConsumer(faust_aiokafka.Consumer):
     """faust's aiokafka consumer, delivering chunks to the app's ``chunk_buffer``."""
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - exercised by integration tests
-        app: ChunkedApp = self.app
+        app = self.app
+        if not isinstance(app, ChunkedApp):
+            raise TypeError("the streamflow:// transport needs a ChunkedApp (agents/app.py:make_app)")
         buffer = app.chunk_buffer
         consumer_should_stop = self._stopped.is_set
         fetcher_should_stop = fetcher._stopped.is_set

@@ -91,8 +91,8 @@ def clean(values: np.ndarray, missing: np.ndarray, rules: CleanRules) -> StageRe
     with np.errstate(invalid="ignore"):
         not_int = rules.integer & ~missing & np.isfinite(values) & (values != np.round(values))
         rows = np.flatnonzero(not_int.any(axis=1))
-        reject(_first_reason(not_int, values, rules.names, "{name}: expected an integer, got {value}",
-                             rows), ReasonCode.NOT_INTEGER)
+        what = "{name}: expected an integer, got {value}"
+        reject(_first_reason(not_int, values, rules.names, what, rows), ReasonCode.NOT_INTEGER)
 
         out = ((x < rules.lo) | (x > rules.hi)) & np.isfinite(x)
     hard = out & ~rules.clip

@@ -38,7 +38,7 @@ class TabularKind:
 
     def __init__(self, settings: Settings) -> None:
         s = self.settings = settings
-        self.input_names = (s.model.input,)
+        self.input_names: tuple[str, ...] = (s.model.input,)
         self._decoder: ReadingDecoder | None = None
         self._encoder: ResultEncoder | None = None
         self.rules = CleanRules.from_features(s.features)
@@ -73,8 +73,8 @@ class TabularKind:
         dec = self.decoder.decode_batch(values, keys)
         res = clean(dec.values, dec.missing, self.rules)
         ok = res.ok & np.fromiter((e is None for e in dec.errors), dtype=bool, count=len(values))
-        return Cleaned(ok, paired(dec.errors, dec.codes), paired(res.reasons, res.codes), dec.device_ids,
-                       np.asarray(dec.event_ms, np.int64), res.values)
+        return Cleaned(ok, paired(dec.errors, dec.codes), paired(res.reasons, res.codes),
+                       dec.device_ids, np.asarray(dec.event_ms, np.int64), res.values)
 
     def prepare(self, batch: RecordBatch, stage: StageMetrics) -> Prepared:
         res = normalize(batch.features, self.norm)

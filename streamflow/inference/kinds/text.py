@@ -86,7 +86,7 @@ class TextEmbeddingKind:
     name: ClassVar[str] = "text-embedding"
     synthetic: ClassVar[str] = "texts"
     sample_tokens: ClassVar[int] = 32  # tokens per text of ``sample_inputs``
-    input_names = TEXT_INPUTS
+    input_names: tuple[str, ...] = TEXT_INPUTS
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -150,8 +150,8 @@ class TextEmbeddingKind:
         texts = BytesColumn.from_list([t.encode() if good and isinstance(t, str) else b""
                                        for t, good in zip(tdec.texts, ok.tolist(), strict=True)])
         return Cleaned(ok, paired(tdec.errors, tdec.codes), paired(reasons, codes), tdec.device_ids,
-                       np.asarray(tdec.event_ms, np.int64), np.zeros((len(values), 0), dtype=np.float32),
-                       texts)
+                       np.asarray(tdec.event_ms, np.int64),
+                       np.zeros((len(values), 0), dtype=np.float32), texts)
 
     def prepare(self, batch: RecordBatch, stage: StageMetrics) -> Prepared:
         """One batch per length bucket, shortest first; the texts stay behind (the model needs ids)."""
