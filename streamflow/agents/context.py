@@ -56,7 +56,7 @@ class StageContext:
 
     def send(self, messages: Sequence[OutMessage]) -> asyncio.Future[None]:
         """Queue every message; the future resolves once the broker has acknowledged them all
-        (retrying while it cannot, dead-lettering results it refuses: agents/delivery.py)."""
+        (retrying while it cannot, dead-lettering results it refuses: kafka/delivery.py)."""
         k = self.settings.kafka
         task = asyncio.ensure_future(deliver(
             self.producer, messages, backoff=Backoff(k.retry_backoff_s, k.retry_backoff_max_s),

@@ -5,7 +5,7 @@
   through confluent-kafka's schema-registry client.
 - JSON: one object per message, the same field names as the Avro schema.
 - Text records (``TextDecoder``) and text-embedding results (``TextResultEncoder``) for text pipelines.
-- Columnar record batches for the internal topics (``SFB1``): a JSON header and raw
+- Columnar record batches for the internal topics (``SFB2``): a JSON header naming each column, raw
   numpy buffers, decoded zero-copy.
 
 A bad record never raises out of ``decode_batch``: it gets a precise reason instead, and

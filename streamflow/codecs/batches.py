@@ -1,5 +1,5 @@
-"""Columnar record batches for the internal topics (``SFB1``): a JSON header and raw numpy
-buffers, decoded zero-copy."""
+"""Columnar record batches for the internal topics (``SFB2``): a JSON header naming each column,
+then raw numpy buffers, decoded zero-copy. ``SFB1`` messages (a fixed count of buffers) still decode."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import numpy as np
 from streamflow.errors import DecodeError
 from streamflow.records import BytesColumn, ReasonCode, RecordBatch
 
-MAGIC = b"SFB1"
+MAGIC = b"SFB2"  # named columns
+MAGIC_V1 = b"SFB1"  # 13 or 16 buffers in a fixed order: still decoded (messages written before SFB2)
 _HEADER = struct.Struct(">4sI")  # magic, header length
 
 
@@ -21,17 +22,42 @@ def _corrupt(reason: str) -> DecodeError:
     return DecodeError(reason, ReasonCode.CORRUPT_BATCH)
 
 
+# The columns of a batch, by name: (RecordBatch field, wire type). Fixed-width columns travel as
+# one buffer; a bytes column as three (end offsets int64, null flags bool, the data).
+INT64_COLUMNS = ("offsets", "ingest_ms", "event_ms")
+BYTES_COLUMNS = ("keys", "values", "device_ids", "texts")  # texts: optional (text pipelines)
+
+
+def _columns(batch: RecordBatch) -> tuple[list[list[Any]], list[bytes]]:
+    """(column descriptors [name, type, [buffer lengths], shape], buffers in order)."""
+    specs: list[list[Any]] = []
+    blobs: list[bytes] = []
+    for name in INT64_COLUMNS:
+        blob = np.ascontiguousarray(getattr(batch, name), np.int64).tobytes()
+        specs.append([name, "i8", [len(blob)], [len(batch)]])
+        blobs.append(blob)
+    feats = np.ascontiguousarray(batch.features, np.float32)
+    blob = feats.tobytes()
+    specs.append(["features", "f4", [len(blob)], list(feats.shape)])
+    blobs.append(blob)
+    for name in BYTES_COLUMNS:
+        col: BytesColumn | None = getattr(batch, name)
+        if col is None:
+            continue
+        parts = [np.ascontiguousarray(col.ends, np.int64).tobytes(),
+                 np.ascontiguousarray(col.null, np.bool_).tobytes(), col.data]
+        specs.append([name, "bytes", [len(p) for p in parts], [len(batch)]])
+        blobs += parts
+    return specs, blobs
+
+
 def encode_record_batch(batch: RecordBatch) -> bytes:
-    cols = [batch.keys, batch.values, batch.device_ids] + ([batch.texts] if batch.texts is not None else [])
-    arrays: list[np.ndarray] = [np.ascontiguousarray(batch.offsets, np.int64), np.ascontiguousarray(batch.ingest_ms, np.int64),
-              np.ascontiguousarray(batch.event_ms, np.int64), np.ascontiguousarray(batch.features, np.float32)]
-    for c in cols:
-        arrays += [np.ascontiguousarray(c.ends, np.int64), np.ascontiguousarray(c.null, np.bool_)]
-    blobs = [a.tobytes() for a in arrays] + [c.data for c in cols]
+    """``SFB2``: a JSON header naming each column (name, type, buffer lengths, shape), then the
+    buffers. A reader finds columns by name, so a batch may carry columns another does not."""
+    specs, blobs = _columns(batch)
     header = json.dumps({
         "t": batch.source_topic, "p": batch.source_partition, "s": batch.stage, "n": len(batch),
-        "f": int(batch.features.shape[1]) if batch.features.ndim == 2 else 0, "x": batch.extra,
-        "l": [len(b) for b in blobs],
+        "x": batch.extra, "c": specs,
     }, separators=(",", ":")).encode()
     return b"".join([_HEADER.pack(MAGIC, len(header)), header, *blobs])
 
@@ -40,7 +66,7 @@ def _batch_header(data: bytes) -> tuple[dict[str, Any], int]:
     if not data or len(data) < _HEADER.size:
         raise _corrupt("record batch: too short")
     magic, hlen = _HEADER.unpack_from(data)
-    if magic != MAGIC:
+    if magic not in (MAGIC, MAGIC_V1):
         raise _corrupt(f"record batch: bad magic {magic!r}")
     end = _HEADER.size + hlen
     if end > len(data):
@@ -49,6 +75,9 @@ def _batch_header(data: bytes) -> tuple[dict[str, Any], int]:
         header = json.loads(data[_HEADER.size:end])
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise _corrupt("record batch: header is not JSON") from None
+    if not isinstance(header, dict):
+        raise _corrupt("record batch: header is not a JSON object")
+    header["v"] = 1 if magic == MAGIC_V1 else 2
     return header, end
 
 
@@ -75,6 +104,53 @@ def record_batch_length(data: bytes) -> int:
 
 def decode_record_batch(data: bytes) -> RecordBatch:
     header, pos = _batch_header(data)
+    if header["v"] == 1:
+        return _decode_v1(data, header, pos)
+    try:
+        n, view = int(header["n"]), memoryview(data)
+        columns: dict[str, Any] = {}
+        for name, kind, lengths, shape in header["c"]:
+            parts = []
+            for ln in lengths:
+                if int(ln) < 0 or pos + int(ln) > len(data):
+                    raise _corrupt(f"record batch: column {name!r} runs past the end of the message")
+                parts.append(view[pos:pos + int(ln)])
+                pos += int(ln)
+            if kind == "i8":
+                arr = np.frombuffer(parts[0], dtype=np.int64)
+            elif kind == "f4":
+                arr = np.frombuffer(parts[0], dtype=np.float32).reshape([int(d) for d in shape])
+            elif kind == "bytes":
+                ends = np.frombuffer(parts[0], dtype=np.int64)
+                null = np.frombuffer(parts[1], dtype=np.bool_)
+                blob = bytes(parts[2])
+                if len(ends) != n or len(null) != n or (n and int(ends[-1]) != len(blob)):
+                    raise _corrupt("record batch: inconsistent column lengths")
+                arr = BytesColumn(blob, ends, null)
+            else:
+                raise _corrupt(f"record batch: column {name!r} has unknown type {kind!r}")
+            if len(arr) != n:
+                raise _corrupt("record batch: inconsistent column lengths")
+            columns[str(name)] = arr
+        if pos != len(data):
+            raise _corrupt(f"record batch: {len(data) - pos} bytes after the last column")
+        missing = [c for c in (*INT64_COLUMNS, "features", *BYTES_COLUMNS[:3]) if c not in columns]
+        if missing:
+            raise _corrupt(f"record batch: no column {', '.join(missing)}")
+        return RecordBatch(source_topic=str(header["t"]), source_partition=int(header["p"]),
+                           offsets=columns["offsets"], ingest_ms=columns["ingest_ms"],
+                           event_ms=columns["event_ms"], keys=columns["keys"], values=columns["values"],
+                           device_ids=columns["device_ids"], features=columns["features"],
+                           stage=str(header["s"]), extra=dict(header.get("x") or {}),
+                           texts=columns.get("texts"))
+    except DecodeError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _corrupt(f"record batch: malformed ({type(exc).__name__}: {exc})") from None
+
+
+def _decode_v1(data: bytes, header: dict[str, Any], pos: int) -> RecordBatch:
+    """An ``SFB1`` batch: three int64 columns, the features, then 3 or 4 bytes columns."""
     try:
         n, f, lengths = int(header["n"]), int(header["f"]), [int(x) for x in header["l"]]
         view = memoryview(data)

@@ -65,7 +65,7 @@ class BatchProducer:
 
     def send(self, messages: Sequence[OutMessage], loop: asyncio.AbstractEventLoop) -> asyncio.Future[list[Failure]]:
         """Queue every message; the future resolves once the broker has answered for all of them,
-        with the ones it did not acknowledge (empty: all delivered). See agents/delivery.py."""
+        with the ones it did not acknowledge (empty: all delivered). See kafka/delivery.py."""
         fut: asyncio.Future[list[Failure]] = loop.create_future()
         if not messages:
             fut.set_result([])

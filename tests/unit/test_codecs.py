@@ -138,9 +138,52 @@ def test_large_batches_are_split_under_the_size_limit_in_order() -> None:
 
 def test_truncated_or_foreign_batches_are_decode_errors() -> None:
     data = encode_record_batch(batch(10))
-    for bad in (data[:-1], data[:20], b"", b"SFB2" + data[4:], data + b"x"):
+    for bad in (data[:-1], data[:20], b"", b"SFB9" + data[4:], data + b"x"):
         with pytest.raises(DecodeError):
             decode_record_batch(bad)
+
+
+def encode_sfb1(b: RecordBatch) -> bytes:
+    """An internal batch as streamflow wrote them before named columns (SFB1: a fixed order)."""
+    cols = [b.keys, b.values, b.device_ids] + ([b.texts] if b.texts is not None else [])
+    arrays = [np.ascontiguousarray(a, t) for a, t in ((b.offsets, np.int64), (b.ingest_ms, np.int64),
+                                                     (b.event_ms, np.int64), (b.features, np.float32))]
+    for col in cols:
+        arrays += [np.ascontiguousarray(col.ends, np.int64), np.ascontiguousarray(col.null, np.bool_)]
+    blobs = [a.tobytes() for a in arrays] + [col.data for col in cols]
+    header = json.dumps({"t": b.source_topic, "p": b.source_partition, "s": b.stage, "n": len(b),
+                         "f": int(b.features.shape[1]), "x": b.extra, "l": [len(x) for x in blobs]}).encode()
+    return b"".join([b"SFB1", len(header).to_bytes(4, "big"), header, *blobs])
+
+
+@pytest.mark.parametrize("n", [0, 1, 257])
+def test_batches_written_before_named_columns_still_decode(n: int) -> None:
+    b = batch(n)
+    got = decode_record_batch(encode_sfb1(b))
+    assert (got.source_topic, got.source_partition, got.stage, got.extra) == ("raw", 3, "normalize", {"k": "v"})
+    for name in ("offsets", "ingest_ms", "event_ms", "features"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(b, name))
+    for name in ("keys", "values", "device_ids"):
+        assert getattr(got, name).to_list() == getattr(b, name).to_list()
+    assert record_batch_length(encode_sfb1(b)) == n and got.texts is None
+
+
+def test_a_column_the_reader_does_not_know_is_carried_by_name_not_position() -> None:
+    data = encode_record_batch(batch(3))
+    hlen = int.from_bytes(data[4:8], "big")
+    header = json.loads(data[8:8 + hlen])
+    header["c"].reverse()  # the same columns in another order: found by name
+    body, pos, blobs = data[8 + hlen:], 0, []
+    for _, _, lengths, _ in json.loads(data[8:8 + hlen])["c"]:
+        part = []
+        for ln in lengths:
+            part.append(body[pos:pos + ln])
+            pos += ln
+        blobs.append(b"".join(part))
+    raw = json.dumps(header).encode()
+    got = decode_record_batch(b"SFB2" + len(raw).to_bytes(4, "big") + raw + b"".join(reversed(blobs)))
+    np.testing.assert_array_equal(got.features, batch(3).features)
+    assert got.device_ids.to_list() == batch(3).device_ids.to_list()
 
 
 def test_json_lines_are_strict_json() -> None:

@@ -1,4 +1,4 @@
-"""The SLO-steered batch wait (agents/batching.py)."""
+"""The SLO-steered batch wait (inference/batching.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The bounded hand-off between the consumer's fetch loop and a stage (agents/transport.py)."""
+"""The bounded hand-off between the consumer's fetch loop and a stage (kafka/transport.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Delivery retries and dead letters (agents/delivery.py), against a producer that fails on cue."""
+"""Delivery retries and dead letters (kafka/delivery.py), against a producer that fails on cue."""
 
 from __future__ import annotations
 
