@@ -7,7 +7,7 @@ from pathlib import Path
 from streamflow.cli.validate import validate
 from streamflow.settings.loading import collect_settings, load_settings
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 TEXT = ROOT / "pipelines" / "text.toml"
 
 

@@ -19,7 +19,7 @@ from streamflow.codecs import (
 from streamflow.records import BytesColumn, RecordBatch
 from streamflow.settings import LimitSettings
 
-SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
+SCHEMAS = Path(__file__).resolve().parents[3] / "schemas"
 RECORD, RESULT = str(SCHEMAS / "text_record.avsc"), str(SCHEMAS / "text_result.avsc")
 
 

@@ -20,7 +20,7 @@ from streamflow.collectors.synthetic import MEASUREMENTS
 from streamflow.errors import DecodeError
 from streamflow.records import BytesColumn, RecordBatch
 
-SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
+SCHEMAS = Path(__file__).resolve().parents[3] / "schemas"
 READING = str(SCHEMAS / "telemetry_reading.avsc")
 RESULT = str(SCHEMAS / "scored_result.avsc")
 SAMPLES = {
