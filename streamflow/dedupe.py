@@ -80,7 +80,10 @@ class Deduplicator:
         if len(found) < 3:
             return True
         topic = found[H_SOURCE_TOPIC]
-        source = (topic.decode() if isinstance(topic, bytes) else topic, int(found[H_SOURCE_PARTITION]))
+        source = (
+            topic.decode() if isinstance(topic, bytes) else topic,
+            int(found[H_SOURCE_PARTITION]),
+        )
         offset = int(found[H_SOURCE_OFFSET])
         window = self._windows.get(source)
         if window is None:

@@ -107,7 +107,12 @@ class ModelError(InfrastructureError):
 
 # The classes a dead letter's sf-error-class header may name (their __name__).
 DEAD_LETTER_ERRORS: tuple[type[StreamflowError], ...] = (
-    DecodeError, ValidationError, QueueFull, ModelError, DeliveryError)
+    DecodeError,
+    ValidationError,
+    QueueFull,
+    ModelError,
+    DeliveryError,
+)
 
 
 def exit_status(exc: BaseException) -> int:

@@ -32,17 +32,26 @@ H_REPLAYED = "sf-replayed"  # times `streamflow dlq replay` sent the record back
 INTERNAL_MESSAGE_BYTES = 900_000
 
 
-def source_headers(topic: str, partition: int, offset: int, ingest_ms: int) -> list[tuple[str, bytes]]:
+def source_headers(
+    topic: str, partition: int, offset: int, ingest_ms: int
+) -> list[tuple[str, bytes]]:
     return batch_source_headers(topic, partition, (offset,), (ingest_ms,))[0]
 
 
-def batch_source_headers(topic: str, partition: int, offsets: Sequence[int], ingest_ms: Sequence[int],
-                         extra: Sequence[tuple[str, bytes]] = ()) -> list[list[tuple[str, bytes]]]:
+def batch_source_headers(
+    topic: str,
+    partition: int,
+    offsets: Sequence[int],
+    ingest_ms: Sequence[int],
+    extra: Sequence[tuple[str, bytes]] = (),
+) -> list[list[tuple[str, bytes]]]:
     """``source_headers`` for many records of one partition (+ ``extra``), sharing the constant
     header tuples: building them is a third of the cost of producing a result."""
     t, p = (H_SOURCE_TOPIC, topic.encode()), (H_SOURCE_PARTITION, b"%d" % partition)
-    return [[t, p, (H_SOURCE_OFFSET, b"%d" % off), (H_INGEST_MS, b"%d" % ing), *extra]
-            for off, ing in zip(offsets, ingest_ms, strict=True)]
+    return [
+        [t, p, (H_SOURCE_OFFSET, b"%d" % off), (H_INGEST_MS, b"%d" % ing), *extra]
+        for off, ing in zip(offsets, ingest_ms, strict=True)
+    ]
 
 
 def dead_letter(r: Rejected, dlq_topic: str) -> OutMessage:
@@ -63,6 +72,10 @@ def undeliverable_dead_letter(m: OutMessage, reason: Reason, dlq_topic: str) -> 
     (``reason``: ``ReasonCode.UNDELIVERABLE`` and the broker's error)."""
     keep = (H_SOURCE_TOPIC, H_SOURCE_PARTITION, H_SOURCE_OFFSET, H_INGEST_MS)
     headers = [h for h in m.headers or () if h[0] in keep]
-    headers += [(H_STAGE, b"deliver"), (H_ERROR_CLASS, DeliveryError.__name__.encode()),
-                (H_REASON, reason.text.encode()[:1024]), (H_REASON_CODE, reason.code.encode())]
+    headers += [
+        (H_STAGE, b"deliver"),
+        (H_ERROR_CLASS, DeliveryError.__name__.encode()),
+        (H_REASON, reason.text.encode()[:1024]),
+        (H_REASON_CODE, reason.code.encode()),
+    ]
     return OutMessage(dlq_topic, m.value, m.key, headers)

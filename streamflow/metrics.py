@@ -19,10 +19,45 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client import multiprocess as _mp
 
 BATCH_BUCKETS = (1, 8, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
-SECONDS_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+SECONDS_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+)
 FILL_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25,
-                   0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.02,
+    0.03,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
 
 
 def multiprocess_enabled() -> bool:
@@ -63,76 +98,174 @@ class Metrics:
         r = registry if registry is not None else CollectorRegistry()
         return cls(
             registry=r,
-            records=Counter("streamflow_records", "Records handled, by stage and outcome (ok, rejected).",
-                            ["pipeline", "stage", "outcome"], registry=r),
-            batch_records=Histogram("streamflow_batch_records", "Records per processed batch.",
-                                    ["pipeline", "stage"], buckets=BATCH_BUCKETS, registry=r),
-            stage_seconds=Histogram("streamflow_stage_processing_seconds",
-                                    "Time a stage spends on one batch (decode, transform, encode; not waiting).",
-                                    ["pipeline", "stage"], buckets=SECONDS_BUCKETS, registry=r),
-            inference_seconds=Histogram("streamflow_inference_seconds", "ONNX Runtime session.run time per batch.",
-                                        ["pipeline", "model"], buckets=SECONDS_BUCKETS, registry=r),
-            end_to_end=Histogram("streamflow_end_to_end_latency_seconds",
-                                 "From the raw message's Kafka timestamp to the result's delivery to the sink topic.",
-                                 ["pipeline"], buckets=LATENCY_BUCKETS, registry=r),
-            dead_letters=Counter("streamflow_dead_letters", "Records sent to the dead-letter topic, by stage and reason code.",
-                                 ["pipeline", "stage", "reason"], registry=r),
-            consumer_lag=Gauge("streamflow_consumer_lag_records",
-                               "High watermark minus the next offset to process, per consumed partition.",
-                               ["pipeline", "stage", "topic", "partition"], registry=r,
-                               multiprocess_mode="livemax"),
-            consumer_lag_seconds=Gauge("streamflow_consumer_lag_seconds",
-                                       "How far behind a consumed partition is: age of the last record processed "
-                                       "while records are waiting behind it (0 when caught up).",
-                                       ["pipeline", "stage", "topic", "partition"], registry=r,
-                                       multiprocess_mode="livemax"),
-            batch_fill=Histogram("streamflow_batch_fill_ratio",
-                                 "How full each batch a stage takes is, relative to its maximum batch.",
-                                 ["pipeline", "stage"], buckets=FILL_BUCKETS, registry=r),
-            queue_delay=Histogram("streamflow_queue_delay_seconds",
-                                  "How long the oldest record of each batch waited in the stage's queue.",
-                                  ["pipeline", "stage"], buckets=SECONDS_BUCKETS, registry=r),
-            batch_wait=Gauge("streamflow_batch_wait_seconds",
-                             "How long the stage waits for a batch to fill (adapted to the SLO when enabled).",
-                             ["pipeline", "stage"], registry=r, multiprocess_mode="livemax"),
-            slo_headroom=Gauge("streamflow_slo_headroom_seconds",
-                               "slo.p99_latency_ms minus the p99 end-to-end latency of the last second's results.",
-                               ["pipeline"], registry=r, multiprocess_mode="livemin"),
-            model_info=Gauge("streamflow_model_info",
-                             "The model in use (value 1): name, version, sha256, the provider it runs on and the "
-                             "configured runtime.device.",
-                             ["pipeline", "model", "version", "sha256", "provider", "device"], registry=r,
-                             multiprocess_mode="livemax"),
-            padding_waste=Gauge("streamflow_padding_waste_ratio",
-                                "Text pipelines: pad tokens / all tokens fed to the model since the stage started; "
-                                "batching = bucketed (what is fed: texts grouped by length) | unbucketed (what "
-                                "padding each batch whole would have cost).",
-                                ["pipeline", "stage", "batching"], registry=r, multiprocess_mode="livemax"),
-            slo=Gauge("streamflow_slo", "The pipeline's objectives from its [slo] section (alert rules compare "
-                      "against them): objective = p99_latency_seconds | dead_letter_ratio | lag_seconds.",
-                      ["pipeline", "objective"], registry=r, multiprocess_mode="livemax"),
-            gpus=Gauge("streamflow_gpus", "NVIDIA GPUs this inference worker sees (NVML; 0 without a GPU or driver).",
-                       ["pipeline"], registry=r, multiprocess_mode="livemax"),
-            gpu_utilization=Gauge("streamflow_gpu_utilization_ratio", "GPU busy time over the last sample period (NVML).",
-                                  ["pipeline", "gpu"], registry=r, multiprocess_mode="livemax"),
-            gpu_memory_used=Gauge("streamflow_gpu_memory_used_bytes", "GPU memory in use (NVML, whole device).",
-                                  ["pipeline", "gpu"], registry=r, multiprocess_mode="livemax"),
-            gpu_memory_total=Gauge("streamflow_gpu_memory_total_bytes", "GPU memory size (NVML).",
-                                   ["pipeline", "gpu"], registry=r, multiprocess_mode="livemax"),
-            produced=Counter("streamflow_produced_messages", "Messages delivered to a topic, acknowledged by the broker.",
-                             ["pipeline", "topic"], registry=r),
-            delivery_errors=Counter("streamflow_delivery_errors", "Messages the broker did not acknowledge.",
-                                    ["pipeline", "topic"], registry=r),
-            delivery_retries=Counter("streamflow_delivery_retries", "Messages sent again after a transient "
-                                     "delivery error (broker unavailable, timeouts), by error.",
-                                     ["pipeline", "topic", "error"], registry=r),
-            up=Gauge("streamflow_worker_up", "1 while the stage's worker runs.", ["pipeline", "stage"], registry=r,
-                     multiprocess_mode="livemax"),
+            records=Counter(
+                "streamflow_records",
+                "Records handled, by stage and outcome (ok, rejected).",
+                ["pipeline", "stage", "outcome"],
+                registry=r,
+            ),
+            batch_records=Histogram(
+                "streamflow_batch_records",
+                "Records per processed batch.",
+                ["pipeline", "stage"],
+                buckets=BATCH_BUCKETS,
+                registry=r,
+            ),
+            stage_seconds=Histogram(
+                "streamflow_stage_processing_seconds",
+                "Time a stage spends on one batch (decode, transform, encode; not waiting).",
+                ["pipeline", "stage"],
+                buckets=SECONDS_BUCKETS,
+                registry=r,
+            ),
+            inference_seconds=Histogram(
+                "streamflow_inference_seconds",
+                "ONNX Runtime session.run time per batch.",
+                ["pipeline", "model"],
+                buckets=SECONDS_BUCKETS,
+                registry=r,
+            ),
+            end_to_end=Histogram(
+                "streamflow_end_to_end_latency_seconds",
+                "From the raw message's Kafka timestamp to the result's delivery to the sink topic.",
+                ["pipeline"],
+                buckets=LATENCY_BUCKETS,
+                registry=r,
+            ),
+            dead_letters=Counter(
+                "streamflow_dead_letters",
+                "Records sent to the dead-letter topic, by stage and reason code.",
+                ["pipeline", "stage", "reason"],
+                registry=r,
+            ),
+            consumer_lag=Gauge(
+                "streamflow_consumer_lag_records",
+                "High watermark minus the next offset to process, per consumed partition.",
+                ["pipeline", "stage", "topic", "partition"],
+                registry=r,
+                multiprocess_mode="livemax",
+            ),
+            consumer_lag_seconds=Gauge(
+                "streamflow_consumer_lag_seconds",
+                "How far behind a consumed partition is: age of the last record processed "
+                "while records are waiting behind it (0 when caught up).",
+                ["pipeline", "stage", "topic", "partition"],
+                registry=r,
+                multiprocess_mode="livemax",
+            ),
+            batch_fill=Histogram(
+                "streamflow_batch_fill_ratio",
+                "How full each batch a stage takes is, relative to its maximum batch.",
+                ["pipeline", "stage"],
+                buckets=FILL_BUCKETS,
+                registry=r,
+            ),
+            queue_delay=Histogram(
+                "streamflow_queue_delay_seconds",
+                "How long the oldest record of each batch waited in the stage's queue.",
+                ["pipeline", "stage"],
+                buckets=SECONDS_BUCKETS,
+                registry=r,
+            ),
+            batch_wait=Gauge(
+                "streamflow_batch_wait_seconds",
+                "How long the stage waits for a batch to fill (adapted to the SLO when enabled).",
+                ["pipeline", "stage"],
+                registry=r,
+                multiprocess_mode="livemax",
+            ),
+            slo_headroom=Gauge(
+                "streamflow_slo_headroom_seconds",
+                "slo.p99_latency_ms minus the p99 end-to-end latency of the last second's results.",
+                ["pipeline"],
+                registry=r,
+                multiprocess_mode="livemin",
+            ),
+            model_info=Gauge(
+                "streamflow_model_info",
+                "The model in use (value 1): name, version, sha256, the provider it runs on and the "
+                "configured runtime.device.",
+                ["pipeline", "model", "version", "sha256", "provider", "device"],
+                registry=r,
+                multiprocess_mode="livemax",
+            ),
+            padding_waste=Gauge(
+                "streamflow_padding_waste_ratio",
+                "Text pipelines: pad tokens / all tokens fed to the model since the stage started; "
+                "batching = bucketed (what is fed: texts grouped by length) | unbucketed (what "
+                "padding each batch whole would have cost).",
+                ["pipeline", "stage", "batching"],
+                registry=r,
+                multiprocess_mode="livemax",
+            ),
+            slo=Gauge(
+                "streamflow_slo",
+                "The pipeline's objectives from its [slo] section (alert rules compare "
+                "against them): objective = p99_latency_seconds | dead_letter_ratio | lag_seconds.",
+                ["pipeline", "objective"],
+                registry=r,
+                multiprocess_mode="livemax",
+            ),
+            gpus=Gauge(
+                "streamflow_gpus",
+                "NVIDIA GPUs this inference worker sees (NVML; 0 without a GPU or driver).",
+                ["pipeline"],
+                registry=r,
+                multiprocess_mode="livemax",
+            ),
+            gpu_utilization=Gauge(
+                "streamflow_gpu_utilization_ratio",
+                "GPU busy time over the last sample period (NVML).",
+                ["pipeline", "gpu"],
+                registry=r,
+                multiprocess_mode="livemax",
+            ),
+            gpu_memory_used=Gauge(
+                "streamflow_gpu_memory_used_bytes",
+                "GPU memory in use (NVML, whole device).",
+                ["pipeline", "gpu"],
+                registry=r,
+                multiprocess_mode="livemax",
+            ),
+            gpu_memory_total=Gauge(
+                "streamflow_gpu_memory_total_bytes",
+                "GPU memory size (NVML).",
+                ["pipeline", "gpu"],
+                registry=r,
+                multiprocess_mode="livemax",
+            ),
+            produced=Counter(
+                "streamflow_produced_messages",
+                "Messages delivered to a topic, acknowledged by the broker.",
+                ["pipeline", "topic"],
+                registry=r,
+            ),
+            delivery_errors=Counter(
+                "streamflow_delivery_errors",
+                "Messages the broker did not acknowledge.",
+                ["pipeline", "topic"],
+                registry=r,
+            ),
+            delivery_retries=Counter(
+                "streamflow_delivery_retries",
+                "Messages sent again after a transient "
+                "delivery error (broker unavailable, timeouts), by error.",
+                ["pipeline", "topic", "error"],
+                registry=r,
+            ),
+            up=Gauge(
+                "streamflow_worker_up",
+                "1 while the stage's worker runs.",
+                ["pipeline", "stage"],
+                registry=r,
+                multiprocess_mode="livemax",
+            ),
         )
 
 
-def serve(metrics_registry: CollectorRegistry | None, host: str, port: int, *,
-          multiprocess_dir: str = "") -> Any:
+def serve(
+    metrics_registry: CollectorRegistry | None, host: str, port: int, *, multiprocess_dir: str = ""
+) -> Any:
     """Serve ``/metrics`` on host:port; with ``multiprocess_dir``, the sum over every process
     writing there. Returns the HTTP server (``.shutdown()`` stops it)."""
     if multiprocess_dir:

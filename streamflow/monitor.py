@@ -49,8 +49,9 @@ class ResultMonitor(threading.Thread):
     """Reads the scored and dead-letter topics and tallies results of records ingested since
     ``since_ms``."""
 
-    def __init__(self, settings: Settings, bootstrap: str, since_ms: int, *,
-                 keep_values: bool = False) -> None:
+    def __init__(
+        self, settings: Settings, bootstrap: str, since_ms: int, *, keep_values: bool = False
+    ) -> None:
         super().__init__(name="streamflow-monitor", daemon=True)
         self.settings, self.since_ms = settings, since_ms
         self.values: dict[tuple[int, int], bytes] | None = {} if keep_values else None
@@ -60,13 +61,23 @@ class ResultMonitor(threading.Thread):
         self.ready = threading.Event()  # set after the first fetch round trip
         self._seen: set[tuple[int, int]] = set()
         conf = kafka_config(settings, bootstrap, logger="streamflow.librdkafka.monitor")
-        self.consumer = Consumer(conf | {
-            "group.id": f"streamflow-demo-monitor-{int(time.time())}", "enable.auto.commit": False,
-            "fetch.wait.max.ms": 10})
+        self.consumer = Consumer(
+            conf
+            | {
+                "group.id": f"streamflow-demo-monitor-{int(time.time())}",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 10,
+            }
+        )
         md = self.consumer.list_topics(timeout=10).topics
         t = settings.topics
-        self.consumer.assign([TopicPartition(name, p, OFFSET_BEGINNING)
-                              for name in (t.scored, t.dlq) for p in md[name].partitions])
+        self.consumer.assign(
+            [
+                TopicPartition(name, p, OFFSET_BEGINNING)
+                for name in (t.scored, t.dlq)
+                for p in md[name].partitions
+            ]
+        )
 
     def run(self) -> None:
         """Tally every message until ``stop()``."""
@@ -89,8 +100,10 @@ class ResultMonitor(threading.Thread):
                     ingest = int(h.get(H_INGEST_MS, b"0"))
                     if ingest < self.since_ms:
                         continue
-                    src = (int(h.get(H_SOURCE_PARTITION, b"-1")),
-                           int(h.get(H_SOURCE_OFFSET, b"-1")))
+                    src = (
+                        int(h.get(H_SOURCE_PARTITION, b"-1")),
+                        int(h.get(H_SOURCE_OFFSET, b"-1")),
+                    )
                     if src in self._seen:
                         self.tally.duplicates += 1
                         continue

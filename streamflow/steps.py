@@ -29,7 +29,9 @@ class Step:
 
     name: str  # its stage label in metrics, its consumer group and ``worker --stage`` name
     handler: str  # "module:Class" of its agent handler (agents/handler.py)
-    output: str = ""  # suffix of the internal topic it writes; "" for the last step (the sink topic)
+    output: str = (
+        ""  # suffix of the internal topic it writes; "" for the last step (the sink topic)
+    )
     model: bool = False  # runs the model: its queue is batching.max_queue_records, it reports GPUs
 
 
@@ -48,7 +50,9 @@ def step_named(name: str) -> Step:
     for step in (*STEPS, CHAINED):
         if step.name == name:
             return step
-    raise ConfigError(f"--stage: unknown stage {name!r} (one of {', '.join(STAGES)}, {CHAINED.name}, all)")
+    raise ConfigError(
+        f"--stage: unknown stage {name!r} (one of {', '.join(STAGES)}, {CHAINED.name}, all)"
+    )
 
 
 def handler_class(step: Step) -> Any:
@@ -81,7 +85,14 @@ def sink_topic(settings: Settings, step: Step) -> str:
 def pipeline_topics(settings: Settings) -> list[TopicSpec]:
     """The user-facing and internal topics of a pipeline, with their partition counts."""
     t = settings.topics
-    internal = [TopicSpec(internal_topic(settings, s), settings.internal_partitions, t.replication)
-                for s in STEPS if s.output]
-    return [TopicSpec(t.raw, t.partitions, t.replication), TopicSpec(t.scored, t.partitions, t.replication),
-            TopicSpec(t.dlq, t.partitions, t.replication), *internal]
+    internal = [
+        TopicSpec(internal_topic(settings, s), settings.internal_partitions, t.replication)
+        for s in STEPS
+        if s.output
+    ]
+    return [
+        TopicSpec(t.raw, t.partitions, t.replication),
+        TopicSpec(t.scored, t.partitions, t.replication),
+        TopicSpec(t.dlq, t.partitions, t.replication),
+        *internal,
+    ]

@@ -31,15 +31,33 @@ from streamflow.steps import pipeline_topics, process_stages
 
 
 def child_command(stage: str, argv_settings: list[str], bootstrap: str) -> list[str]:
-    return [sys.executable, "-m", "streamflow.cli", "worker", "--stage", stage, "--bootstrap", bootstrap,
-            *argv_settings]
+    return [
+        sys.executable,
+        "-m",
+        "streamflow.cli",
+        "worker",
+        "--stage",
+        stage,
+        "--bootstrap",
+        bootstrap,
+        *argv_settings,
+    ]
 
 
 class StageProcesses:
     """Every stage in its own child process, metrics summed on one endpoint."""
 
-    def __init__(self, settings: Settings, bootstrap: str, argv_settings: list[str], *, log_dir: str = "",
-                 stages: tuple[str, ...] = (), mp_dir: str = "", serve_metrics: bool = True) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        bootstrap: str,
+        argv_settings: list[str],
+        *,
+        log_dir: str = "",
+        stages: tuple[str, ...] = (),
+        mp_dir: str = "",
+        serve_metrics: bool = True,
+    ) -> None:
         self.settings, self.bootstrap, self.argv_settings = settings, bootstrap, argv_settings
         self.stages = stages or process_stages(settings)
         self.log_dir = log_dir
@@ -52,8 +70,12 @@ class StageProcesses:
     def start(self) -> None:
         self.procs = [(stage, self._spawn(i, stage)) for i, stage in enumerate(self.stages)]
         if self.serve_metrics:
-            self.server = serve(None, self.settings.metrics.host, self.settings.metrics.port,
-                                multiprocess_dir=self.mp_dir)
+            self.server = serve(
+                None,
+                self.settings.metrics.host,
+                self.settings.metrics.port,
+                multiprocess_dir=self.mp_dir,
+            )
 
     def _spawn(self, index: int, stage: str) -> subprocess.Popen[bytes]:
         env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=self.mp_dir, PYTHONUNBUFFERED="1")
@@ -62,9 +84,14 @@ class StageProcesses:
             suffix = "" if self.stages.count(stage) == 1 else f"-{index}"
             out = open(Path(self.log_dir) / f"worker-{stage}{suffix}.log", "ab")  # noqa: SIM115
         try:
-            return subprocess.Popen(child_command(stage, self.argv_settings, self.bootstrap),
-                                    env=env, stdout=out, stderr=subprocess.STDOUT if out else None,
-                                    preexec_fn=die_with_parent, start_new_session=True)
+            return subprocess.Popen(
+                child_command(stage, self.argv_settings, self.bootstrap),
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT if out else None,
+                preexec_fn=die_with_parent,
+                start_new_session=True,
+            )
         finally:
             if out is not None:
                 out.close()  # the child has its own descriptor
@@ -129,8 +156,16 @@ def run_all(pipelines: list[tuple[Settings, list[str]]], bootstrap: str, stage: 
         wait_ready(bootstrap, settings.kafka.connect_timeout_s, settings=settings)
         ensure_topics(bootstrap, pipeline_topics(settings), settings=settings)
         stages = process_stages(settings) if stage == "all" else (stage,)
-        groups.append(StageProcesses(settings, bootstrap, argv_settings, stages=stages, mp_dir=mp_dir,
-                                     serve_metrics=i == 0))
+        groups.append(
+            StageProcesses(
+                settings,
+                bootstrap,
+                argv_settings,
+                stages=stages,
+                mp_dir=mp_dir,
+                serve_metrics=i == 0,
+            )
+        )
     for g in groups:
         g.start()
     stop = {"signal": 0}
@@ -142,9 +177,14 @@ def run_all(pipelines: list[tuple[Settings, list[str]]], bootstrap: str, stage: 
     signal.signal(signal.SIGTERM, on_signal)
     first = pipelines[0][0]
     for g in groups:
-        print(f"streamflow: pipeline {g.settings.name}: stages {', '.join(g.stages)} running against {bootstrap}",
-              flush=True)
-    print(f"streamflow: metrics at http://{first.metrics.host}:{first.metrics.port}/metrics", flush=True)
+        print(
+            f"streamflow: pipeline {g.settings.name}: stages {', '.join(g.stages)} running against {bootstrap}",
+            flush=True,
+        )
+    print(
+        f"streamflow: metrics at http://{first.metrics.host}:{first.metrics.port}/metrics",
+        flush=True,
+    )
 
     def dead() -> list[str]:
         return [f"{g.settings.name} {d}" for g in groups for d in g.dead()]
@@ -179,7 +219,9 @@ class LocalPipeline:
             self.broker = EmbeddedBroker(log_path=f"{self.log_dir}/broker.log").start()
             bootstrap = self.broker.bootstrap
         ensure_topics(bootstrap, pipeline_topics(self.settings), settings=self.settings)
-        self.stages = StageProcesses(self.settings, bootstrap, self.argv_settings, log_dir=self.log_dir)
+        self.stages = StageProcesses(
+            self.settings, bootstrap, self.argv_settings, log_dir=self.log_dir
+        )
         self.stages.start()
         self.bootstrap = bootstrap
         return bootstrap
@@ -192,8 +234,12 @@ class LocalPipeline:
                 return False
             try:
                 text = urllib.request.urlopen(self.metrics_url, timeout=1).read().decode()
-                up = {s.labels["stage"] for f in text_string_to_metric_families(text) for s in f.samples
-                      if s.name == "streamflow_worker_up" and s.value == 1}
+                up = {
+                    s.labels["stage"]
+                    for f in text_string_to_metric_families(text)
+                    for s in f.samples
+                    if s.name == "streamflow_worker_up" and s.value == 1
+                }
                 if up >= set(process_stages(self.settings)):
                     return True
             except OSError:
@@ -203,6 +249,7 @@ class LocalPipeline:
 
     def stop(self) -> None:
         """Stop the stages (they drain and commit) and the broker. A signal meanwhile kills them."""
+
         def abort(signum: int, frame: Any) -> None:
             raise KeyboardInterrupt
 

@@ -23,7 +23,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         minilm.export(ROOT / "models" / "minilm")
     except Exception as exc:  # the text extra or the weights package missing, or the check failed
         if os.environ.get("CI"):
-            raise pytest.UsageError(f"cannot export the MiniLM model the text tests need: {exc}") from exc
+            raise pytest.UsageError(
+                f"cannot export the MiniLM model the text tests need: {exc}"
+            ) from exc
         print(f"note: text pipeline tests will skip: cannot export the MiniLM model ({exc})")
 
 

@@ -55,8 +55,9 @@ class DrainingWorker(faust.Worker):
     A second signal, or the drain timing out, shuts down at once (at-least-once still holds).
     """
 
-    def __init__(self, app: faust.App, drain: Callable[[], Awaitable[None]], timeout_s: float,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, app: faust.App, drain: Callable[[], Awaitable[None]], timeout_s: float, **kwargs: Any
+    ) -> None:
         super().__init__(app, **kwargs)
         self._drain, self._drain_timeout_s = drain, timeout_s
         self._draining = False
@@ -77,8 +78,11 @@ class DrainingWorker(faust.Worker):
             try:
                 await asyncio.wait_for(self._drain(), self._drain_timeout_s)
             except TimeoutError:
-                log.warning("drain did not finish within runtime.drain_timeout_s=%s; stopping anyway "
-                            "(uncommitted batches are read again on restart)", self._drain_timeout_s)
+                log.warning(
+                    "drain did not finish within runtime.drain_timeout_s=%s; stopping anyway "
+                    "(uncommitted batches are read again on restart)",
+                    self._drain_timeout_s,
+                )
             except Exception as exc:
                 log.warning("drain failed, stopping anyway: %r", exc)
             finally:

@@ -25,7 +25,9 @@ class ChainedHandler:
 
     def __init__(self, ctx: StageContext) -> None:
         self.ctx = ctx
-        self.steps: list[StepHandler] = [handler_class(step)(replace(ctx, stage=step.name)) for step in STEPS]
+        self.steps: list[StepHandler] = [
+            handler_class(step)(replace(ctx, stage=step.name)) for step in STEPS
+        ]
         first, last = self.steps[0], self.steps[-1]
         self.source_topic = source_topic(ctx.settings, STEPS[0])
         self.max_weight = first.max_weight
@@ -33,7 +35,9 @@ class ChainedHandler:
 
     @property
     def within(self) -> float:
-        return self.steps[-1].within  # the model step's wait, adapted to the SLO by what it delivers
+        return self.steps[
+            -1
+        ].within  # the model step's wait, adapted to the SLO by what it delivers
 
     def weight(self, record: Any) -> int:
         return self.steps[0].weight(record)  # raw records: large ones weigh more

@@ -38,7 +38,9 @@ class CleanHandler(StepHandler):
         self.kind = kind_for(s)  # decodes what its model needs: the features, or the text field
         self.kind.decoder  # noqa: B018  (built now: a bad schema or registry fails at start-up)
         self.max_weight = s.batching.clean_max_batch
-        self.dead_letter_max_bytes = s.kafka.max_message_bytes  # key + value; headers fit the producer's margin
+        self.dead_letter_max_bytes = (
+            s.kafka.max_message_bytes
+        )  # key + value; headers fit the producer's margin
 
     def weight(self, record: Any) -> int:
         """Large records weigh more: a batch, and the fetch buffer (two batches), hold at most
@@ -46,7 +48,9 @@ class CleanHandler(StepHandler):
         (under the limit) had the clean stage buffer 2 x 2000 of them (777 MB for 1,200)."""
         return raw_weight(record)
 
-    def process(self, topic: str, partition: int, messages: Sequence[Any]) -> tuple[RecordBatch, list[Rejected]]:
+    def process(
+        self, topic: str, partition: int, messages: Sequence[Any]
+    ) -> tuple[RecordBatch, list[Rejected]]:
         """Decode and clean one partition's messages: (good rows as a batch, rejected rows)."""
         values = [m.value for m in messages]
         keys = [m.key for m in messages]
@@ -55,7 +59,9 @@ class CleanHandler(StepHandler):
             source_topic=topic,
             source_partition=partition,
             offsets=np.fromiter((m.offset for m in messages), dtype=np.int64, count=len(values)),
-            ingest_ms=np.fromiter((m.timestamp for m in messages), dtype=np.int64, count=len(values)),
+            ingest_ms=np.fromiter(
+                (m.timestamp for m in messages), dtype=np.int64, count=len(values)
+            ),
             keys=BytesColumn.from_list(keys),
             values=BytesColumn.from_list(values),
             device_ids=BytesColumn.from_list([d.encode() for d in c.ids]),
@@ -75,17 +81,35 @@ class CleanHandler(StepHandler):
             size = len(key or b"") + len(value or b"")
             if size > self.dead_letter_max_bytes:
                 cut = TRUNCATED_DEAD_LETTER_BYTES
-                headers = ((H_TRUNCATED, b"key %d bytes, value %d bytes" % (len(key or b""), len(value or b""))),)
-                key, value = key[:cut] if key is not None else None, value[:cut] if value is not None else None
+                headers = (
+                    (
+                        H_TRUNCATED,
+                        b"key %d bytes, value %d bytes" % (len(key or b""), len(value or b"")),
+                    ),
+                )
+                key, value = (
+                    key[:cut] if key is not None else None,
+                    value[:cut] if value is not None else None,
+                )
             # A record `streamflow dlq replay` sent back keeps its replay count in its next dead letter.
-            headers += tuple((k, v) for k, v in getattr(m, "headers", None) or () if k == H_REPLAYED)
-            rejected.append(Rejected(
-                stage=self.stage,
-                error_class=(DecodeError if error is not None else ValidationError).__name__,
-                reason=why.text, code=why.code,
-                source_topic=topic, source_partition=partition, source_offset=m.offset,
-                key=key, value=value, ingest_ms=int(m.timestamp), headers=headers,
-            ))
+            headers += tuple(
+                (k, v) for k, v in getattr(m, "headers", None) or () if k == H_REPLAYED
+            )
+            rejected.append(
+                Rejected(
+                    stage=self.stage,
+                    error_class=(DecodeError if error is not None else ValidationError).__name__,
+                    reason=why.text,
+                    code=why.code,
+                    source_topic=topic,
+                    source_partition=partition,
+                    source_offset=m.offset,
+                    key=key,
+                    value=value,
+                    ingest_ms=int(m.timestamp),
+                    headers=headers,
+                )
+            )
         return (batch if c.ok.all() else batch.select(c.ok)), rejected
 
     async def transform(self, inputs: Sequence[Chunk]) -> StepOutput:

@@ -51,7 +51,9 @@ class StepOutput:
 
     batches: list[RecordBatch] = field(default_factory=list)  # on to the next step
     rejected: list[Rejected] = field(default_factory=list)  # to the dead-letter topic
-    results: list[OutMessage] = field(default_factory=list)  # the last step's results, for the sink topic
+    results: list[OutMessage] = field(
+        default_factory=list
+    )  # the last step's results, for the sink topic
     scored: list[RecordBatch] = field(default_factory=list)  # the rows those results are for
 
 
@@ -91,8 +93,9 @@ class StepHandler:
 
     def forward(self, out: StepOutput) -> list[OutMessage]:
         """What goes on: the batches as internal-topic messages, or the results."""
-        return [m for b in out.batches if len(b) for m in self.ctx.batch_messages(self.sink_topic, b)] \
-            + out.results
+        return [
+            m for b in out.batches if len(b) for m in self.ctx.batch_messages(self.sink_topic, b)
+        ] + out.results
 
     def send(self, messages: list[OutMessage], out: StepOutput) -> asyncio.Future[None]:
         return self.ctx.send(messages)

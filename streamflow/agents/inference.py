@@ -40,10 +40,17 @@ class InferenceHandler(StepHandler):
     def __init__(self, ctx: StageContext, model: LoadedModel | None = None) -> None:
         super().__init__(ctx)
         s = ctx.settings
-        model = model if model is not None else load_model(s)  # fails here, before joining the group
-        self.watcher = ModelWatcher(model, lambda: load_model(s), s.model.watch_interval_s, self._swapped)
-        self.wait = AdaptiveWait(s.batching.max_delay_ms / 1000.0, s.slo.p99_latency_ms / 1000.0,
-                                 adapt=s.batching.adapt_to_slo)
+        model = (
+            model if model is not None else load_model(s)
+        )  # fails here, before joining the group
+        self.watcher = ModelWatcher(
+            model, lambda: load_model(s), s.model.watch_interval_s, self._swapped
+        )
+        self.wait = AdaptiveWait(
+            s.batching.max_delay_ms / 1000.0,
+            s.slo.p99_latency_ms / 1000.0,
+            adapt=s.batching.adapt_to_slo,
+        )
         self.preferred = tuple(sorted(s.batching.preferred_batch_sizes))
         self.kind = kind_for(s)
         self.kind.encoder  # noqa: B018  (one encoder, for this pipeline's result schema, built at start-up)
@@ -59,8 +66,9 @@ class InferenceHandler(StepHandler):
 
     def _info(self, model: LoadedModel, value: int) -> None:
         s = self.ctx.settings
-        self.ctx.metrics.model_info.labels(s.name, model.name, model.version, model.sha256, model.provider,
-                                           s.runtime.device).set(value)
+        self.ctx.metrics.model_info.labels(
+            s.name, model.name, model.version, model.sha256, model.provider, s.runtime.device
+        ).set(value)
 
     def _swapped(self, old: LoadedModel, new: LoadedModel) -> None:
         self._info(old, 0)
@@ -70,18 +78,30 @@ class InferenceHandler(StepHandler):
     def within(self) -> float:
         return self.wait.wait_s
 
-    def results(self, batch: RecordBatch, scores: np.ndarray, model: LoadedModel) -> list[OutMessage]:
+    def results(
+        self, batch: RecordBatch, scores: np.ndarray, model: LoadedModel
+    ) -> list[OutMessage]:
         """One result per row, naming ``model``: the one that scored them."""
         now_ms = time.time() * 1000.0
         latency_ms = now_ms - batch.ingest_ms.astype(np.float64)
         values = self.kind.results(batch, scores, model, latency_ms)
         model_headers = ((H_MODEL, model.name.encode()), (H_MODEL_VERSION, model.version.encode()))
-        headers = batch_source_headers(batch.source_topic, batch.source_partition, batch.offsets.tolist(),
-                                       batch.ingest_ms.tolist(), model_headers)
+        headers = batch_source_headers(
+            batch.source_topic,
+            batch.source_partition,
+            batch.offsets.tolist(),
+            batch.ingest_ms.tolist(),
+            model_headers,
+        )
         topic = self.sink_topic
-        return [OutMessage(topic, v, k, h) for v, k, h in zip(values, batch.keys.to_list(), headers, strict=True)]
+        return [
+            OutMessage(topic, v, k, h)
+            for v, k, h in zip(values, batch.keys.to_list(), headers, strict=True)
+        ]
 
-    async def score(self, batches: Sequence[RecordBatch]) -> tuple[list[OutMessage], list[Rejected], list[RecordBatch]]:
+    async def score(
+        self, batches: Sequence[RecordBatch]
+    ) -> tuple[list[OutMessage], list[Rejected], list[RecordBatch]]:
         """Score ``batches`` in one ONNX Runtime call per feature width: (results, rows the model
         failed on, batches scored)."""
         s, m = self.ctx.settings, self.ctx.metrics
@@ -93,7 +113,9 @@ class InferenceHandler(StepHandler):
         model = self.watcher.current()  # the whole batch is scored and named by this one (hot swap)
         # One call per feature width: tabular batches share theirs, text buckets each have their own.
         widths = sorted({b.features.shape[1] for b in batches if len(b)})
-        batches = sorted((b for b in batches if len(b)), key=lambda b: widths.index(b.features.shape[1]))
+        batches = sorted(
+            (b for b in batches if len(b)), key=lambda b: widths.index(b.features.shape[1])
+        )
         parts: list[np.ndarray] = []
         xs: list[np.ndarray] = []
         errors: dict[int, str] = {}
@@ -104,14 +126,18 @@ class InferenceHandler(StepHandler):
             x = np.ascontiguousarray(np.concatenate([b.features for b in group]), dtype=np.float32)
             xs.append(x)
             y, err = await asyncio.get_running_loop().run_in_executor(
-                self.pool, score_rows, model, x, s.batching.max_batch)
+                self.pool, score_rows, model, x, s.batching.max_batch
+            )
             parts.append(y)
             errors.update({start + r: e for r, e in err.items()})
             start += len(x)
         self.kind.observe(xs, self.ctx)
         width = max((p.shape[1] for p in parts if p.ndim == 2), default=0)
         if width:  # a group every row of which failed came back as one NaN per row
-            parts = [p if p.ndim == 2 else np.full((len(p), width), np.nan, dtype=np.float32) for p in parts]
+            parts = [
+                p if p.ndim == 2 else np.full((len(p), width), np.nan, dtype=np.float32)
+                for p in parts
+            ]
         scores = np.concatenate(parts)
         m.inference_seconds.labels(s.name, model.name).observe(time.perf_counter() - t0)
         start = 0
@@ -121,8 +147,9 @@ class InferenceHandler(StepHandler):
             bad = [i for i, r in enumerate(rows.tolist()) if r in errors]
             if bad:
                 reasons = [Reason(SCORE_ERROR_CODE, errors[rows[i]]) for i in bad]
-                rejected += rejected_from_batch(batch, np.array(bad), reasons, stage=self.stage,
-                                                error_class=ModelError.__name__)
+                rejected += rejected_from_batch(
+                    batch, np.array(bad), reasons, stage=self.stage, error_class=ModelError.__name__
+                )
                 keep = np.ones(len(batch), dtype=bool)
                 keep[bad] = False
                 batch, batch_scores = batch.select(keep), scores[rows][keep]

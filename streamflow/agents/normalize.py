@@ -31,8 +31,9 @@ class NormalizeHandler(StepHandler):
         p = self.kind.prepare(batch, self.ctx)
         if not len(p.bad_rows):
             return p.batches, []
-        return p.batches, rejected_from_batch(batch, p.bad_rows, p.reasons, stage=self.stage,
-                                              error_class=ValidationError.__name__)
+        return p.batches, rejected_from_batch(
+            batch, p.bad_rows, p.reasons, stage=self.stage, error_class=ValidationError.__name__
+        )
 
     async def transform(self, inputs: Sequence[RecordBatch]) -> StepOutput:
         out = StepOutput()

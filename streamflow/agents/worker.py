@@ -50,26 +50,37 @@ class StageWorker:
         self.settings, self.stage, self.bootstrap = settings, stage, bootstrap
         self.metrics = metrics = Metrics.create()
         # client.id names the stage on the broker side (its logs, quotas, request metrics)
-        conf = producer_config(settings, bootstrap, **{"client.id": f"streamflow-{settings.name}-{stage}"})
+        conf = producer_config(
+            settings, bootstrap, **{"client.id": f"streamflow-{settings.name}-{stage}"}
+        )
         self.producer = BatchProducer(conf, on_delivered=self.delivered)
         self.ctx = StageContext(settings, stage, metrics, self.producer)
-        self.handler = build_handler(stage, self.ctx)  # loads the model: fails here, before joining the group
+        self.handler = build_handler(
+            stage, self.ctx
+        )  # loads the model: fails here, before joining the group
         self.app = make_app(settings, stage, bootstrap)
         # The consumer hands fetched records straight to this buffer (kafka/transport.py); when it
         # is full a slow stage stops the fetching. Where a model runs (inference, chained) its size
         # and policy are batching.max_queue_records and queue_policy; the other steps hold two batches.
         model_step = step_named(stage).model
         b = settings.batching
-        self.buffer = ChunkBuffer(self.handler.max_weight, self.handler.weight,
-                                  max_weight=b.max_queue_records if model_step else 0,
-                                  policy=b.queue_policy if model_step else "wait")
+        self.buffer = ChunkBuffer(
+            self.handler.max_weight,
+            self.handler.weight,
+            max_weight=b.max_queue_records if model_step else 0,
+            policy=b.queue_policy if model_step else "wait",
+        )
         self.app.chunk_buffer = self.buffer
         self.failure: list[BaseException] = []
         self.gpus = Gpus.open() if model_step else None
         self.in_flight: asyncio.Queue[InFlight] | None = None  # made on the app's loop
         self.draining = asyncio.Event()  # a stop signal came: take nothing more, finish what is out
-        self.drained = asyncio.Event()  # ... and it is finished: every batch taken is delivered and acked
-        self.running = asyncio.Event()  # the agent has started (a signal during start-up has nothing to drain)
+        self.drained = (
+            asyncio.Event()
+        )  # ... and it is finished: every batch taken is delivered and acked
+        self.running = (
+            asyncio.Event()
+        )  # the agent has started (a signal during start-up has nothing to drain)
         self._export_constants()
 
     def delivered(self, topic: str, ok: int, bad: int) -> None:
@@ -79,9 +90,11 @@ class StageWorker:
 
     def _export_constants(self) -> None:
         s, m = self.settings, self.metrics
-        for objective, value in (("p99_latency_seconds", s.slo.p99_latency_ms / 1000),
-                                 ("dead_letter_ratio", s.slo.max_dead_letter_ratio),
-                                 ("lag_seconds", s.slo.max_lag_seconds)):
+        for objective, value in (
+            ("p99_latency_seconds", s.slo.p99_latency_ms / 1000),
+            ("dead_letter_ratio", s.slo.max_dead_letter_ratio),
+            ("lag_seconds", s.slo.max_lag_seconds),
+        ):
             m.slo.labels(s.name, objective).set(value)
         if self.gpus is not None:
             m.gpus.labels(s.name).set(len(self.gpus))
@@ -107,7 +120,9 @@ class StageWorker:
             await (await handling)  # handled (decoded, scored, encoded), then delivered
             for chunk in chunks:
                 consumer.ack_chunk(chunk)
-                self.ctx.processed(chunk.topic, chunk.partition, chunk.last_offset, chunk.records[-1].timestamp)
+                self.ctx.processed(
+                    chunk.topic, chunk.partition, chunk.last_offset, chunk.records[-1].timestamp
+                )
             in_flight.task_done()
 
     async def shed(self, chunks: list[Chunk]) -> asyncio.Future[None]:
@@ -126,7 +141,10 @@ class StageWorker:
 
         acker.add_done_callback(acker_done)
         labels = (self.settings.name, self.stage)
-        fill, queue_delay = self.metrics.batch_fill.labels(*labels), self.metrics.queue_delay.labels(*labels)
+        fill, queue_delay = (
+            self.metrics.batch_fill.labels(*labels),
+            self.metrics.queue_delay.labels(*labels),
+        )
         handler, buffer = self.handler, self.buffer
         try:
             while not acker.done() and not self.draining.is_set():
@@ -141,8 +159,10 @@ class StageWorker:
                     # max_in_flight batches are out.
                     await in_flight.put((asyncio.ensure_future(handler.handle(chunks)), chunks))
             if not acker.done():  # the acker acks what is still in flight (unless it fails)
-                await asyncio.wait([asyncio.ensure_future(in_flight.join()), acker],
-                                   return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(
+                    [asyncio.ensure_future(in_flight.join()), acker],
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -161,8 +181,11 @@ class StageWorker:
         consumer: Any = self.app.consumer
         await consumer.maybe_wait_for_commit_to_finish()  # commit() skips while another runs
         await consumer.force_commit()
-        log.info("stage %s drained: in-flight batches delivered, offsets committed %s", self.stage,
-                 {f"{tp.topic}[{tp.partition}]": o for tp, o in consumer._committed_offset.items()})
+        log.info(
+            "stage %s drained: in-flight batches delivered, offsets committed %s",
+            self.stage,
+            {f"{tp.topic}[{tp.partition}]": o for tp, o in consumer._committed_offset.items()},
+        )
 
     async def report_lag(self) -> None:
         """Lag per partition, in records and in seconds, and the GPUs' load."""
@@ -191,12 +214,18 @@ class StageWorker:
             m.gpu_memory_total.labels(s.name, str(g.index)).set(g.memory_total_bytes)
 
     def assigned(self, assigned: Any) -> None:
-        """"up" once the group join is done: before that no record would be processed."""
+        """ "up" once the group join is done: before that no record would be processed."""
         s, source = self.settings, self.handler.source_topic
         mine = sorted(tp.partition for tp in assigned if tp.topic == source)
         self.metrics.up.labels(s.name, self.stage).set(1)
-        log.info("stage %s consuming %s partitions %s as group %s at %s", self.stage, source, mine,
-                 s.group_id(self.stage), self.bootstrap)
+        log.info(
+            "stage %s consuming %s partitions %s as group %s at %s",
+            self.stage,
+            source,
+            mine,
+            s.group_id(self.stage),
+            self.bootstrap,
+        )
 
     def revoked(self, revoked: Any) -> None:
         """Buffered records of revoked partitions are left to their new owner, which reports
@@ -211,14 +240,19 @@ class StageWorker:
                 ctx.next_offsets.pop((tp.topic, tp.partition), None)
                 ctx.last_timestamps_ms.pop((tp.topic, tp.partition), None)
         if dropped:
-            log.info("stage %s: partitions revoked, %d buffered records left to their new owner",
-                     self.stage, dropped)
+            log.info(
+                "stage %s: partitions revoked, %d buffered records left to their new owner",
+                self.stage,
+                dropped,
+            )
 
     async def shutdown(self) -> None:
         """Before faust stops: every queued message delivered (or reported), scratch removed."""
         left = await asyncio.get_running_loop().run_in_executor(None, self.producer.close, 30.0)
         self.metrics.up.labels(self.settings.name, self.stage).set(0)
-        shutil.rmtree(self.app.conf.datadir, ignore_errors=True)  # per-process scratch: no tables kept
+        shutil.rmtree(
+            self.app.conf.datadir, ignore_errors=True
+        )  # per-process scratch: no tables kept
         if left:
             log.error("stage %s: %d messages undelivered at shutdown", self.stage, left)
 
@@ -253,8 +287,14 @@ class StageWorker:
         if serve_metrics and not multiprocess_enabled():
             serve(self.metrics.registry, s.metrics.host, s.metrics.port)
             log.info("metrics at http://%s:%d/metrics", s.metrics.host, s.metrics.port)
-        worker = DrainingWorker(self.app, self.drain, s.runtime.drain_timeout_s, loglevel=loglevel, quiet=True,
-                                redirect_stdouts=False)
+        worker = DrainingWorker(
+            self.app,
+            self.drain,
+            s.runtime.drain_timeout_s,
+            loglevel=loglevel,
+            quiet=True,
+            redirect_stdouts=False,
+        )
         try:
             worker.execute_from_commandline()
         except SystemExit as exc:
@@ -263,8 +303,14 @@ class StageWorker:
             raise SystemExit(exit_status(self.failure[0])) from exc
 
 
-def run_stage(settings: Settings, stage: str, bootstrap: str, *, serve_metrics: bool = True,
-              loglevel: str = "info") -> None:
+def run_stage(
+    settings: Settings,
+    stage: str,
+    bootstrap: str,
+    *,
+    serve_metrics: bool = True,
+    loglevel: str = "info",
+) -> None:
     """Run one step's agent in this process until SIGINT/SIGTERM."""
     patch_fetch_wait(settings.kafka.fetch_max_wait_ms)
     require_valid(settings)

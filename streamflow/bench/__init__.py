@@ -68,7 +68,9 @@ class Backlog:
     processes: int = 1
     cpu_us_by_process: dict[str, float] = field(default_factory=dict)
     broker_cpu_us_per_record: float | None = None  # the embedded broker's CPU, when it is ours
-    runs_records_per_s: list[float] = field(default_factory=list)  # every run; this one is the median
+    runs_records_per_s: list[float] = field(
+        default_factory=list
+    )  # every run; this one is the median
 
 
 @dataclass
@@ -102,13 +104,17 @@ def produce_backlog(settings: Settings, bootstrap: str, raw: str, records: int) 
     run_synthetic(rp, rate=0, records=records, seed=3)
 
 
-def read_raw(bootstrap: str, topic: str, n: int, settings: Settings | None = None) -> dict[tuple[int, int], bytes]:
+def read_raw(
+    bootstrap: str, topic: str, n: int, settings: Settings | None = None
+) -> dict[tuple[int, int], bytes]:
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
     from streamflow.kafka.config import kafka_config
 
-    c = Consumer(kafka_config(settings, bootstrap, logger="streamflow.librdkafka.bench")
-                 | {"group.id": f"bench-read-{time.time()}", "enable.auto.commit": False})
+    c = Consumer(
+        kafka_config(settings, bootstrap, logger="streamflow.librdkafka.bench")
+        | {"group.id": f"bench-read-{time.time()}", "enable.auto.commit": False}
+    )
     md = c.list_topics(topic, timeout=10).topics[topic]
     c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in md.partitions])
     out: dict[tuple[int, int], bytes] = {}
@@ -121,16 +127,23 @@ def read_raw(bootstrap: str, topic: str, n: int, settings: Settings | None = Non
     return out
 
 
-def check_scores(settings: Settings, raw: dict[tuple[int, int], bytes], results: dict[tuple[int, int], bytes],
-                 sample: int = 2000) -> tuple[int, float]:
+def check_scores(
+    settings: Settings,
+    raw: dict[tuple[int, int], bytes],
+    results: dict[tuple[int, int], bytes],
+    sample: int = 2000,
+) -> tuple[int, float]:
     """Scores of a sample of results against a direct computation on the same raw bytes."""
     from streamflow.bench.baselines import RawMessage, Work
 
     work = Work(settings)
     keys = random.Random(0).sample(sorted(results), min(sample, len(results)))
     schema = fastavro.parse_schema(json.loads(Path(settings.output.schema).read_text()))
+
     def score(value: bytes) -> float:
-        return float(cast(dict[str, Any], fastavro.schemaless_reader(io.BytesIO(value), schema))["score"])
+        return float(
+            cast(dict[str, Any], fastavro.schemaless_reader(io.BytesIO(value), schema))["score"]
+        )
 
     got = np.array([score(results[k]) for k in keys])
     msgs: list[RawMessage] = [("t", k[0], k[1], 0, None, raw[k]) for k in keys]
@@ -155,12 +168,22 @@ def _cpu(pid: int | None) -> float:
     return proc_cpu_s(pid) if pid else 0.0
 
 
-def backlog_run(kind: str, settings: Settings, bootstrap: str, raw_topic: str, raw: dict[tuple[int, int], bytes],
-                records: int, replicas: int = 1, broker_pid: int | None = None) -> Backlog:
+def backlog_run(
+    kind: str,
+    settings: Settings,
+    bootstrap: str,
+    raw_topic: str,
+    raw: dict[tuple[int, int], bytes],
+    records: int,
+    replicas: int = 1,
+    broker_pid: int | None = None,
+) -> Backlog:
     system = System(kind, settings, bootstrap, Run(kind, raw_topic), replicas=replicas)
     monitor = ResultMonitor(system.settings, bootstrap, 0, keep_values=True)
     monitor.start()
-    print(f"  {kind}{f' x{replicas}' if replicas > 1 else ''}: backlog of {records} ...", flush=True)
+    print(
+        f"  {kind}{f' x{replicas}' if replicas > 1 else ''}: backlog of {records} ...", flush=True
+    )
     sampler = CpuSampler(system, broker_pid)
     sampler.start()
     try:
@@ -180,18 +203,38 @@ def backlog_run(kind: str, settings: Settings, bootstrap: str, raw_topic: str, r
     by_proc = {k: round(v / max(t.accounted, 1) * 1e6, 1) for k, v in used.items()}
     cpu = sum(used.values())
     checked, err = check_scores(system.settings, raw, monitor.values or {})
-    b = Backlog(kind, records, t.accounted, t.duplicates, round(secs, 2), round(t.accounted / secs, 1),
-                round(cpu / max(t.accounted, 1) * 1e6, 1), round(rss, 1), checked, err, len(system.pids()), by_proc,
-                round(broker_cpu / max(t.accounted, 1) * 1e6, 1) if broker_pid else None)
-    print(f"    {b.records_per_s:,.0f} records/s, {b.cpu_us_per_record:.0f} CPU µs/record "
-          f"(broker {b.broker_cpu_us_per_record}), RSS {b.rss_mb:.0f} MB, "
-          f"accounted {b.accounted}/{records}, scores max error {err:.2e}; CPU µs/record by process {by_proc}",
-          flush=True)
+    b = Backlog(
+        kind,
+        records,
+        t.accounted,
+        t.duplicates,
+        round(secs, 2),
+        round(t.accounted / secs, 1),
+        round(cpu / max(t.accounted, 1) * 1e6, 1),
+        round(rss, 1),
+        checked,
+        err,
+        len(system.pids()),
+        by_proc,
+        round(broker_cpu / max(t.accounted, 1) * 1e6, 1) if broker_pid else None,
+    )
+    print(
+        f"    {b.records_per_s:,.0f} records/s, {b.cpu_us_per_record:.0f} CPU µs/record "
+        f"(broker {b.broker_cpu_us_per_record}), RSS {b.rss_mb:.0f} MB, "
+        f"accounted {b.accounted}/{records}, scores max error {err:.2e}; CPU µs/record by process {by_proc}",
+        flush=True,
+    )
     return b
 
 
-def latency_run(kind: str, settings: Settings, bootstrap: str, rate: float, seconds: float,
-                broker_pid: int | None = None) -> Latency:
+def latency_run(
+    kind: str,
+    settings: Settings,
+    bootstrap: str,
+    rate: float,
+    seconds: float,
+    broker_pid: int | None = None,
+) -> Latency:
     raw_topic = fresh_raw_topic(bootstrap, settings)
     system = System(kind, settings, bootstrap, Run(kind, raw_topic))
     system.start()
@@ -203,9 +246,15 @@ def latency_run(kind: str, settings: Settings, bootstrap: str, rate: float, seco
     monitor.ready.wait(10)
     time.sleep(1.0)
     n = int(rate * seconds)
-    feeder = threading.Thread(target=run_synthetic, kwargs={"raw": rp, "rate": rate, "records": n, "seed": 5})
+    feeder = threading.Thread(
+        target=run_synthetic, kwargs={"raw": rp, "rate": rate, "records": n, "seed": 5}
+    )
     try:
-        t0, cpu0, broker0 = time.monotonic(), sum(system.cpu_by_process().values()), _cpu(broker_pid)
+        t0, cpu0, broker0 = (
+            time.monotonic(),
+            sum(system.cpu_by_process().values()),
+            _cpu(broker_pid),
+        )
         feeder.start()
         feeder.join()
         wait_accounted(monitor, n, system, timeout_s=30.0)
@@ -217,18 +266,41 @@ def latency_run(kind: str, settings: Settings, bootstrap: str, rate: float, seco
         monitor.stop()
     t = monitor.tally
     pct = percentiles(t.latencies_ms)
-    lat = Latency(kind, rate, seconds, n, t.accounted, round(pct["p50"], 1), round(pct["p95"], 1),
-                  round(pct["p99"], 1), round(pct["max"], 1), t.accounted < n, round(cpu_pct, 1),
-                  round(broker_pct, 1) if broker_pct is not None else None)
-    print(f"  {kind} at {rate:,.0f}/s: p50 {lat.p50_ms} p95 {lat.p95_ms} p99 {lat.p99_ms} max {lat.max_ms} ms; "
-          f"CPU {lat.cpu_pct:.0f}% of a core, broker {lat.broker_cpu_pct}%"
-          + (f"  SATURATED ({t.accounted}/{n} in time)" if lat.saturated else ""), flush=True)
+    lat = Latency(
+        kind,
+        rate,
+        seconds,
+        n,
+        t.accounted,
+        round(pct["p50"], 1),
+        round(pct["p95"], 1),
+        round(pct["p99"], 1),
+        round(pct["max"], 1),
+        t.accounted < n,
+        round(cpu_pct, 1),
+        round(broker_pct, 1) if broker_pct is not None else None,
+    )
+    print(
+        f"  {kind} at {rate:,.0f}/s: p50 {lat.p50_ms} p95 {lat.p95_ms} p99 {lat.p99_ms} max {lat.max_ms} ms; "
+        f"CPU {lat.cpu_pct:.0f}% of a core, broker {lat.broker_cpu_pct}%"
+        + (f"  SATURATED ({t.accounted}/{n} in time)" if lat.saturated else ""),
+        flush=True,
+    )
     return lat
 
 
-def run_bench(settings: Settings, argv_settings: list[str], *, records: int, what: str = "e2e",
-              rates: tuple[float, ...] = (1000.0, 5000.0, 20000.0), seconds: float = 5.0,
-              systems: tuple[str, ...] = SYSTEMS, scaling: bool = False, repeat: int = 1) -> int:
+def run_bench(
+    settings: Settings,
+    argv_settings: list[str],
+    *,
+    records: int,
+    what: str = "e2e",
+    rates: tuple[float, ...] = (1000.0, 5000.0, 20000.0),
+    seconds: float = 5.0,
+    systems: tuple[str, ...] = SYSTEMS,
+    scaling: bool = False,
+    repeat: int = 1,
+) -> int:
     from streamflow.bench.report import write_report
 
     embedded = not settings.kafka.bootstrap
@@ -247,15 +319,24 @@ def run_bench(settings: Settings, argv_settings: list[str], *, records: int, wha
     def backlog(kind: str, replicas: int = 1) -> Backlog:
         with broker_for_run() as (bootstrap, pid):
             raw_topic = fresh_raw_topic(bootstrap, settings)
-            produce_backlog(settings, bootstrap, raw_topic, records)  # the same seed: the same records
+            produce_backlog(
+                settings, bootstrap, raw_topic, records
+            )  # the same seed: the same records
             raw = read_raw(bootstrap, raw_topic, records, settings)
-            return backlog_run(kind, settings, bootstrap, raw_topic, raw, records, replicas, broker_pid=pid)
+            return backlog_run(
+                kind, settings, bootstrap, raw_topic, raw, records, replicas, broker_pid=pid
+            )
 
     if records:
-        print(f"backlog: {records} records on {settings.topics.partitions} partitions, "
-              + ("each run on a fresh embedded broker" if embedded else settings.kafka.bootstrap), flush=True)
+        print(
+            f"backlog: {records} records on {settings.topics.partitions} partitions, "
+            + ("each run on a fresh embedded broker" if embedded else settings.kafka.bootstrap),
+            flush=True,
+        )
     runs: dict[str, list[Backlog]] = {k: [] for k in systems}
-    for r in range(repeat if records else 0):  # interleaved, so drift over the run hits every system alike
+    for r in range(
+        repeat if records else 0
+    ):  # interleaved, so drift over the run hits every system alike
         for kind in systems:
             print(f"run {r + 1}/{repeat}:" if repeat > 1 else "", end="", flush=True)
             runs[kind].append(backlog(kind))
@@ -275,13 +356,18 @@ def run_bench(settings: Settings, argv_settings: list[str], *, records: int, wha
         sf, ratios = by[kind], result.ratios.setdefault(kind, {})
         if "limit" in by:
             ratios["ratio_to_limit"] = round(sf.records_per_s / by["limit"].records_per_s, 3)
-            ratios["cpu_ratio_to_limit"] = round(sf.cpu_us_per_record / max(by["limit"].cpu_us_per_record, 1e-9), 3)
+            ratios["cpu_ratio_to_limit"] = round(
+                sf.cpu_us_per_record / max(by["limit"].cpu_us_per_record, 1e-9), 3
+            )
         if "naive" in by:
             ratios["ratio_to_naive"] = round(sf.records_per_s / by["naive"].records_per_s, 3)
     paths = write_report(result)
     print(Path(paths["md"]).read_text())
     print("wrote " + ", ".join(paths.values()))
-    ok = all(b.accounted == b.records and b.scores_max_abs_error <= 1e-5 for b in result.backlog + result.scaling)
+    ok = all(
+        b.accounted == b.records and b.scores_max_abs_error <= 1e-5
+        for b in result.backlog + result.scaling
+    )
     if not ok:
         print("INCORRECT: a system lost records or produced wrong scores (see above)")
     return 0 if ok else 1
@@ -291,7 +377,11 @@ def _machine() -> dict[str, Any]:
     import os
     import platform
 
-    return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
 
 
 __all__ = ["BenchResult", "Backlog", "Latency", "run_bench", "asdict"]

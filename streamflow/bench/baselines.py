@@ -35,7 +35,9 @@ from streamflow.settings.loading import load_settings
 from streamflow.stages.clean import CleanRules, clean
 from streamflow.stages.normalize import Normalizer, normalize
 
-RawMessage = tuple[str, int, int, int, bytes | None, bytes]  # topic, partition, offset, ingest_ms, key, value
+RawMessage = tuple[
+    str, int, int, int, bytes | None, bytes
+]  # topic, partition, offset, ingest_ms, key, value
 Headers = list[tuple[str, bytes]]
 
 
@@ -50,7 +52,9 @@ class Work:
         self.model = load_model(s)
         self.encoder = ResultEncoder(s.output.schema, format=s.output.format)
 
-    def run(self, msgs: Sequence[RawMessage], scored: str, dlq: str) -> list[tuple[str, bytes, bytes | None, Headers]]:
+    def run(
+        self, msgs: Sequence[RawMessage], scored: str, dlq: str
+    ) -> list[tuple[str, bytes, bytes | None, Headers]]:
         """(topic, partition, offset, ingest_ms, key, value) -> (topic, value, key, headers) to produce."""
         dec = self.decoder.decode_batch([m[5] for m in msgs])
         c = clean(dec.values, dec.missing, self.rules)
@@ -63,10 +67,20 @@ class Work:
             labels = np.where(scores >= self.s.model.threshold, "anomaly", "normal").tolist()
             now = time.time() * 1000
             ingest = np.array([msgs[i][3] for i in idx.tolist()], dtype=np.float64)
-            values = self.encoder.encode_batch([dec.device_ids[i] for i in idx.tolist()], dec.event_ms[idx], scores,
-                                               labels, self.model.name, self.model.version, now - ingest)
+            values = self.encoder.encode_batch(
+                [dec.device_ids[i] for i in idx.tolist()],
+                dec.event_ms[idx],
+                scores,
+                labels,
+                self.model.name,
+                self.model.version,
+                now - ingest,
+            )
             # The same headers as streamflow's results, built the same way (shared constant tuples).
-            model = ((H_MODEL, self.model.name.encode()), (H_MODEL_VERSION, self.model.version.encode()))
+            model = (
+                (H_MODEL, self.model.name.encode()),
+                (H_MODEL_VERSION, self.model.version.encode()),
+            )
             for i, v in zip(idx.tolist(), values, strict=True):
                 t, p, o, ing, k, _ = msgs[i]
                 out.append((scored, v, k, batch_source_headers(t, p, (o,), (ing,), model)[0]))
@@ -74,7 +88,9 @@ class Work:
             t, p, o, ing, k, v = msgs[i]
             reason = dec.errors[i] or c.reasons[i] or n.reasons[i] or "rejected"
             code = dec.codes[i] or c.codes[i] or n.codes[i] or ReasonCode.OTHER
-            d = dead_letter(Rejected("clean", "ValidationError", reason, t, p, o, k, v, ing, code=code), dlq)
+            d = dead_letter(
+                Rejected("clean", "ValidationError", reason, t, p, o, k, v, ing, code=code), dlq
+            )
             out.append((dlq, d.value, d.key, d.headers or []))
         return out
 
@@ -85,9 +101,17 @@ def run_limit(s: Settings, a: argparse.Namespace) -> None:
     work = Work(s)
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
-    consumer = Consumer(kafka_config(s, a.bootstrap, logger="streamflow.librdkafka.bench") | {
-        "group.id": a.group, "auto.offset.reset": "earliest", "enable.auto.commit": False, "fetch.wait.max.ms": 5,
-        "session.timeout.ms": 6000, "heartbeat.interval.ms": 1000})
+    consumer = Consumer(
+        kafka_config(s, a.bootstrap, logger="streamflow.librdkafka.bench")
+        | {
+            "group.id": a.group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 5,
+            "session.timeout.ms": 6000,
+            "heartbeat.interval.ms": 1000,
+        }
+    )
     producer = Producer(producer_config(s, a.bootstrap))
 
     def on_assign(c: Any, parts: Any) -> None:
@@ -96,8 +120,18 @@ def run_limit(s: Settings, a: argparse.Namespace) -> None:
     consumer.subscribe([a.raw], on_assign=on_assign)
     while not stop["now"]:
         batch = consumer.consume(5000, timeout=0.005)
-        msgs: list[RawMessage] = [(m.topic() or "", m.partition() or 0, m.offset() or 0, m.timestamp()[1], m.key(),
-                                   m.value() or b"") for m in batch if not m.error()]
+        msgs: list[RawMessage] = [
+            (
+                m.topic() or "",
+                m.partition() or 0,
+                m.offset() or 0,
+                m.timestamp()[1],
+                m.key(),
+                m.value() or b"",
+            )
+            for m in batch
+            if not m.error()
+        ]
         if not msgs:
             producer.poll(0)
             continue
@@ -123,8 +157,10 @@ def run_naive(s: Settings, a: argparse.Namespace) -> None:
     work = Work(s)
     app = make_app(s, "naive", a.bootstrap, chunked=False)  # faust as shipped
     source = app.topic(a.raw, key_serializer="raw", value_serializer="raw")
-    topics = {a.scored: app.topic(a.scored, key_serializer="raw", value_serializer="raw"),
-              a.dlq: app.topic(a.dlq, key_serializer="raw", value_serializer="raw")}
+    topics = {
+        a.scored: app.topic(a.scored, key_serializer="raw", value_serializer="raw"),
+        a.dlq: app.topic(a.dlq, key_serializer="raw", value_serializer="raw"),
+    }
 
     @app.agent(source)
     async def score_each(stream: Any) -> None:
@@ -138,7 +174,9 @@ def run_naive(s: Settings, a: argparse.Namespace) -> None:
     async def assigned(app: Any, *args: Any, **kwargs: Any) -> None:
         print("ready", flush=True)
 
-    faust.Worker(app, loglevel="warning", quiet=True, redirect_stdouts=False).execute_from_commandline()
+    faust.Worker(
+        app, loglevel="warning", quiet=True, redirect_stdouts=False
+    ).execute_from_commandline()
 
 
 def main() -> None:
@@ -148,7 +186,9 @@ def main() -> None:
         p.add_argument(flag, required=True)
     a = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    s = load_settings(a.pipeline, {"kafka.bootstrap": a.bootstrap, "name": a.group.replace(".", "-")})
+    s = load_settings(
+        a.pipeline, {"kafka.bootstrap": a.bootstrap, "name": a.group.replace(".", "-")}
+    )
     (run_limit if a.system == "limit" else run_naive)(s, a)
     sys.exit(0)
 

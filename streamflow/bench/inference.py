@@ -76,7 +76,7 @@ def raw_rate(model: LoadedModel, x: np.ndarray, batch: int) -> float:
     model.run(x[:batch])  # warm-up
     t0 = time.perf_counter()
     for i in range(0, len(x), batch):
-        model.run(x[i:i + batch])
+        model.run(x[i : i + batch])
     return len(x) / (time.perf_counter() - t0)
 
 
@@ -86,23 +86,34 @@ def internal_messages(settings: Settings, x: np.ndarray, batch: int) -> list[Chu
     chunks = []
     partitions = settings.internal_partitions
     for n, i in enumerate(range(0, len(x), batch)):
-        rows = x[i:i + batch]
+        rows = x[i : i + batch]
         k = len(rows)
         part = n % partitions
-        b = RecordBatch(settings.topics.raw, part, np.arange(i, i + k, dtype=np.int64), np.full(k, now, np.int64),
-                        BytesColumn.from_list([b"dev-%d" % (j % 500) for j in range(i, i + k)]),
-                        BytesColumn.from_list([b""] * k),
-                        BytesColumn.from_list([b"dev-%d" % (j % 500) for j in range(i, i + k)]),
-                        np.full(k, now, np.int64), np.ascontiguousarray(rows, dtype=np.float32), stage="normalize")
-        records = [SimpleNamespace(offset=n * 10 + j, timestamp=now, key=None, value=data, headers=[])
-                   for j, data in enumerate(encode_record_batches(b, INTERNAL_MESSAGE_BYTES))]
+        b = RecordBatch(
+            settings.topics.raw,
+            part,
+            np.arange(i, i + k, dtype=np.int64),
+            np.full(k, now, np.int64),
+            BytesColumn.from_list([b"dev-%d" % (j % 500) for j in range(i, i + k)]),
+            BytesColumn.from_list([b""] * k),
+            BytesColumn.from_list([b"dev-%d" % (j % 500) for j in range(i, i + k)]),
+            np.full(k, now, np.int64),
+            np.ascontiguousarray(rows, dtype=np.float32),
+            stage="normalize",
+        )
+        records = [
+            SimpleNamespace(offset=n * 10 + j, timestamp=now, key=None, value=data, headers=[])
+            for j, data in enumerate(encode_record_batches(b, INTERNAL_MESSAGE_BYTES))
+        ]
         chunks.append(Chunk(source_topic(settings, step_named("inference")), part, records, k))
     return chunks
 
 
 async def agent_rate(handler: InferenceHandler, chunks: list[Chunk], max_in_flight: int) -> float:
     """Records/s through ``handler.handle`` and delivery, pipelined like the worker's loop."""
-    in_flight: asyncio.Queue[asyncio.Future[asyncio.Future[None]]] = asyncio.Queue(maxsize=max_in_flight)
+    in_flight: asyncio.Queue[asyncio.Future[asyncio.Future[None]]] = asyncio.Queue(
+        maxsize=max_in_flight
+    )
 
     async def acknowledge() -> None:
         while True:
@@ -130,29 +141,48 @@ def _broker(settings: Settings) -> Iterator[str]:
         yield b.bootstrap
 
 
-def bench_inference(settings: Settings, *, records: int, batch_sizes: list[int], rate: float = 0.0,
-                    seconds: float = 5.0, out_dir: str = "bench-results") -> int:
+def bench_inference(
+    settings: Settings,
+    *,
+    records: int,
+    batch_sizes: list[int],
+    rate: float = 0.0,
+    seconds: float = 5.0,
+    out_dir: str = "bench-results",
+) -> int:
     model = load_model(settings)
     x = bench_inputs(settings, model, records)
     result = InferenceBench(model.name, model.provider, records)
-    print(f"inference bench: model {model.name} {model.version} on {model.provider}, up to {records:,} records "
-          f"(at most {CALLS_PER_SIZE} calls) per batch size, the agent pipelined with "
-          f"max_in_flight={settings.batching.max_in_flight}"
-          + f"; inputs: {kind_for(settings).describe()}", flush=True)
+    print(
+        f"inference bench: model {model.name} {model.version} on {model.provider}, up to {records:,} records "
+        f"(at most {CALLS_PER_SIZE} calls) per batch size, the agent pipelined with "
+        f"max_in_flight={settings.batching.max_in_flight}"
+        + f"; inputs: {kind_for(settings).describe()}",
+        flush=True,
+    )
     with _broker(settings) as bootstrap:
         s = with_overrides(settings, kafka={"bootstrap": bootstrap})
         ensure_topics(bootstrap, pipeline_topics(s), settings=s)
         producer = BatchProducer(producer_config(s, bootstrap))
         try:
-            handler = InferenceHandler(StageContext(s, "inference", Metrics.create(), producer), model)
+            handler = InferenceHandler(
+                StageContext(s, "inference", Metrics.create(), producer), model
+            )
             for b in batch_sizes:
-                xb = x[:min(len(x), CALLS_PER_SIZE * b)]  # small batches: fewer records, same number of calls
+                xb = x[
+                    : min(len(x), CALLS_PER_SIZE * b)
+                ]  # small batches: fewer records, same number of calls
                 raw = raw_rate(model, xb, b)
-                agent = asyncio.run(agent_rate(handler, internal_messages(s, xb, b), s.batching.max_in_flight))
+                agent = asyncio.run(
+                    agent_rate(handler, internal_messages(s, xb, b), s.batching.max_in_flight)
+                )
                 row = Row(b, round(raw), round(agent), round(agent / raw, 4))
                 result.rows.append(row)
-                print(f"  batch {b:>5}: raw session.run {raw:>12,.0f} rec/s   agent {agent:>9,.0f} rec/s   "
-                      f"efficiency {row.efficiency:.3f}", flush=True)
+                print(
+                    f"  batch {b:>5}: raw session.run {raw:>12,.0f} rec/s   agent {agent:>9,.0f} rec/s   "
+                    f"efficiency {row.efficiency:.3f}",
+                    flush=True,
+                )
         finally:
             producer.close(10)
     if rate and kind_for(settings).synthetic != "telemetry":

@@ -8,21 +8,35 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-LABELS = {"streamflow": "streamflow (3 faust stages)", "chained": "streamflow, chained topology (1 faust agent)",
-          "limit": "plain confluent-kafka loop (limit)", "naive": "faust per-record agent (naive)"}
+LABELS = {
+    "streamflow": "streamflow (3 faust stages)",
+    "chained": "streamflow, chained topology (1 faust agent)",
+    "limit": "plain confluent-kafka loop (limit)",
+    "naive": "faust per-record agent (naive)",
+}
 
 
 def to_json(result: Any) -> dict[str, Any]:
     data = asdict(result)
     systems: dict[str, Any] = {}
     for b in result.backlog:
-        systems[b.system] = {"records_per_s": b.records_per_s, "cpu_us_per_record": b.cpu_us_per_record,
-                             "rss_mb": b.rss_mb, "broker_cpu_us_per_record": b.broker_cpu_us_per_record,
-                             "latency": {}}
+        systems[b.system] = {
+            "records_per_s": b.records_per_s,
+            "cpu_us_per_record": b.cpu_us_per_record,
+            "rss_mb": b.rss_mb,
+            "broker_cpu_us_per_record": b.broker_cpu_us_per_record,
+            "latency": {},
+        }
     for lat in result.latency:
         systems.setdefault(lat.system, {"latency": {}})["latency"][str(int(lat.rate))] = {
-            "p50_ms": lat.p50_ms, "p95_ms": lat.p95_ms, "p99_ms": lat.p99_ms, "max_ms": lat.max_ms,
-            "saturated": lat.saturated, "cpu_pct": lat.cpu_pct, "broker_cpu_pct": lat.broker_cpu_pct}
+            "p50_ms": lat.p50_ms,
+            "p95_ms": lat.p95_ms,
+            "p99_ms": lat.p99_ms,
+            "max_ms": lat.max_ms,
+            "saturated": lat.saturated,
+            "cpu_pct": lat.cpu_pct,
+            "broker_cpu_pct": lat.broker_cpu_pct,
+        }
     for kind, ratios in result.ratios.items():
         systems.setdefault(kind, {}).update(ratios)
     data["systems"] = systems
@@ -31,31 +45,59 @@ def to_json(result: Any) -> dict[str, Any]:
 
 def markdown(result: Any) -> str:
     reps = max((len(b.runs_records_per_s) for b in result.backlog), default=1)
-    lines = [f"Backlog of {result.records:,} records ({result.machine.get('cpus')} CPUs, same run, same records, "
-             f"a fresh embedded broker per run unless a bootstrap is set{f', median of {reps}' if reps > 1 else ''})", "",
-             "| system | records/s | CPU µs/record | broker CPU µs/record | peak worker RSS MB | accounted "
-             "| scores max error |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Backlog of {result.records:,} records ({result.machine.get('cpus')} CPUs, same run, same records, "
+        f"a fresh embedded broker per run unless a bootstrap is set{f', median of {reps}' if reps > 1 else ''})",
+        "",
+        "| system | records/s | CPU µs/record | broker CPU µs/record | peak worker RSS MB | accounted "
+        "| scores max error |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for b in result.backlog:
         broker = "-" if b.broker_cpu_us_per_record is None else f"{b.broker_cpu_us_per_record:.0f}"
-        lines.append(f"| {LABELS.get(b.system, b.system)} | {b.records_per_s:,.0f} | {b.cpu_us_per_record:.0f} | "
-                     f"{broker} | {b.rss_mb:.0f} | {b.accounted:,}/{b.records:,} | {b.scores_max_abs_error:.1e} |")
+        lines.append(
+            f"| {LABELS.get(b.system, b.system)} | {b.records_per_s:,.0f} | {b.cpu_us_per_record:.0f} | "
+            f"{broker} | {b.rss_mb:.0f} | {b.accounted:,}/{b.records:,} | {b.scores_max_abs_error:.1e} |"
+        )
     for kind, ratios in result.ratios.items():
-        lines += ["", f"{LABELS.get(kind, kind)}: " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items())]
+        lines += [
+            "",
+            f"{LABELS.get(kind, kind)}: " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()),
+        ]
     if any(len(b.runs_records_per_s) > 1 for b in result.backlog):
-        lines += ["", "Median of " + ", ".join(f"{b.system} {'/'.join(f'{x:,.0f}' for x in b.runs_records_per_s)}"
-                                               for b in result.backlog) + " records/s."]
+        lines += [
+            "",
+            "Median of "
+            + ", ".join(
+                f"{b.system} {'/'.join(f'{x:,.0f}' for x in b.runs_records_per_s)}"
+                for b in result.backlog
+            )
+            + " records/s.",
+        ]
     if result.scaling:
-        lines += ["", "| topology | processes per stage | records/s | CPU µs/record | peak RSS MB |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| topology | processes per stage | records/s | CPU µs/record | peak RSS MB |",
+            "|---|---|---|---|---|",
+        ]
         per = {"streamflow": 3, "chained": 1}
-        lines += [f"| {b.system} | {b.processes // per.get(b.system, 1)} | {b.records_per_s:,.0f} | "
-                  f"{b.cpu_us_per_record:.0f} | {b.rss_mb:.0f} |" for b in result.scaling]
+        lines += [
+            f"| {b.system} | {b.processes // per.get(b.system, 1)} | {b.records_per_s:,.0f} | "
+            f"{b.cpu_us_per_record:.0f} | {b.rss_mb:.0f} |"
+            for b in result.scaling
+        ]
     if result.latency:
-        lines += ["", "| system | input rate/s | p50 ms | p95 ms | p99 ms | max ms | CPU % of a core | broker CPU % |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| system | input rate/s | p50 ms | p95 ms | p99 ms | max ms | CPU % of a core | broker CPU % |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for lat in result.latency:
             sat = " (saturated)" if lat.saturated else ""
-            lines.append(f"| {lat.system} | {lat.rate:,.0f}{sat} | {lat.p50_ms} | {lat.p95_ms} | {lat.p99_ms} | "
-                         f"{lat.max_ms} | {lat.cpu_pct:.0f} | {lat.broker_cpu_pct if lat.broker_cpu_pct is not None else '-'} |")
+            lines.append(
+                f"| {lat.system} | {lat.rate:,.0f}{sat} | {lat.p50_ms} | {lat.p95_ms} | {lat.p99_ms} | "
+                f"{lat.max_ms} | {lat.cpu_pct:.0f} | {lat.broker_cpu_pct if lat.broker_cpu_pct is not None else '-'} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -68,10 +110,19 @@ def plot(result: Any, path: Path) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.8))
     names = [b.system for b in result.backlog]
     vals = [b.records_per_s for b in result.backlog]
-    bars = ax1.bar(names, vals, color=["#2b7bba" if n in ("streamflow", "chained") else "#999999" for n in names])
+    bars = ax1.bar(
+        names,
+        vals,
+        color=["#2b7bba" if n in ("streamflow", "chained") else "#999999" for n in names],
+    )
     for bar, b in zip(bars, result.backlog, strict=True):
-        ax1.annotate(f"{b.records_per_s:,.0f}/s\n{b.cpu_us_per_record:.0f} µs/rec",
-                     (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=8)
+        ax1.annotate(
+            f"{b.records_per_s:,.0f}/s\n{b.cpu_us_per_record:.0f} µs/rec",
+            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
     ax1.set_title(f"Backlog throughput ({result.records:,} records)")
     ax1.set_ylabel("records/s")
     ax1.set_ylim(0, max(vals + [1]) * 1.25)
@@ -79,7 +130,9 @@ def plot(result: Any, path: Path) -> None:
         pts = [lat for lat in result.latency if lat.system == system]
         rates = [lat.rate for lat in pts]
         ax2.plot(rates, [lat.p99_ms for lat in pts], marker="o", label=f"{system} p99")
-        ax2.plot(rates, [lat.p50_ms for lat in pts], marker=".", linestyle="--", label=f"{system} p50")
+        ax2.plot(
+            rates, [lat.p50_ms for lat in pts], marker=".", linestyle="--", label=f"{system} p50"
+        )
     ax2.set_xscale("log")
     ax2.set_yscale("log")
     ax2.axhline(50, color="red", linewidth=0.8, linestyle=":", label="50 ms")

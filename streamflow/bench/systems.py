@@ -69,12 +69,28 @@ class Run:
 class System:
     """One system under test; ``start()`` returns once it has its partitions."""
 
-    def __init__(self, kind: str, base: Settings, bootstrap: str, run: Run, *, replicas: int = 1) -> None:
-        self.kind, self.base, self.bootstrap, self.run, self.replicas = kind, base, bootstrap, run, replicas
-        self.settings = load_settings(base.source, {
-            "name": run.name, "topics.raw": run.raw, "topics.scored": run.scored, "topics.dlq": run.dlq,
-            "kafka.bootstrap": bootstrap, "metrics.port": str(_free_port()),
-            "runtime.topology": "chained" if kind == "chained" else base.runtime.topology})
+    def __init__(
+        self, kind: str, base: Settings, bootstrap: str, run: Run, *, replicas: int = 1
+    ) -> None:
+        self.kind, self.base, self.bootstrap, self.run, self.replicas = (
+            kind,
+            base,
+            bootstrap,
+            run,
+            replicas,
+        )
+        self.settings = load_settings(
+            base.source,
+            {
+                "name": run.name,
+                "topics.raw": run.raw,
+                "topics.scored": run.scored,
+                "topics.dlq": run.dlq,
+                "kafka.bootstrap": bootstrap,
+                "metrics.port": str(_free_port()),
+                "runtime.topology": "chained" if kind == "chained" else base.runtime.topology,
+            },
+        )
         self.procs: list[subprocess.Popen[bytes]] = []
         self.stages: StageProcesses | None = None
         self.log_dir = tempfile.mkdtemp(prefix=f"streamflow-bench-{kind}-")
@@ -83,12 +99,25 @@ class System:
     def start(self, timeout_s: float = 90.0) -> None:
         s = self.settings
         if self.kind in ("streamflow", "chained"):
-            argv = ["--pipeline", s.source] + [a for k, v in {
-                "name": s.name, "topics.raw": s.topics.raw, "topics.scored": s.topics.scored,
-                "topics.dlq": s.topics.dlq, "metrics.port": str(s.metrics.port),
-                "runtime.topology": s.runtime.topology}.items() for a in ("--set", f"{k}={v}")]
-            self.stages = StageProcesses(s, self.bootstrap, argv, log_dir=self.log_dir,
-                                         stages=tuple(st for st in process_stages(s) for _ in range(self.replicas)))
+            argv = ["--pipeline", s.source] + [
+                a
+                for k, v in {
+                    "name": s.name,
+                    "topics.raw": s.topics.raw,
+                    "topics.scored": s.topics.scored,
+                    "topics.dlq": s.topics.dlq,
+                    "metrics.port": str(s.metrics.port),
+                    "runtime.topology": s.runtime.topology,
+                }.items()
+                for a in ("--set", f"{k}={v}")
+            ]
+            self.stages = StageProcesses(
+                s,
+                self.bootstrap,
+                argv,
+                log_dir=self.log_dir,
+                stages=tuple(st for st in process_stages(s) for _ in range(self.replicas)),
+            )
             self.stages.start()
             from streamflow.supervisor import LocalPipeline
 
@@ -98,12 +127,32 @@ class System:
                 raise RuntimeError(f"streamflow stages did not start; logs in {self.log_dir}")
             self.procs = [p for _, p in self.stages.procs]
             return
-        cmd = [sys.executable, "-m", "streamflow.bench.baselines", self.kind, "--pipeline", s.source,
-               "--bootstrap", self.bootstrap, "--raw", s.topics.raw, "--scored", s.topics.scored,
-               "--dlq", s.topics.dlq, "--group", s.name]
+        cmd = [
+            sys.executable,
+            "-m",
+            "streamflow.bench.baselines",
+            self.kind,
+            "--pipeline",
+            s.source,
+            "--bootstrap",
+            self.bootstrap,
+            "--raw",
+            s.topics.raw,
+            "--scored",
+            s.topics.scored,
+            "--dlq",
+            s.topics.dlq,
+            "--group",
+            s.name,
+        ]
         log = open(Path(self.log_dir) / f"{self.kind}.log", "ab")  # noqa: SIM115
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, preexec_fn=die_with_parent,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            preexec_fn=die_with_parent,
+            start_new_session=True,
+        )
         self.procs = [proc]
         ready = threading.Event()
 
@@ -122,8 +171,11 @@ class System:
         return [p.pid for p in self.procs]
 
     def cpu_by_process(self) -> dict[str, float]:
-        procs = [(f"{st}#{i}", p) for i, (st, p) in enumerate(self.stages.procs)] if self.stages else \
-            [(f"{self.kind}#{i}", p) for i, p in enumerate(self.procs)]
+        procs = (
+            [(f"{st}#{i}", p) for i, (st, p) in enumerate(self.stages.procs)]
+            if self.stages
+            else [(f"{self.kind}#{i}", p) for i, p in enumerate(self.procs)]
+        )
         return {name: proc_cpu_s(p.pid) for name, p in procs}
 
     def rss_mb(self) -> float:

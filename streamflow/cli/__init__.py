@@ -25,17 +25,32 @@ DEFAULT_PIPELINE = "pipelines/telemetry.toml"
 
 def settings_args(p: argparse.ArgumentParser) -> None:
     """Add the settings options: --pipeline, --set, --bootstrap, --metrics-port."""
-    p.add_argument("--pipeline", action="append", default=None,
-                   help=f"pipeline file (default $STREAMFLOW_PIPELINE or {DEFAULT_PIPELINE}); "
-                        "`worker` takes several")
-    p.add_argument("--set", dest="overrides", action="append", default=[],
-                   metavar="SECTION.KEY=VALUE",
-                   help="override one setting (repeatable); beats STREAMFLOW_* env vars and the "
-                        "file")
-    p.add_argument("--bootstrap", default=None,
-                   help="Kafka bootstrap servers (same as --set kafka.bootstrap=...)")
-    p.add_argument("--metrics-port", type=int, default=None,
-                   help="metrics port (same as --set metrics.port=...)")
+    p.add_argument(
+        "--pipeline",
+        action="append",
+        default=None,
+        help=f"pipeline file (default $STREAMFLOW_PIPELINE or {DEFAULT_PIPELINE}); "
+        "`worker` takes several",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one setting (repeatable); beats STREAMFLOW_* env vars and the file",
+    )
+    p.add_argument(
+        "--bootstrap",
+        default=None,
+        help="Kafka bootstrap servers (same as --set kafka.bootstrap=...)",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="metrics port (same as --set metrics.port=...)",
+    )
 
 
 def overrides(args: argparse.Namespace) -> dict[str, str]:
@@ -44,8 +59,11 @@ def overrides(args: argparse.Namespace) -> dict[str, str]:
     for item in args.overrides:
         key, sep, value = item.partition("=")
         if not sep:
-            shown = "(not shown: it may hold a secret)" if any(
-                w in item.lower() for w in ("password", "secret", "token")) else repr(item)
+            shown = (
+                "(not shown: it may hold a secret)"
+                if any(w in item.lower() for w in ("password", "secret", "token"))
+                else repr(item)
+            )
             raise ConfigError(f"--set {shown}: expected SECTION.KEY=VALUE", source="command line")
         out[key.strip()] = value
     if args.bootstrap:
@@ -59,8 +77,10 @@ def pipeline_path(args: argparse.Namespace) -> str:
     """The command's one pipeline file: --pipeline, else $STREAMFLOW_PIPELINE, else the default."""
     given = args.pipeline or []
     if len(given) > 1:
-        raise ConfigError("--pipeline: only `streamflow worker` takes several pipeline files",
-                          source="command line")
+        raise ConfigError(
+            "--pipeline: only `streamflow worker` takes several pipeline files",
+            source="command line",
+        )
     return given[0] if given else pipeline_path_from_env(DEFAULT_PIPELINE)
 
 
@@ -82,9 +102,12 @@ def argv_settings(args: argparse.Namespace) -> list[str]:
 def bootstrap_or_fail(settings: Settings, what: str) -> str:
     """The configured broker address; a ConfigError naming ``what`` when there is none."""
     if not settings.kafka.bootstrap:
-        raise ConfigError(f"kafka.bootstrap: {what} needs a broker address (--bootstrap, "
-                          "STREAMFLOW_KAFKA_BOOTSTRAP or the pipeline file); `streamflow up` or "
-                          "`streamflow broker` starts an embedded one", source=settings.source)
+        raise ConfigError(
+            f"kafka.bootstrap: {what} needs a broker address (--bootstrap, "
+            "STREAMFLOW_KAFKA_BOOTSTRAP or the pipeline file); `streamflow up` or "
+            "`streamflow broker` starts an embedded one",
+            source=settings.source,
+        )
     return settings.kafka.bootstrap
 
 
@@ -122,8 +145,22 @@ def command_modules() -> tuple[ModuleType, ...]:
         worker,
     )
 
-    return (validate, broker, worker, demo, doctor, report, up, collect, produce, consume, dlq,
-            model, kcat, bench)
+    return (
+        validate,
+        broker,
+        worker,
+        demo,
+        doctor,
+        report,
+        up,
+        collect,
+        produce,
+        consume,
+        dlq,
+        model,
+        kcat,
+        bench,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -148,8 +185,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"streamflow: error: {exc}", file=sys.stderr)
             return 2
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     for noisy in ("aiokafka", "faust", "mode", "kafka"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:

@@ -28,8 +28,11 @@ def run(args: argparse.Namespace) -> int:
     with EmbeddedBroker(port=args.port) as b:
         if args.create_topics:
             ensure_topics(b.bootstrap, pipeline_topics(load(args)))
-        print(f"streamflow broker: Kafka protocol at {b.bootstrap} (tansu, in memory: a restart "
-              "loses all data)", flush=True)
+        print(
+            f"streamflow broker: Kafka protocol at {b.bootstrap} (tansu, in memory: a restart "
+            "loses all data)",
+            flush=True,
+        )
         while not stop.is_set() and b.alive():
             time.sleep(0.2)
         return 0 if stop.is_set() else 1

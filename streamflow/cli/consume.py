@@ -31,11 +31,19 @@ def codec_for(settings: Settings, topic: str) -> RecordCodec | None:
     """The codec of a pipeline topic: results for scored, readings for raw; None for the DLQ (raw bytes)."""
     t = settings.topics
     if topic == t.scored:
-        return RecordCodec(settings.output.schema, format=settings.output.format,
-                           schema_registry_url=settings.input.schema_registry_url, topic=topic)
+        return RecordCodec(
+            settings.output.schema,
+            format=settings.output.format,
+            schema_registry_url=settings.input.schema_registry_url,
+            topic=topic,
+        )
     if topic == t.raw:
-        return RecordCodec(settings.input.schema, format="avro",
-                           schema_registry_url=settings.input.schema_registry_url, topic=topic)
+        return RecordCodec(
+            settings.input.schema,
+            format="avro",
+            schema_registry_url=settings.input.schema_registry_url,
+            topic=topic,
+        )
     return None
 
 
@@ -44,10 +52,13 @@ def render(msg: Any, codec: RecordCodec | None, dlq: bool, show_headers: bool) -
     value = msg.value() or b""
     out: dict[str, Any]
     if dlq:
-        out = {"reason": headers.get(H_REASON), "reason_code": headers.get(H_REASON_CODE),
-               "stage": headers.get(H_STAGE),
-               "source": f"{headers.get(H_SOURCE_TOPIC)}/{headers.get(H_SOURCE_PARTITION)}@{headers.get(H_SOURCE_OFFSET)}",
-               "value": value.decode("utf-8", "backslashreplace")}
+        out = {
+            "reason": headers.get(H_REASON),
+            "reason_code": headers.get(H_REASON_CODE),
+            "stage": headers.get(H_STAGE),
+            "source": f"{headers.get(H_SOURCE_TOPIC)}/{headers.get(H_SOURCE_PARTITION)}@{headers.get(H_SOURCE_OFFSET)}",
+            "value": value.decode("utf-8", "backslashreplace"),
+        }
     elif codec is not None:
         try:
             out = codec.decode(value)
@@ -60,11 +71,25 @@ def render(msg: Any, codec: RecordCodec | None, dlq: bool, show_headers: bool) -
     return to_json_line(out)
 
 
-def consume(settings: Settings, bootstrap: str, topic: str, *, limit: int, timeout_s: float,
-            from_beginning: bool, show_headers: bool, dedupe: bool = False) -> int:
-    consumer = Consumer(kafka_config(settings, bootstrap, logger="streamflow.librdkafka.consume") | {
-        "group.id": f"streamflow-consume-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
-        "fetch.wait.max.ms": 50})
+def consume(
+    settings: Settings,
+    bootstrap: str,
+    topic: str,
+    *,
+    limit: int,
+    timeout_s: float,
+    from_beginning: bool,
+    show_headers: bool,
+    dedupe: bool = False,
+) -> int:
+    consumer = Consumer(
+        kafka_config(settings, bootstrap, logger="streamflow.librdkafka.consume")
+        | {
+            "group.id": f"streamflow-consume-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 50,
+        }
+    )
     md = consumer.list_topics(topic, timeout=settings.kafka.connect_timeout_s).topics.get(topic)
     if md is None or md.error is not None or not md.partitions:
         consumer.close()
@@ -95,25 +120,37 @@ def consume(settings: Settings, bootstrap: str, topic: str, *, limit: int, timeo
     finally:
         consumer.close()
         if seen is not None and seen.repeats:
-            print(f"streamflow consume: {seen.repeats} repeated result(s) left out (--dedupe)", file=sys.stderr)
+            print(
+                f"streamflow consume: {seen.repeats} repeated result(s) left out (--dedupe)",
+                file=sys.stderr,
+            )
     return 0
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Declare ``streamflow consume TOPIC``."""
-    co = sub.add_parser("consume",
-                        help="print decoded records of a topic, one JSON object per line")
+    co = sub.add_parser(
+        "consume", help="print decoded records of a topic, one JSON object per line"
+    )
     co.add_argument("topic")
-    co.add_argument("--limit", type=int, default=0,
-                    help="stop after N records (0: until Ctrl-C or --timeout)")
-    co.add_argument("--timeout", type=float, default=0.0,
-                    help="stop after N seconds without a record (0: never)")
-    co.add_argument("--latest", action="store_true",
-                    help="only new records (default: from the beginning)")
+    co.add_argument(
+        "--limit", type=int, default=0, help="stop after N records (0: until Ctrl-C or --timeout)"
+    )
+    co.add_argument(
+        "--timeout",
+        type=float,
+        default=0.0,
+        help="stop after N seconds without a record (0: never)",
+    )
+    co.add_argument(
+        "--latest", action="store_true", help="only new records (default: from the beginning)"
+    )
     co.add_argument("--headers", action="store_true", help="include the message headers")
-    co.add_argument("--dedupe", action="store_true",
-                    help="leave out repeated results of one source record (by the sf-source-* "
-                         "headers)")
+    co.add_argument(
+        "--dedupe",
+        action="store_true",
+        help="leave out repeated results of one source record (by the sf-source-* headers)",
+    )
     settings_args(co)
     co.set_defaults(func=run)
 
@@ -121,5 +158,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print the topic's records (see ``consume``)."""
     s, bootstrap = connect(args, "streamflow consume")
-    return consume(s, bootstrap, args.topic, limit=args.limit, timeout_s=args.timeout,
-                   from_beginning=not args.latest, show_headers=args.headers, dedupe=args.dedupe)
+    return consume(
+        s,
+        bootstrap,
+        args.topic,
+        limit=args.limit,
+        timeout_s=args.timeout,
+        from_beginning=not args.latest,
+        show_headers=args.headers,
+        dedupe=args.dedupe,
+    )

@@ -68,28 +68,42 @@ class DeadLetter:
             replayed = int(text(H_REPLAYED) or 0)
         except ValueError:
             replayed = 0
-        return cls(partition=msg.partition(), offset=msg.offset(), timestamp_ms=msg.timestamp()[1],
-                   key=msg.key(), value=msg.value() or b"", stage=text(H_STAGE) or "?",
-                   error_class=text(H_ERROR_CLASS),
-                   reason=text(H_REASON) or "(no sf-reason header)",
-                   reason_code=text(H_REASON_CODE) or "other",
-                   source=f"{text(H_SOURCE_TOPIC)}/{text(H_SOURCE_PARTITION)}"
-                          f"@{text(H_SOURCE_OFFSET)}",
-                   replayed=replayed, truncated=text(H_TRUNCATED))
+        return cls(
+            partition=msg.partition(),
+            offset=msg.offset(),
+            timestamp_ms=msg.timestamp()[1],
+            key=msg.key(),
+            value=msg.value() or b"",
+            stage=text(H_STAGE) or "?",
+            error_class=text(H_ERROR_CLASS),
+            reason=text(H_REASON) or "(no sf-reason header)",
+            reason_code=text(H_REASON_CODE) or "other",
+            source=f"{text(H_SOURCE_TOPIC)}/{text(H_SOURCE_PARTITION)}@{text(H_SOURCE_OFFSET)}",
+            replayed=replayed,
+            truncated=text(H_TRUNCATED),
+        )
 
     @property
     def coordinates(self) -> str:
-        """"PARTITION:OFFSET" in the dead-letter topic (what ``--offsets`` takes)."""
+        """ "PARTITION:OFFSET" in the dead-letter topic (what ``--offsets`` takes)."""
         return f"{self.partition}:{self.offset}"
 
     def to_json(self, preview_bytes: int = 120) -> dict[str, Any]:
         """The dead letter as a JSON object, key and value previewed."""
-        return {"dlq": self.coordinates, "timestamp_ms": self.timestamp_ms, "source": self.source,
-                "stage": self.stage, "error_class": self.error_class, "reason": self.reason,
-                "reason_code": self.reason_code, "replayed": self.replayed,
-                "truncated": self.truncated or None,
-                "key": preview(self.key, 60) if self.key is not None else None,
-                "bytes": len(self.value), "value": preview(self.value, preview_bytes)}
+        return {
+            "dlq": self.coordinates,
+            "timestamp_ms": self.timestamp_ms,
+            "source": self.source,
+            "stage": self.stage,
+            "error_class": self.error_class,
+            "reason": self.reason,
+            "reason_code": self.reason_code,
+            "replayed": self.replayed,
+            "truncated": self.truncated or None,
+            "key": preview(self.key, 60) if self.key is not None else None,
+            "bytes": len(self.value),
+            "value": preview(self.value, preview_bytes),
+        }
 
 
 def preview(data: bytes, limit: int) -> str:
@@ -102,23 +116,31 @@ def preview(data: bytes, limit: int) -> str:
         # hex unless the only problem is a character cut at the limit
         if exc.reason != "unexpected end of data" or len(data) <= limit:
             return "hex " + head.hex(" ") + more
-        text = head[:exc.start].decode()
+        text = head[: exc.start].decode()
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text) + more  # "\n", "\x00"
 
 
-def read_dead_letters(settings: Settings, bootstrap: str, *, since_ms: int | None = None,
-                      timeout_s: float = 10.0) -> Iterator[DeadLetter]:
+def read_dead_letters(
+    settings: Settings, bootstrap: str, *, since_ms: int | None = None, timeout_s: float = 10.0
+) -> Iterator[DeadLetter]:
     """Every message of the dead-letter topic (from ``since_ms`` on), partition by partition in
     offset order; stops at the end of the topic, or after ``timeout_s`` without a message."""
     topic = settings.topics.dlq
-    consumer = Consumer(kafka_config(settings, bootstrap, logger="streamflow.librdkafka.dlq") | {
-        "group.id": f"streamflow-dlq-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
-        "enable.partition.eof": True, "fetch.wait.max.ms": 50})
+    consumer = Consumer(
+        kafka_config(settings, bootstrap, logger="streamflow.librdkafka.dlq")
+        | {
+            "group.id": f"streamflow-dlq-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "fetch.wait.max.ms": 50,
+        }
+    )
     try:
         md = consumer.list_topics(topic, timeout=settings.kafka.connect_timeout_s).topics.get(topic)
         if md is None or md.error is not None or not md.partitions:
-            raise ConfigError(f"dead-letter topic {topic!r} does not exist at {bootstrap}",
-                              source=settings.source)
+            raise ConfigError(
+                f"dead-letter topic {topic!r} does not exist at {bootstrap}", source=settings.source
+            )
         parts = sorted(md.partitions)
         start = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts]
         if since_ms is not None:
@@ -126,10 +148,12 @@ def read_dead_letters(settings: Settings, bootstrap: str, *, since_ms: int | Non
             try:
                 found = consumer.offsets_for_times(
                     [TopicPartition(topic, p, since_ms) for p in parts],
-                    timeout=settings.kafka.connect_timeout_s)
-                start = [tp if tp.offset >= 0
-                         else TopicPartition(topic, tp.partition, OFFSET_BEGINNING)
-                         for tp in found]
+                    timeout=settings.kafka.connect_timeout_s,
+                )
+                start = [
+                    tp if tp.offset >= 0 else TopicPartition(topic, tp.partition, OFFSET_BEGINNING)
+                    for tp in found
+                ]
             except Exception:  # a broker without ListOffsets by time: read it all, filter by time
                 pass
         consumer.assign(start)
@@ -188,14 +212,23 @@ class Summary:
 
     def to_json(self, top: int) -> dict[str, Any]:
         """The counts as a JSON object, the ``top`` most frequent reasons."""
-        return {"topic": self.topic, "total": self.total, "first_ms": self.first_ms or None,
-                "last_ms": self.last_ms or None, "replayed": self.replayed,
-                "truncated": self.truncated, "by_stage": dict(self.by_stage.most_common()),
-                "by_reason_code": [{"stage": s, "reason_code": c, "count": n}
-                                   for (s, c), n in self.by_code.most_common()],
-                "by_reason": [{"stage": s, "reason": r, "count": n,
-                               "example": self.example_of[(s, r)]}
-                              for (s, r), n in self.by_reason.most_common(top)]}
+        return {
+            "topic": self.topic,
+            "total": self.total,
+            "first_ms": self.first_ms or None,
+            "last_ms": self.last_ms or None,
+            "replayed": self.replayed,
+            "truncated": self.truncated,
+            "by_stage": dict(self.by_stage.most_common()),
+            "by_reason_code": [
+                {"stage": s, "reason_code": c, "count": n}
+                for (s, c), n in self.by_code.most_common()
+            ],
+            "by_reason": [
+                {"stage": s, "reason": r, "count": n, "example": self.example_of[(s, r)]}
+                for (s, r), n in self.by_reason.most_common(top)
+            ],
+        }
 
 
 def mask_numbers(reason: str) -> str:

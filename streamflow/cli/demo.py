@@ -53,9 +53,12 @@ class StatusLine:
             dead = tally.dead
         pct = percentiles(recent)
         lag = sum(m["lag"].values())
-        line = (f"produced {produced:>8} | " + " ".join(f"{s} {rates[s]:>7.0f}/s" for s in STAGES)
-                + f" | lag {lag:>6.0f} | e2e p50 {pct['p50']:6.1f} ms p99 {pct['p99']:6.1f} ms"
-                + f" | dlq {dead}")
+        line = (
+            f"produced {produced:>8} | "
+            + " ".join(f"{s} {rates[s]:>7.0f}/s" for s in STAGES)
+            + f" | lag {lag:>6.0f} | e2e p50 {pct['p50']:6.1f} ms p99 {pct['p99']:6.1f} ms"
+            + f" | dlq {dead}"
+        )
         if self.tty:
             sys.stdout.write("\r\x1b[2K" + line)
         else:
@@ -97,8 +100,11 @@ def report_line(settings: Settings, samples: Path) -> str:
     try:
         from streamflow.cli.report import from_samples, render  # matplotlib: the dev extra
 
-        png = render(from_samples(samples, settings.name), samples.with_name("report.png"),
-                     f"streamflow demo: pipeline {settings.name}")
+        png = render(
+            from_samples(samples, settings.name),
+            samples.with_name("report.png"),
+            f"streamflow demo: pipeline {settings.name}",
+        )
     except ImportError:
         return f"  report    pip install matplotlib, then: {redo}"
     except ConfigError as exc:  # too short a run to plot
@@ -106,24 +112,32 @@ def report_line(settings: Settings, samples: Path) -> str:
     return f"  report    {png}  (again: {redo})"
 
 
-def run_demo(settings: Settings, argv_settings: list[str], *, records: int, rate: float,
-             seed: int = 0) -> int:
+def run_demo(
+    settings: Settings, argv_settings: list[str], *, records: int, rate: float, seed: int = 0
+) -> int:
     """Start the pipeline and the collector, show the status line, then print the summary.
 
     Exit 0; 1 when the stages do not start or die, or when ``records`` were asked for and not
     all of them were accounted for; 130 on a second Ctrl-C."""
     stop = install_stop_handler()
     pipe = LocalPipeline(settings, argv_settings)
-    print("streamflow demo: starting "
-          + ("the embedded broker, " if not settings.kafka.bootstrap else "")
-          + "the clean, normalize and inference stages and a synthetic collector", flush=True)
+    print(
+        "streamflow demo: starting "
+        + ("the embedded broker, " if not settings.kafka.bootstrap else "")
+        + "the clean, normalize and inference stages and a synthetic collector",
+        flush=True,
+    )
     try:
         bootstrap = pipe.start()
-        print(f"  broker    {bootstrap}\n  metrics   {pipe.metrics_url}\n"
-              f"  logs      {pipe.log_dir}", flush=True)
+        print(
+            f"  broker    {bootstrap}\n  metrics   {pipe.metrics_url}\n  logs      {pipe.log_dir}",
+            flush=True,
+        )
         if not pipe.wait_consuming():
-            print(f"streamflow demo: the stages did not start; see the logs in {pipe.log_dir}",
-                  file=sys.stderr)
+            print(
+                f"streamflow demo: the stages did not start; see the logs in {pipe.log_dir}",
+                file=sys.stderr,
+            )
             return 1
         recorder = MetricsRecorder(pipe.metrics_url, Path(pipe.log_dir) / "metrics.jsonl")
         recorder.start()
@@ -133,32 +147,46 @@ def run_demo(settings: Settings, argv_settings: list[str], *, records: int, rate
         raw = RawProducer(settings, bootstrap)
         raw.producer.list_topics(timeout=10)  # connected before the first record is timed
         monitor.ready.wait(10)
-        collector = threading.Thread(target=run_synthetic, name="collector", daemon=True,
-                                     kwargs={"raw": raw, "rate": rate, "records": records,
-                                             "seed": seed, "stop": stop})
+        collector = threading.Thread(
+            target=run_synthetic,
+            name="collector",
+            daemon=True,
+            kwargs={"raw": raw, "rate": rate, "records": records, "seed": seed, "stop": stop},
+        )
         collector.start()
         status = StatusLine(pipe.metrics_url)
-        print("  (Ctrl-C stops)"
-              + (f"; stops by itself after {records} records are accounted for" if records else ""),
-              flush=True)
+        print(
+            "  (Ctrl-C stops)"
+            + (f"; stops by itself after {records} records are accounted for" if records else ""),
+            flush=True,
+        )
         while not stop.is_set():
             time.sleep(0.1)
             status.update(raw.stats.produced, monitor.tally, monitor.lock)
             if pipe.stages and pipe.stages.dead():
                 status.end()
-                print(f"streamflow demo: a stage died: {', '.join(pipe.stages.dead())}; "
-                      f"logs in {pipe.log_dir}", file=sys.stderr)
+                print(
+                    f"streamflow demo: a stage died: {', '.join(pipe.stages.dead())}; "
+                    f"logs in {pipe.log_dir}",
+                    file=sys.stderr,
+                )
                 return 1
-            if (records and not collector.is_alive()
-                    and monitor.tally.accounted >= raw.stats.produced):
+            if (
+                records
+                and not collector.is_alive()
+                and monitor.tally.accounted >= raw.stats.produced
+            ):
                 break
         status.end()
         stop.set()
         collector.join(timeout=10)
         if monitor.tally.accounted < raw.stats.produced:
-            print(f"streamflow demo: stopping; waiting up to {DRAIN_S:.0f} s for the "
-                  f"{raw.stats.produced - monitor.tally.accounted} records in flight "
-                  "(Ctrl-C again to abort)", flush=True)
+            print(
+                f"streamflow demo: stopping; waiting up to {DRAIN_S:.0f} s for the "
+                f"{raw.stats.produced - monitor.tally.accounted} records in flight "
+                "(Ctrl-C again to abort)",
+                flush=True,
+            )
             deadline = time.monotonic() + DRAIN_S
             while monitor.tally.accounted < raw.stats.produced and time.monotonic() < deadline:
                 time.sleep(0.1)
@@ -176,12 +204,18 @@ def run_demo(settings: Settings, argv_settings: list[str], *, records: int, rate
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Declare ``streamflow demo [--records N] [--rate R] [--seed S]``."""
-    d = sub.add_parser("demo", help="embedded broker + all stages + synthetic collector, "
-                                    "with a live status line")
-    d.add_argument("--records", type=int, default=0,
-                   help="stop once this many records are accounted for (0: run until Ctrl-C)")
-    d.add_argument("--rate", type=float, default=2000.0,
-                   help="records per second (0: as fast as possible)")
+    d = sub.add_parser(
+        "demo", help="embedded broker + all stages + synthetic collector, with a live status line"
+    )
+    d.add_argument(
+        "--records",
+        type=int,
+        default=0,
+        help="stop once this many records are accounted for (0: run until Ctrl-C)",
+    )
+    d.add_argument(
+        "--rate", type=float, default=2000.0, help="records per second (0: as fast as possible)"
+    )
     d.add_argument("--seed", type=int, default=0)
     settings_args(d)
     d.set_defaults(func=run)
@@ -189,5 +223,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo (see ``run_demo``)."""
-    return run_demo(load(args), argv_settings(args), records=args.records, rate=args.rate,
-                    seed=args.seed)
+    return run_demo(
+        load(args), argv_settings(args), records=args.records, rate=args.rate, seed=args.seed
+    )

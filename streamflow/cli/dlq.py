@@ -59,8 +59,10 @@ def parse_since(text: str, now_ms: int | None = None) -> int:
     try:
         dt = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise ConfigError(f"--since {text!r}: expected a duration (15m, 2h, 1d), epoch ms or an ISO 8601 time",
-                          source="command line") from None
+        raise ConfigError(
+            f"--since {text!r}: expected a duration (15m, 2h, 1d), epoch ms or an ISO 8601 time",
+            source="command line",
+        ) from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return int(dt.timestamp() * 1000)
@@ -72,8 +74,11 @@ def parse_offsets(text: str) -> dict[int, list[tuple[int, int]]]:
     for item in (x.strip() for x in text.split(",") if x.strip()):
         m = re.fullmatch(r"(\d+):(\d+)(?:-(\d+))?", item)
         if not m:
-            raise ConfigError(f"--offsets {item!r}: expected PARTITION:OFFSET or PARTITION:FIRST-LAST "
-                              "(the dead-letter topic's, as `dlq inspect --show` prints them)", source="command line")
+            raise ConfigError(
+                f"--offsets {item!r}: expected PARTITION:OFFSET or PARTITION:FIRST-LAST "
+                "(the dead-letter topic's, as `dlq inspect --show` prints them)",
+                source="command line",
+            )
         lo = int(m.group(2))
         out.setdefault(int(m.group(1)), []).append((lo, int(m.group(3) or lo)))
     return out
@@ -104,12 +109,23 @@ def _when(ms: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms / 1000)) + "Z" if ms else "-"
 
 
-def inspect(settings: Settings, bootstrap: str, *, selection: Selection, show: int = 0, as_json: bool = False,
-            top: int = 20, timeout_s: float = 10.0, out: TextIO = sys.stdout) -> int:
+def inspect(
+    settings: Settings,
+    bootstrap: str,
+    *,
+    selection: Selection,
+    show: int = 0,
+    as_json: bool = False,
+    top: int = 20,
+    timeout_s: float = 10.0,
+    out: TextIO = sys.stdout,
+) -> int:
     """``streamflow dlq inspect``: counts by stage and reason, and ``show`` examples."""
     summary = Summary(settings.topics.dlq)
     examples: list[DeadLetter] = []
-    for d in read_dead_letters(settings, bootstrap, since_ms=selection.since_ms, timeout_s=timeout_s):
+    for d in read_dead_letters(
+        settings, bootstrap, since_ms=selection.since_ms, timeout_s=timeout_s
+    ):
         if not selection(d):
             continue
         summary.add(d)
@@ -121,8 +137,11 @@ def inspect(settings: Settings, bootstrap: str, *, selection: Selection, show: i
             doc["examples"] = [d.to_json() for d in examples]
         print(json.dumps(doc, ensure_ascii=False), file=out)
         return 0
-    print(f"{summary.topic}: {summary.total} dead letter(s)"
-          + (f", {_when(summary.first_ms)} .. {_when(summary.last_ms)}" if summary.total else ""), file=out)
+    print(
+        f"{summary.topic}: {summary.total} dead letter(s)"
+        + (f", {_when(summary.first_ms)} .. {_when(summary.last_ms)}" if summary.total else ""),
+        file=out,
+    )
     if not summary.total:
         return 0
     print("\nby stage and reason code:", file=out)
@@ -132,28 +151,48 @@ def inspect(settings: Settings, bootstrap: str, *, selection: Selection, show: i
     for (stage, reason), n in summary.by_reason.most_common(top):
         print(f"  {n:8d}  {stage:10s} {reason}", file=out)
     if summary.replayed or summary.truncated:
-        print(f"\n{summary.replayed} replayed before (sf-replayed), {summary.truncated} truncated (sf-truncated: "
-              "too large to keep whole, never replayed)", file=out)
+        print(
+            f"\n{summary.replayed} replayed before (sf-replayed), {summary.truncated} truncated (sf-truncated: "
+            "too large to keep whole, never replayed)",
+            file=out,
+        )
     for d in examples:
-        print(f"\n[dlq {d.coordinates}] {_when(d.timestamp_ms)}  source {d.source}  stage {d.stage} "
-              f"({d.error_class})", file=out)
+        print(
+            f"\n[dlq {d.coordinates}] {_when(d.timestamp_ms)}  source {d.source}  stage {d.stage} "
+            f"({d.error_class})",
+            file=out,
+        )
         print(f"  reason   {d.reason}", file=out)
         if d.replayed or d.truncated:
-            print(f"  replayed {d.replayed}" + (f", truncated: {d.truncated}" if d.truncated else ""), file=out)
+            print(
+                f"  replayed {d.replayed}" + (f", truncated: {d.truncated}" if d.truncated else ""),
+                file=out,
+            )
         print(f"  key      {preview(d.key, 60) if d.key is not None else '(none)'}", file=out)
         print(f"  value    {preview(d.value, 120)}", file=out)
     return 0
 
 
-def replay(settings: Settings, bootstrap: str, *, selection: Selection, max_replays: int = 3, dry_run: bool = False,
-           as_json: bool = False, timeout_s: float = 10.0, out: TextIO = sys.stdout) -> int:
+def replay(
+    settings: Settings,
+    bootstrap: str,
+    *,
+    selection: Selection,
+    max_replays: int = 3,
+    dry_run: bool = False,
+    as_json: bool = False,
+    timeout_s: float = 10.0,
+    out: TextIO = sys.stdout,
+) -> int:
     """``streamflow dlq replay``: send the selected dead letters back to the raw topic."""
     if max_replays < 0:
         raise ConfigError(f"--max-replays: must be >= 0, got {max_replays}", source="command line")
     raw = settings.topics.raw
     chosen: list[DeadLetter] = []
     skipped: Counter[str] = Counter()
-    for d in read_dead_letters(settings, bootstrap, since_ms=selection.since_ms, timeout_s=timeout_s):
+    for d in read_dead_letters(
+        settings, bootstrap, since_ms=selection.since_ms, timeout_s=timeout_s
+    ):
         if not selection(d):
             continue
         if d.truncated:
@@ -171,22 +210,43 @@ def replay(settings: Settings, bootstrap: str, *, selection: Selection, max_repl
                 failed.append(err.str())
 
         for d in chosen:
-            produce_blocking(producer, raw, d.value, d.key,
-                             headers=[(H_REPLAYED, b"%d" % (d.replayed + 1))], on_delivery=delivered)
+            produce_blocking(
+                producer,
+                raw,
+                d.value,
+                d.key,
+                headers=[(H_REPLAYED, b"%d" % (d.replayed + 1))],
+                on_delivery=delivered,
+            )
             producer.poll(0)
         left = producer.flush(60.0)
         failed += ["not acknowledged in time"] * left
     sent = 0 if dry_run else len(chosen) - len(failed)
     by_reason = Counter(mask_numbers(d.reason) for d in chosen)
     if as_json:
-        print(json.dumps({"topic": raw, "dry_run": dry_run, "selected": len(chosen), "sent": sent,
-                          "failed": len(failed), "skipped": dict(skipped), "by_reason": dict(by_reason.most_common()),
-                          "dead_letters": [d.coordinates for d in chosen]}), file=out)
+        print(
+            json.dumps(
+                {
+                    "topic": raw,
+                    "dry_run": dry_run,
+                    "selected": len(chosen),
+                    "sent": sent,
+                    "failed": len(failed),
+                    "skipped": dict(skipped),
+                    "by_reason": dict(by_reason.most_common()),
+                    "dead_letters": [d.coordinates for d in chosen],
+                }
+            ),
+            file=out,
+        )
     else:
         verb = "would replay" if dry_run else "replayed"
-        print(f"{verb} {len(chosen) if dry_run else sent} dead letter(s) to {raw}"
-              + (f" ({len(failed)} failed: {failed[0]})" if failed else "")
-              + "".join(f"; skipped {n}: {why}" for why, n in skipped.items()), file=out)
+        print(
+            f"{verb} {len(chosen) if dry_run else sent} dead letter(s) to {raw}"
+            + (f" ({len(failed)} failed: {failed[0]})" if failed else "")
+            + "".join(f"; skipped {n}: {why}" for why, n in skipped.items()),
+            file=out,
+        )
         for reason, n in by_reason.most_common(10):
             print(f"  {n:8d}  {reason}", file=out)
     return 1 if failed else 0
@@ -197,30 +257,47 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     dl = sub.add_parser("dlq", help="the dead-letter topic: inspect it, replay records from it")
     dsub = dl.add_subparsers(dest="action", required=True)
     for action, text in (
-            ("inspect", "counts by stage and reason (and examples) of the dead-letter topic"),
-            ("replay", "send chosen dead letters back to the raw topic (original key and value)")):
+        ("inspect", "counts by stage and reason (and examples) of the dead-letter topic"),
+        ("replay", "send chosen dead letters back to the raw topic (original key and value)"),
+    ):
         da = dsub.add_parser(action, help=text)
-        da.add_argument("--since", default="",
-                        help="only dead letters from then on: 15m, 2h, 1d, epoch ms or ISO time")
-        da.add_argument("--reason", default="",
-                        help="only those whose sf-reason contains this (or whose code it is)")
-        da.add_argument("--stage", default="",
-                        help="only those of this stage (clean, normalize, inference, ...)")
-        da.add_argument("--offsets", default="",
-                        help="only these dead letters: PARTITION:OFFSET[-LAST],...")
+        da.add_argument(
+            "--since",
+            default="",
+            help="only dead letters from then on: 15m, 2h, 1d, epoch ms or ISO time",
+        )
+        da.add_argument(
+            "--reason",
+            default="",
+            help="only those whose sf-reason contains this (or whose code it is)",
+        )
+        da.add_argument(
+            "--stage",
+            default="",
+            help="only those of this stage (clean, normalize, inference, ...)",
+        )
+        da.add_argument(
+            "--offsets", default="", help="only these dead letters: PARTITION:OFFSET[-LAST],..."
+        )
         da.add_argument("--json", action="store_true", help="one JSON document instead of text")
-        da.add_argument("--timeout", type=float, default=10.0,
-                        help="give up after N seconds without a message")
+        da.add_argument(
+            "--timeout", type=float, default=10.0, help="give up after N seconds without a message"
+        )
         if action == "inspect":
-            da.add_argument("--show", type=int, default=0, metavar="N",
-                            help="print N examples with their bytes")
+            da.add_argument(
+                "--show", type=int, default=0, metavar="N", help="print N examples with their bytes"
+            )
             da.add_argument("--top", type=int, default=20, help="reasons listed (default 20)")
         else:
-            da.add_argument("--max-replays", type=int, default=3,
-                            help="never send a record that was already replayed this many times "
-                                 "(default 3)")
-            da.add_argument("--dry-run", action="store_true",
-                            help="say what would be sent, send nothing")
+            da.add_argument(
+                "--max-replays",
+                type=int,
+                default=3,
+                help="never send a record that was already replayed this many times (default 3)",
+            )
+            da.add_argument(
+                "--dry-run", action="store_true", help="say what would be sent, send nothing"
+            )
         settings_args(da)
         da.set_defaults(func=run)
 
@@ -228,11 +305,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Inspect or replay the dead letters the options select."""
     s, bootstrap = connect(args, f"streamflow dlq {args.action}")
-    selection = Selection(reason=args.reason, stage=args.stage,
-                          offsets=parse_offsets(args.offsets) if args.offsets else None,
-                          since_ms=parse_since(args.since) if args.since else None)
+    selection = Selection(
+        reason=args.reason,
+        stage=args.stage,
+        offsets=parse_offsets(args.offsets) if args.offsets else None,
+        since_ms=parse_since(args.since) if args.since else None,
+    )
     if args.action == "inspect":
-        return inspect(s, bootstrap, selection=selection, show=args.show, as_json=args.json,
-                       top=args.top, timeout_s=args.timeout)
-    return replay(s, bootstrap, selection=selection, max_replays=args.max_replays,
-                  dry_run=args.dry_run, as_json=args.json, timeout_s=args.timeout)
+        return inspect(
+            s,
+            bootstrap,
+            selection=selection,
+            show=args.show,
+            as_json=args.json,
+            top=args.top,
+            timeout_s=args.timeout,
+        )
+    return replay(
+        s,
+        bootstrap,
+        selection=selection,
+        max_replays=args.max_replays,
+        dry_run=args.dry_run,
+        as_json=args.json,
+        timeout_s=args.timeout,
+    )

@@ -25,7 +25,9 @@ def _shape(arg: Any) -> str:
     return "[" + ", ".join(str(d) for d in arg.shape) + f"] {arg.type}"
 
 
-def time_batches(run: Any, n_features: int, sizes: list[int], seconds: float = 0.5) -> dict[int, float]:
+def time_batches(
+    run: Any, n_features: int, sizes: list[int], seconds: float = 0.5
+) -> dict[int, float]:
     """Records/s of ``run`` at each batch size (median of repeated calls within ~``seconds``)."""
     out: dict[int, float] = {}
     rng = np.random.default_rng(0)
@@ -52,10 +54,16 @@ def doctor(settings: Settings, out: TextIO) -> int:
     samples = gpus.sample()
     if samples:
         for g in samples:
-            print(f"  GPU {g.index}: {g.name}, {g.memory_used_bytes / 2**30:.1f} of "
-                  f"{g.memory_total_bytes / 2**30:.1f} GiB used, {g.utilization:.0%} busy", file=out)
+            print(
+                f"  GPU {g.index}: {g.name}, {g.memory_used_bytes / 2**30:.1f} of "
+                f"{g.memory_total_bytes / 2**30:.1f} GiB used, {g.utilization:.0%} busy",
+                file=out,
+            )
     else:
-        print("  GPUs: none seen (no NVIDIA driver, no device, or nvidia-ml-py not installed)", file=out)
+        print(
+            "  GPUs: none seen (no NVIDIA driver, no device, or nvidia-ml-py not installed)",
+            file=out,
+        )
     device = settings.runtime.device
     try:
         wanted = candidate_providers(device, available)
@@ -69,22 +77,30 @@ def doctor(settings: Settings, out: TextIO) -> int:
         print(f"model {settings.model.path}: cannot load: {exc}", file=out)
         return 1
     session = model.session
-    print(f"model {model.name} {model.version} ({model.path}, sha256 {model.sha256[:12]}) "
-          f"on {model.provider}{' with IO binding' if model.io_binding else ''}", file=out)
+    print(
+        f"model {model.name} {model.version} ({model.path}, sha256 {model.sha256[:12]}) "
+        f"on {model.provider}{' with IO binding' if model.io_binding else ''}",
+        file=out,
+    )
     for arg in session.get_inputs():
         print(f"  input  {arg.name} {_shape(arg)}", file=out)
     for arg in session.get_outputs():
         print(f"  output {arg.name} {_shape(arg)}", file=out)
     sizes = sorted({1, min(64, settings.batching.max_batch), settings.batching.max_batch})
     for n, rate in time_batches(model.run, model.n_features, sizes).items():
-        print(f"  batch {n:>5}: {rate:>12,.0f} records/s  ({n / rate * 1000:.3f} ms per call)", file=out)
+        print(
+            f"  batch {n:>5}: {rate:>12,.0f} records/s  ({n / rate * 1000:.3f} ms per call)",
+            file=out,
+        )
     return 0
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Declare ``streamflow doctor``."""
-    dr = sub.add_parser("doctor", help="ONNX Runtime build, providers, GPUs, the model's "
-                                       "inputs/outputs and a quick timing")
+    dr = sub.add_parser(
+        "doctor",
+        help="ONNX Runtime build, providers, GPUs, the model's inputs/outputs and a quick timing",
+    )
     settings_args(dr)
     dr.set_defaults(func=run)
 

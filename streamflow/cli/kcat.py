@@ -38,7 +38,9 @@ def kcat_env() -> dict[str, str]:
         tmp = d / f".link-{os.getpid()}"
         tmp.symlink_to(lib)
         tmp.replace(link)
-    env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(d), env.get("LD_LIBRARY_PATH", "")) if p)
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(
+        p for p in (str(d), env.get("LD_LIBRARY_PATH", "")) if p
+    )
     return env
 
 
@@ -60,12 +62,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ``main()`` runs kcat before parsing when the command line starts with ``kcat``, so that
     options meant for kcat are not parsed; this subparser is for ``streamflow --help`` and
     for ``kcat`` after global options (``streamflow -v kcat ...``)."""
-    kc = sub.add_parser("kcat",
-                        help="the system's kcat with a librdkafka that speaks to the embedded "
-                             "broker",
-                        description="Runs kcat with the librdkafka bundled in confluent-kafka "
-                        "(Debian's 2.0.2 cannot talk to the embedded broker). Arguments go to kcat "
-                        "unchanged.")
+    kc = sub.add_parser(
+        "kcat",
+        help="the system's kcat with a librdkafka that speaks to the embedded broker",
+        description="Runs kcat with the librdkafka bundled in confluent-kafka "
+        "(Debian's 2.0.2 cannot talk to the embedded broker). Arguments go to kcat "
+        "unchanged.",
+    )
     kc.add_argument("args", nargs=argparse.REMAINDER)
     kc.set_defaults(func=run)
 

@@ -7,16 +7,22 @@ import argparse
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Declare ``streamflow model export WHICH [--out DIR] [--force]``."""
-    mo = sub.add_parser("model", help="build models from local weights (the demo's anomaly model: "
-                                      "make model)")
+    mo = sub.add_parser(
+        "model", help="build models from local weights (the demo's anomaly model: make model)"
+    )
     msub = mo.add_subparsers(dest="action", required=True)
-    me = msub.add_parser("export", help="write an ONNX model, checked against a reference, into a "
-                                        "cache folder")
-    me.add_argument("which", choices=["minilm"],
-                    help="minilm: all-MiniLM-L6-v2 sentence embeddings (text extra)")
+    me = msub.add_parser(
+        "export", help="write an ONNX model, checked against a reference, into a cache folder"
+    )
+    me.add_argument(
+        "which",
+        choices=["minilm"],
+        help="minilm: all-MiniLM-L6-v2 sentence embeddings (text extra)",
+    )
     me.add_argument("--out", default="models/minilm", help="the folder (default models/minilm)")
-    me.add_argument("--force", action="store_true",
-                    help="build again even when an up-to-date export is there")
+    me.add_argument(
+        "--force", action="store_true", help="build again even when an up-to-date export is there"
+    )
     me.set_defaults(func=run)
 
 

@@ -12,12 +12,15 @@ from streamflow.errors import ConfigError
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Declare ``streamflow produce TOPIC [--json RECORD]... [--encode json|avro]``."""
-    pr = sub.add_parser("produce",
-                        help="produce JSON records (from --json or stdin, one per line)")
+    pr = sub.add_parser("produce", help="produce JSON records (from --json or stdin, one per line)")
     pr.add_argument("topic")
     pr.add_argument("--json", action="append", help="a record as JSON (repeatable)")
-    pr.add_argument("--encode", choices=["json", "avro"], default="json",
-                    help="send the JSON text as is (default) or encode it with the input schema")
+    pr.add_argument(
+        "--encode",
+        choices=["json", "avro"],
+        default="json",
+        help="send the JSON text as is (default) or encode it with the input schema",
+    )
     settings_args(pr)
     pr.set_defaults(func=run)
 
@@ -41,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
             raw.send(text.encode(), raw.key_of(record) if isinstance(record, dict) else None)
     left = raw.flush()
     failed = raw.stats.failed + left
-    print(f"produced {raw.stats.produced - failed} record(s) to {args.topic}"
-          + (f", {failed} failed" if failed else ""))
+    print(
+        f"produced {raw.stats.produced - failed} record(s) to {args.topic}"
+        + (f", {failed} failed" if failed else "")
+    )
     return 1 if failed else 0

@@ -57,8 +57,12 @@ class MetricsRecorder(threading.Thread):
                     text = urllib.request.urlopen(self.url, timeout=2).read().decode()
                 except OSError:
                     continue  # a stage restarting: the next scrape will do
-                samples = [[s.name, s.labels, s.value] for fam in text_string_to_metric_families(text)
-                           for s in fam.samples if s.name.startswith("streamflow_")]
+                samples = [
+                    [s.name, s.labels, s.value]
+                    for fam in text_string_to_metric_families(text)
+                    for s in fam.samples
+                    if s.name.startswith("streamflow_")
+                ]
                 out.write(json.dumps({"t": time.time(), "m": samples}) + "\n")
                 out.flush()
 
@@ -78,7 +82,9 @@ def histogram_quantile(q: float, buckets: dict[float, float]) -> float:
         count = buckets[b]
         if count >= rank:
             if math.isinf(b):
-                return prev_bound  # in the +Inf bucket: the highest finite bound, as Prometheus says
+                return (
+                    prev_bound  # in the +Inf bucket: the highest finite bound, as Prometheus says
+                )
             if count == prev_count:
                 return b
             return prev_bound + (b - prev_bound) * (rank - prev_count) / (count - prev_count)
@@ -98,7 +104,9 @@ def from_samples(path: Path, pipeline: str, window_s: float = 5.0) -> Panels:
     """The panels from a ``MetricsRecorder`` file; rates over ``window_s`` like ``rate(x[5s])``."""
     snaps = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     if len(snaps) < 2:
-        raise ConfigError(f"--samples: {path} holds {len(snaps)} scrape(s); a report needs at least two")
+        raise ConfigError(
+            f"--samples: {path} holds {len(snaps)} scrape(s); a report needs at least two"
+        )
     p = Panels()
     j = 0
     for i in range(1, len(snaps)):
@@ -109,8 +117,10 @@ def from_samples(path: Path, pipeline: str, window_s: float = 5.0) -> Panels:
         before = snaps[j]["m"]
         if dt <= 0:
             continue
-        for series, name, label in ((p.throughput, "streamflow_records_total", "stage"),
-                                    (p.dead_letters, "streamflow_dead_letters_total", "reason")):
+        for series, name, label in (
+            (p.throughput, "streamflow_records_total", "stage"),
+            (p.dead_letters, "streamflow_dead_letters_total", "reason"),
+        ):
             old = _sum_by(before, name, label, pipeline)
             for key, v in _sum_by(now, name, label, pipeline).items():
                 series.setdefault(key, []).append((t, max(0.0, v - old.get(key, 0.0)) / dt))
@@ -126,10 +136,14 @@ def from_samples(path: Path, pipeline: str, window_s: float = 5.0) -> Panels:
     return p
 
 
-def _query_range(base: str, expr: str, start: float, end: float, step: float) -> list[dict[str, Any]]:
+def _query_range(
+    base: str, expr: str, start: float, end: float, step: float
+) -> list[dict[str, Any]]:
     qs = urllib.parse.urlencode({"query": expr, "start": start, "end": end, "step": step})
     try:
-        body = json.loads(urllib.request.urlopen(f"{base.rstrip('/')}/api/v1/query_range?{qs}", timeout=30).read())
+        body = json.loads(
+            urllib.request.urlopen(f"{base.rstrip('/')}/api/v1/query_range?{qs}", timeout=30).read()
+        )
     except OSError as exc:
         raise ConfigError(f"--prometheus: cannot query {base}: {exc}") from exc
     if body.get("status") != "success":
@@ -143,14 +157,21 @@ def from_prometheus(base: str, pipeline: str, minutes: float, window: str = "30s
     sel = f'pipeline="{pipeline}"'
 
     def series(expr: str, label: str, scale: float = 1.0) -> dict[str, Points]:
-        return {r["metric"].get(label, label): [(float(t), float(v) * scale) for t, v in r["values"]
-                                                if not math.isnan(float(v))]
-                for r in _query_range(base, expr, start, end, step)}
+        return {
+            r["metric"].get(label, label): [
+                (float(t), float(v) * scale) for t, v in r["values"] if not math.isnan(float(v))
+            ]
+            for r in _query_range(base, expr, start, end, step)
+        }
 
     p = Panels(
-        throughput=series(f"sum by (stage) (rate(streamflow_records_total{{{sel}}}[{window}]))", "stage"),
+        throughput=series(
+            f"sum by (stage) (rate(streamflow_records_total{{{sel}}}[{window}]))", "stage"
+        ),
         lag=series(f"sum by (stage) (streamflow_consumer_lag_records{{{sel}}})", "stage"),
-        dead_letters=series(f"sum by (reason) (rate(streamflow_dead_letters_total{{{sel}}}[{window}]))", "reason"),
+        dead_letters=series(
+            f"sum by (reason) (rate(streamflow_dead_letters_total{{{sel}}}[{window}]))", "reason"
+        ),
     )
     for q in QUANTILES:
         expr = f"histogram_quantile({q}, sum by (le) (rate({E2E}{{{sel}}}[{window}])))"
@@ -166,13 +187,25 @@ def render(p: Panels, out: Path, title: str) -> Path:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 2, figsize=(13, 8), sharex=True)
-    t0 = min((pts[0][0] for panel in (p.throughput, p.latency_ms, p.lag, p.dead_letters)
-              for pts in panel.values() if pts), default=0.0)
-    for ax, (panel, heading, unit) in zip(axes.flat, (
+    t0 = min(
+        (
+            pts[0][0]
+            for panel in (p.throughput, p.latency_ms, p.lag, p.dead_letters)
+            for pts in panel.values()
+            if pts
+        ),
+        default=0.0,
+    )
+    for ax, (panel, heading, unit) in zip(
+        axes.flat,
+        (
             (p.throughput, "records per second, by stage", "records/s"),
             (p.latency_ms, "end-to-end latency", "ms"),
             (p.lag, "consumer lag, by stage", "records"),
-            (p.dead_letters, "dead letters per second, by reason", "records/s")), strict=True):
+            (p.dead_letters, "dead letters per second, by reason", "records/s"),
+        ),
+        strict=True,
+    ):
         for name, pts in sorted(panel.items()):
             if pts:
                 ax.plot([t - t0 for t, _ in pts], [v for _, v in pts], label=name, linewidth=1.2)
@@ -182,7 +215,9 @@ def render(p: Panels, out: Path, title: str) -> Path:
         if panel:
             ax.legend(fontsize=8, loc="upper right")
         else:
-            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="grey")
+            ax.text(
+                0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="grey"
+            )
     for ax in axes[1]:
         ax.set_xlabel("seconds since the first sample")
     fig.suptitle(title)
@@ -195,16 +230,25 @@ def render(p: Panels, out: Path, title: str) -> Path:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Declare ``streamflow report --samples FILE | --prometheus URL``."""
-    rp = sub.add_parser("report", help="a PNG of a run: throughput, latency percentiles, lag, "
-                                       "dead letters")
-    rp.add_argument("--samples", default="",
-                    help="metrics recorded during a run (streamflow demo writes metrics.jsonl)")
-    rp.add_argument("--prometheus", default="",
-                    help="a Prometheus server's URL, e.g. http://localhost:9090")
-    rp.add_argument("--minutes", type=float, default=15.0,
-                    help="with --prometheus: how far back (default 15)")
-    rp.add_argument("--out", default="streamflow-report.png",
-                    help="the PNG to write (default streamflow-report.png)")
+    rp = sub.add_parser(
+        "report", help="a PNG of a run: throughput, latency percentiles, lag, dead letters"
+    )
+    rp.add_argument(
+        "--samples",
+        default="",
+        help="metrics recorded during a run (streamflow demo writes metrics.jsonl)",
+    )
+    rp.add_argument(
+        "--prometheus", default="", help="a Prometheus server's URL, e.g. http://localhost:9090"
+    )
+    rp.add_argument(
+        "--minutes", type=float, default=15.0, help="with --prometheus: how far back (default 15)"
+    )
+    rp.add_argument(
+        "--out",
+        default="streamflow-report.png",
+        help="the PNG to write (default streamflow-report.png)",
+    )
     settings_args(rp)
     rp.set_defaults(func=run)
 
@@ -213,8 +257,10 @@ def run(args: argparse.Namespace) -> int:
     """Draw the run's panels from one source into the PNG and say where it is."""
     s = load(args)
     if bool(args.samples) == bool(args.prometheus):
-        raise ConfigError("streamflow report: give exactly one of --samples FILE and "
-                          "--prometheus URL", source="command line")
+        raise ConfigError(
+            "streamflow report: give exactly one of --samples FILE and --prometheus URL",
+            source="command line",
+        )
     if args.samples:
         panels = from_samples(Path(args.samples), s.name)
         source = args.samples

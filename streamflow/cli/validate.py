@@ -48,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"  - {p}", file=sys.stderr)
         return 1
     s = load_settings(path, overrides(args))
-    print(f"{path}: ok (pipeline {s.name}: {kind_for(s).describe()}, model {s.model.name} {s.model.version}, "
-          f"topics {s.topics.raw} -> {s.topics.scored}, dead letters {s.topics.dlq})")
+    print(
+        f"{path}: ok (pipeline {s.name}: {kind_for(s).describe()}, model {s.model.name} {s.model.version}, "
+        f"topics {s.topics.raw} -> {s.topics.scored}, dead letters {s.topics.dlq})"
+    )
     return 0

@@ -11,10 +11,12 @@ from streamflow.settings.loading import pipeline_path_from_env
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Declare ``streamflow worker --stage STAGE``."""
-    w = sub.add_parser("worker",
-                       help="run agents against the configured broker (what compose and k8s run)")
-    w.add_argument("--stage", required=True,
-                   choices=["clean", "normalize", "inference", "chained", "all"])
+    w = sub.add_parser(
+        "worker", help="run agents against the configured broker (what compose and k8s run)"
+    )
+    w.add_argument(
+        "--stage", required=True, choices=["clean", "normalize", "inference", "chained", "all"]
+    )
     w.add_argument("--loglevel", default="info")
     settings_args(w)
     w.set_defaults(func=run)

@@ -39,8 +39,23 @@ from streamflow.codecs.results import (
 from streamflow.codecs.texts import DecodedTexts, TextDecoder
 
 __all__ = [
-    "MAGIC", "RESULT_FIELDS", "TEXT_RESULT_FIELDS", "WIRE_MAGIC", "DecodedReadings", "DecodedTexts", "ReadingDecoder",
-    "RecordCodec", "ResultEncoder", "TextDecoder", "TextResultEncoder",
-    "_registry_for", "_strip_logical_types", "decode_record_batch", "encode_record_batch", "encode_record_batches",
-    "load_schema", "record_batch_length", "to_json_line",
+    "MAGIC",
+    "RESULT_FIELDS",
+    "TEXT_RESULT_FIELDS",
+    "WIRE_MAGIC",
+    "DecodedReadings",
+    "DecodedTexts",
+    "ReadingDecoder",
+    "RecordCodec",
+    "ResultEncoder",
+    "TextDecoder",
+    "TextResultEncoder",
+    "_registry_for",
+    "_strip_logical_types",
+    "decode_record_batch",
+    "encode_record_batch",
+    "encode_record_batches",
+    "load_schema",
+    "record_batch_length",
+    "to_json_line",
 ]

@@ -70,7 +70,9 @@ class _Registry:
         from confluent_kafka.schema_registry import SchemaRegistryClient
 
         self.url = url
-        self.client = SchemaRegistryClient.new_client({"url": url})  # mock:// URLs give the built-in mock
+        self.client = SchemaRegistryClient.new_client(
+            {"url": url}
+        )  # mock:// URLs give the built-in mock
         self._writers: dict[int, tuple[Any, Any]] = {}
         self._ids: dict[str, int] = {}
         # Ids that are no Avro schema of this registry, with the reason and when it was found:
@@ -96,20 +98,29 @@ class _Registry:
             s = self.client.get_schema(schema_id)
         except SchemaRegistryError as exc:
             if exc.http_status_code != 404:
-                raise InfrastructureError(f"schema registry {self.url}: schema id {schema_id}: {exc}",
-                                          retriable=True) from None
+                raise InfrastructureError(
+                    f"schema registry {self.url}: schema id {schema_id}: {exc}", retriable=True
+                ) from None
             self._refuse(schema_id, f"registry: unknown schema id {schema_id}")
         except Exception as exc:  # the registry does not answer: not the record's fault
-            raise InfrastructureError(f"schema registry {self.url} did not answer for schema id {schema_id}: "
-                                      f"{type(exc).__name__}: {exc}", retriable=True) from None
+            raise InfrastructureError(
+                f"schema registry {self.url} did not answer for schema id {schema_id}: "
+                f"{type(exc).__name__}: {exc}",
+                retriable=True,
+            ) from None
         if (s.schema_type or "AVRO") != "AVRO":
-            self._refuse(schema_id, f"registry: schema id {schema_id} is a {s.schema_type} schema, not Avro")
+            self._refuse(
+                schema_id, f"registry: schema id {schema_id} is a {s.schema_type} schema, not Avro"
+            )
         try:
             raw = _strip_logical_types(json.loads(s.schema_str or "null"))
             parsed = fastavro.parse_schema(raw)
         except Exception as exc:  # JSONDecodeError, SchemaParseException, ...
-            self._refuse(schema_id, f"registry: schema id {schema_id} is not a valid Avro schema "
-                                    f"({type(exc).__name__}: {str(exc)[:80]})")
+            self._refuse(
+                schema_id,
+                f"registry: schema id {schema_id} is not a valid Avro schema "
+                f"({type(exc).__name__}: {str(exc)[:80]})",
+            )
         self._writers[schema_id] = (parsed, raw)
         return parsed, raw
 
@@ -119,8 +130,15 @@ class _Registry:
         if key not in self._checkers:
             try:
                 self._checkers[key] = _checker(self.writer(schema_id)[1], limits)
-            except (KeyError, TypeError, ValueError, AttributeError) as exc:  # fastavro took it, we cannot
-                self._refuse(schema_id, f"registry: schema id {schema_id}: cannot check its limits ({exc})")
+            except (
+                KeyError,
+                TypeError,
+                ValueError,
+                AttributeError,
+            ) as exc:  # fastavro took it, we cannot
+                self._refuse(
+                    schema_id, f"registry: schema id {schema_id}: cannot check its limits ({exc})"
+                )
         return self._checkers[key]
 
     def _refuse(self, schema_id: int, reason: str) -> NoReturn:
@@ -144,43 +162,62 @@ def _registry_for(url: str) -> _Registry:
     return _Registry(url)
 
 
-def _avro_read(data: bytes, writer: Any, reader: Any | None, check: Checker | None = None) -> dict[str, Any]:
+def _avro_read(
+    data: bytes, writer: Any, reader: Any | None, check: Checker | None = None
+) -> dict[str, Any]:
     if check is not None:
         check(data)  # the limits, before fastavro allocates anything
     buf = io.BytesIO(data)
     try:
-        rec = fastavro.schemaless_reader(buf, writer, reader) if reader is not None else \
-            fastavro.schemaless_reader(buf, writer)
+        rec = (
+            fastavro.schemaless_reader(buf, writer, reader)
+            if reader is not None
+            else fastavro.schemaless_reader(buf, writer)
+        )
     except EOFError:
         raise DecodeError("avro: truncated record (EOF)", ReasonCode.INVALID_AVRO) from None
     except UnicodeDecodeError as exc:
-        raise DecodeError(f"avro: string is not utf-8 ({exc.reason})",
-                          ReasonCode.INVALID_UTF8) from None
+        raise DecodeError(
+            f"avro: string is not utf-8 ({exc.reason})", ReasonCode.INVALID_UTF8
+        ) from None
     except (MemoryError, OverflowError):
-        raise DecodeError("avro: length prefix larger than the message",
-                          ReasonCode.INVALID_AVRO) from None
+        raise DecodeError(
+            "avro: length prefix larger than the message", ReasonCode.INVALID_AVRO
+        ) from None
     except Exception as exc:  # fastavro raises IndexError, ValueError, SchemaResolutionError, ...
-        raise DecodeError(f"avro: cannot decode ({type(exc).__name__}: {str(exc)[:120]})",
-                          ReasonCode.INVALID_AVRO) from None
+        raise DecodeError(
+            f"avro: cannot decode ({type(exc).__name__}: {str(exc)[:120]})", ReasonCode.INVALID_AVRO
+        ) from None
     left = len(data) - buf.tell()
     if left:
-        raise DecodeError(f"avro: {left} trailing bytes after the record (wrong schema?)",
-                          ReasonCode.INVALID_AVRO)
+        raise DecodeError(
+            f"avro: {left} trailing bytes after the record (wrong schema?)", ReasonCode.INVALID_AVRO
+        )
     if not isinstance(rec, dict):
         raise DecodeError("avro: not a record", ReasonCode.INVALID_AVRO)
     return rec
 
 
 def _checker(raw_schema: Any, limits: LimitSettings) -> Checker:
-    return compile_checker(raw_schema, max_string_length=limits.max_string_length,
-                           max_array_length=limits.max_array_length)
+    return compile_checker(
+        raw_schema,
+        max_string_length=limits.max_string_length,
+        max_array_length=limits.max_array_length,
+    )
 
 
 class RecordCodec:
     """One record <-> bytes, for the CLI, the collectors and the tests."""
 
-    def __init__(self, schema_path: str, *, format: str = "avro", schema_registry_url: str = "",
-                 topic: str = "", limits: LimitSettings | None = None) -> None:
+    def __init__(
+        self,
+        schema_path: str,
+        *,
+        format: str = "avro",
+        schema_registry_url: str = "",
+        topic: str = "",
+        limits: LimitSettings | None = None,
+    ) -> None:
         self.schema_path = schema_path
         self.schema = load_schema(schema_path)
         self.format = format
@@ -194,7 +231,11 @@ class RecordCodec:
             return json.dumps(record, separators=(",", ":")).encode()
         buf = io.BytesIO()
         if self.registry is not None:
-            buf.write(struct.pack(">bI", WIRE_MAGIC, self.registry.register(self.subject, self.schema_path)))
+            buf.write(
+                struct.pack(
+                    ">bI", WIRE_MAGIC, self.registry.register(self.subject, self.schema_path)
+                )
+            )
         fastavro.schemaless_writer(buf, self.schema, record)
         return buf.getvalue()
 
@@ -214,14 +255,19 @@ class RecordCodec:
         return _avro_read(data, self.schema, None, self._check)
 
 
-def _decode_wire(data: bytes, registry: _Registry, reader: Any, limits: LimitSettings) -> dict[str, Any]:
+def _decode_wire(
+    data: bytes, registry: _Registry, reader: Any, limits: LimitSettings
+) -> dict[str, Any]:
     if len(data) < 5:
-        raise DecodeError(f"registry: message of {len(data)} bytes is shorter than the 5-byte "
-                          "wire-format header", ReasonCode.UNKNOWN_SCHEMA)
+        raise DecodeError(
+            f"registry: message of {len(data)} bytes is shorter than the 5-byte wire-format header",
+            ReasonCode.UNKNOWN_SCHEMA,
+        )
     if data[0] != WIRE_MAGIC:
-        raise DecodeError(f"registry: magic byte {data[0]} is not 0 (not the Confluent wire "
-                          "format)", ReasonCode.UNKNOWN_SCHEMA)
+        raise DecodeError(
+            f"registry: magic byte {data[0]} is not 0 (not the Confluent wire format)",
+            ReasonCode.UNKNOWN_SCHEMA,
+        )
     schema_id = struct.unpack(">I", data[1:5])[0]
     writer = registry.writer_schema(schema_id)
     return _avro_read(data[5:], writer, reader, registry.checker(schema_id, limits))
-

@@ -13,7 +13,9 @@ from streamflow.errors import DecodeError
 from streamflow.records import BytesColumn, ReasonCode, RecordBatch
 
 MAGIC = b"SFB2"  # named columns
-MAGIC_V1 = b"SFB1"  # 13 or 16 buffers in a fixed order: still decoded (messages written before SFB2)
+MAGIC_V1 = (
+    b"SFB1"  # 13 or 16 buffers in a fixed order: still decoded (messages written before SFB2)
+)
 _HEADER = struct.Struct(">4sI")  # magic, header length
 
 
@@ -44,8 +46,11 @@ def _columns(batch: RecordBatch) -> tuple[list[list[Any]], list[bytes]]:
         col: BytesColumn | None = getattr(batch, name)
         if col is None:
             continue
-        parts = [np.ascontiguousarray(col.ends, np.int64).tobytes(),
-                 np.ascontiguousarray(col.null, np.bool_).tobytes(), col.data]
+        parts = [
+            np.ascontiguousarray(col.ends, np.int64).tobytes(),
+            np.ascontiguousarray(col.null, np.bool_).tobytes(),
+            col.data,
+        ]
         specs.append([name, "bytes", [len(p) for p in parts], [len(batch)]])
         blobs += parts
     return specs, blobs
@@ -55,10 +60,17 @@ def encode_record_batch(batch: RecordBatch) -> bytes:
     """``SFB2``: a JSON header naming each column (name, type, buffer lengths, shape), then the
     buffers. A reader finds columns by name, so a batch may carry columns another does not."""
     specs, blobs = _columns(batch)
-    header = json.dumps({
-        "t": batch.source_topic, "p": batch.source_partition, "s": batch.stage, "n": len(batch),
-        "x": batch.extra, "c": specs,
-    }, separators=(",", ":")).encode()
+    header = json.dumps(
+        {
+            "t": batch.source_topic,
+            "p": batch.source_partition,
+            "s": batch.stage,
+            "n": len(batch),
+            "x": batch.extra,
+            "c": specs,
+        },
+        separators=(",", ":"),
+    ).encode()
     return b"".join([_HEADER.pack(MAGIC, len(header)), header, *blobs])
 
 
@@ -72,7 +84,7 @@ def _batch_header(data: bytes) -> tuple[dict[str, Any], int]:
     if end > len(data):
         raise _corrupt("record batch: truncated header")
     try:
-        header = json.loads(data[_HEADER.size:end])
+        header = json.loads(data[_HEADER.size : end])
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise _corrupt("record batch: header is not JSON") from None
     if not isinstance(header, dict):
@@ -113,8 +125,10 @@ def decode_record_batch(data: bytes) -> RecordBatch:
             parts = []
             for ln in lengths:
                 if int(ln) < 0 or pos + int(ln) > len(data):
-                    raise _corrupt(f"record batch: column {name!r} runs past the end of the message")
-                parts.append(view[pos:pos + int(ln)])
+                    raise _corrupt(
+                        f"record batch: column {name!r} runs past the end of the message"
+                    )
+                parts.append(view[pos : pos + int(ln)])
                 pos += int(ln)
             if kind == "i8":
                 arr = np.frombuffer(parts[0], dtype=np.int64)
@@ -137,12 +151,20 @@ def decode_record_batch(data: bytes) -> RecordBatch:
         missing = [c for c in (*INT64_COLUMNS, "features", *BYTES_COLUMNS[:3]) if c not in columns]
         if missing:
             raise _corrupt(f"record batch: no column {', '.join(missing)}")
-        return RecordBatch(source_topic=str(header["t"]), source_partition=int(header["p"]),
-                           offsets=columns["offsets"], ingest_ms=columns["ingest_ms"],
-                           event_ms=columns["event_ms"], keys=columns["keys"], values=columns["values"],
-                           device_ids=columns["device_ids"], features=columns["features"],
-                           stage=str(header["s"]), extra=dict(header.get("x") or {}),
-                           texts=columns.get("texts"))
+        return RecordBatch(
+            source_topic=str(header["t"]),
+            source_partition=int(header["p"]),
+            offsets=columns["offsets"],
+            ingest_ms=columns["ingest_ms"],
+            event_ms=columns["event_ms"],
+            keys=columns["keys"],
+            values=columns["values"],
+            device_ids=columns["device_ids"],
+            features=columns["features"],
+            stage=str(header["s"]),
+            extra=dict(header.get("x") or {}),
+            texts=columns.get("texts"),
+        )
     except DecodeError:
         raise
     except (KeyError, TypeError, ValueError) as exc:
@@ -155,11 +177,12 @@ def _decode_v1(data: bytes, header: dict[str, Any], pos: int) -> RecordBatch:
         n, f, lengths = int(header["n"]), int(header["f"]), [int(x) for x in header["l"]]
         view = memoryview(data)
         if len(lengths) not in (13, 16) or pos + sum(lengths) != len(data):
-            raise _corrupt(f"record batch: {len(data) - pos} body bytes, header announces "
-                           f"{sum(lengths)}")
+            raise _corrupt(
+                f"record batch: {len(data) - pos} body bytes, header announces {sum(lengths)}"
+            )
         parts = []
         for ln in lengths:
-            parts.append(view[pos:pos + ln])
+            parts.append(view[pos : pos + ln])
             pos += ln
         i64 = [np.frombuffer(parts[i], dtype=np.int64) for i in range(3)]
         feats = np.frombuffer(parts[3], dtype=np.float32).reshape(n, f)
@@ -174,10 +197,20 @@ def _decode_v1(data: bytes, header: dict[str, Any], pos: int) -> RecordBatch:
             cols.append(BytesColumn(blob, ends, null))
         if any(len(a) != n for a in i64):
             raise _corrupt("record batch: inconsistent column lengths")
-        return RecordBatch(source_topic=str(header["t"]), source_partition=int(header["p"]), offsets=i64[0],
-                           ingest_ms=i64[1], event_ms=i64[2], keys=cols[0], values=cols[1], device_ids=cols[2],
-                           features=feats, stage=str(header["s"]), extra=dict(header.get("x") or {}),
-                           texts=cols[3] if n_cols == 4 else None)
+        return RecordBatch(
+            source_topic=str(header["t"]),
+            source_partition=int(header["p"]),
+            offsets=i64[0],
+            ingest_ms=i64[1],
+            event_ms=i64[2],
+            keys=cols[0],
+            values=cols[1],
+            device_ids=cols[2],
+            features=feats,
+            stage=str(header["s"]),
+            extra=dict(header.get("x") or {}),
+            texts=cols[3] if n_cols == 4 else None,
+        )
     except DecodeError:
         raise
     except (KeyError, TypeError, ValueError) as exc:

@@ -46,7 +46,9 @@ def _varint(b: bytes, p: int) -> tuple[int, int]:
         p += 1
         result |= (c & 0x7F) << shift
         if c < 0x80:
-            if shift == 63 and c > 1:  # fastavro would keep the low 64 bits of it: a different number
+            if (
+                shift == 63 and c > 1
+            ):  # fastavro would keep the low 64 bits of it: a different number
                 raise DecodeError("avro: varint larger than 64 bits", ReasonCode.INVALID_AVRO)
             return (result >> 1) ^ -(result & 1), p
         shift += 7
@@ -60,34 +62,46 @@ def _primitive(t: Any) -> str | None:
     return t if isinstance(t, str) and t in _PRIMITIVES else None
 
 
-def _read_code(t: str, target: str, indent: str, field: str = "", max_len: int | None = None) -> list[str]:
+def _read_code(
+    t: str, target: str, indent: str, field: str = "", max_len: int | None = None
+) -> list[str]:
     """Lines that read one value of primitive type ``t`` at ``p`` into ``target``."""
     if t == "null":
         return [f"{indent}{target} = None"]
     if t == "boolean":
-        return [f"{indent}c = b[p]", f"{indent}p += 1",
-                f"{indent}if c > 1:"
-                " raise DecodeError(f'avro: boolean byte {c} is neither 0 nor 1', INVALID_AVRO)",
-                f"{indent}{target} = c == 1"]
+        return [
+            f"{indent}c = b[p]",
+            f"{indent}p += 1",
+            f"{indent}if c > 1:"
+            " raise DecodeError(f'avro: boolean byte {c} is neither 0 nor 1', INVALID_AVRO)",
+            f"{indent}{target} = c == 1",
+        ]
     if t in ("int", "long"):
         return [f"{indent}{target}, p = _varint(b, p)"]
     if t in ("float", "double"):
         size, fn = (4, "_FLOAT") if t == "float" else (8, "_DOUBLE")
-        return [f"{indent}if p + {size} > n: raise _Truncated", f"{indent}{target} = {fn}(b, p)[0]",
-                f"{indent}p += {size}"]
+        return [
+            f"{indent}if p + {size} > n: raise _Truncated",
+            f"{indent}{target} = {fn}(b, p)[0]",
+            f"{indent}p += {size}",
+        ]
     # string / bytes: a length, checked against the message (a length no message could hold is a
     # corrupt or truncated record) and then the limit (a real, too long value), before anything is sliced
     decode = ".decode()" if t == "string" else ""
     where = f"field {field}: " if field else ""
-    lines = [f"{indent}ln, p = _varint(b, p)",
-             f"{indent}if ln < 0: raise DecodeError(f'avro: {where}negative length {{ln}}',"
-             " INVALID_AVRO)",
-             f"{indent}if p + ln > n: raise DecodeError(f'avro: {where}length prefix larger than the message "
-             f"({{ln}} bytes, {{n - p}} left)', INVALID_AVRO)"]
+    lines = [
+        f"{indent}ln, p = _varint(b, p)",
+        f"{indent}if ln < 0: raise DecodeError(f'avro: {where}negative length {{ln}}',"
+        " INVALID_AVRO)",
+        f"{indent}if p + ln > n: raise DecodeError(f'avro: {where}length prefix larger than the message "
+        f"({{ln}} bytes, {{n - p}} left)', INVALID_AVRO)",
+    ]
     if max_len is not None:
         kind = "string" if t == "string" else "bytes value"
-        lines.append(f"{indent}if ln > {max_len}: raise DecodeError(f'avro: {where}{kind} of {{ln}} bytes exceeds "
-                     f"max_string_length {max_len}', TOO_LARGE)")
+        lines.append(
+            f"{indent}if ln > {max_len}: raise DecodeError(f'avro: {where}{kind} of {{ln}} bytes exceeds "
+            f"max_string_length {max_len}', TOO_LARGE)"
+        )
     return lines + [f"{indent}{target} = b[p:p + ln]{decode}", f"{indent}p += ln"]
 
 
@@ -117,22 +131,36 @@ def compile_reader(schema: Any, *, max_string_length: int | None = None) -> Read
             return None  # a union of two non-null types: leave it to fastavro
         # The branch index is a zigzag varint: 0 -> byte 0, 1 -> byte 2. Longer (non-canonical)
         # encodings of the same numbers take the general path.
-        lines += ["    c = b[p]", "    p += 1", "    if c >= 0x80:", "        c, p = _varint(b, p - 1)",
-                  "        c *= 2"]
+        lines += [
+            "    c = b[p]",
+            "    p += 1",
+            "    if c >= 0x80:",
+            "        c, p = _varint(b, p - 1)",
+            "        c *= 2",
+        ]
         for k, bt in enumerate(branches):
             lines.append(f"    {'if' if k == 0 else 'elif'} c == {2 * k}:")
             lines += _read_code(bt, target, "        ", name, max_string_length)  # type: ignore[arg-type]
-        lines += ["    else:",
-                  f"        raise DecodeError(f'avro: field {name}: union branch {{c // 2 if c % 2 == 0 else -(c + 1) // 2}}"
-                  " out of range', INVALID_AVRO)"]
-    lines += ["    if p != n:",
-              "        raise DecodeError(f'avro: {n - p} trailing bytes after the record"
-              " (wrong schema?)', INVALID_AVRO)",
-              "    return {" + ", ".join(f"{nm!r}: v{i}" for i, nm in enumerate(names)) + "}"]
-    namespace: dict[str, Any] = {"_varint": _varint, "_DOUBLE": _DOUBLE, "_FLOAT": _FLOAT,
-                                 "_Truncated": _Truncated, "DecodeError": DecodeError,
-                                 "INVALID_AVRO": ReasonCode.INVALID_AVRO,
-                                 "TOO_LARGE": ReasonCode.TOO_LARGE}
+        lines += [
+            "    else:",
+            f"        raise DecodeError(f'avro: field {name}: union branch {{c // 2 if c % 2 == 0 else -(c + 1) // 2}}"
+            " out of range', INVALID_AVRO)",
+        ]
+    lines += [
+        "    if p != n:",
+        "        raise DecodeError(f'avro: {n - p} trailing bytes after the record"
+        " (wrong schema?)', INVALID_AVRO)",
+        "    return {" + ", ".join(f"{nm!r}: v{i}" for i, nm in enumerate(names)) + "}",
+    ]
+    namespace: dict[str, Any] = {
+        "_varint": _varint,
+        "_DOUBLE": _DOUBLE,
+        "_FLOAT": _FLOAT,
+        "_Truncated": _Truncated,
+        "DecodeError": DecodeError,
+        "INVALID_AVRO": ReasonCode.INVALID_AVRO,
+        "TOO_LARGE": ReasonCode.TOO_LARGE,
+    }
     exec(compile("\n".join(lines), f"<flatavro {schema.get('name', 'record')}>", "exec"), namespace)  # noqa: S102
     generated: Reader = namespace["read"]
 
@@ -142,8 +170,9 @@ def compile_reader(schema: Any, *, max_string_length: int | None = None) -> Read
         except (IndexError, _Truncated):
             raise DecodeError("avro: truncated record (EOF)", ReasonCode.INVALID_AVRO) from None
         except UnicodeDecodeError as exc:
-            raise DecodeError(f"avro: string is not utf-8 ({exc.reason})",
-                              ReasonCode.INVALID_UTF8) from None
+            raise DecodeError(
+                f"avro: string is not utf-8 ({exc.reason})", ReasonCode.INVALID_UTF8
+            ) from None
 
     return read
 
@@ -172,6 +201,7 @@ def compile_checker(schema: Any, *, max_string_length: int, max_array_length: in
             if p + size > len(b):
                 raise IndexError
             return p + size
+
         return skip
 
     def sized(kind: str, where: str) -> _Skip:
@@ -179,13 +209,22 @@ def compile_checker(schema: Any, *, max_string_length: int, max_array_length: in
             ln, p = _varint(b, p)
             if ln < 0:
                 raise DecodeError(f"avro: {where}negative length {ln}", ReasonCode.INVALID_AVRO)
-            if p + ln > len(b):  # first: a length no message could hold is corruption, not a long value
-                raise DecodeError(f"avro: {where}length prefix larger than the message ({ln} "
-                                  f"bytes, {len(b) - p} left)", ReasonCode.INVALID_AVRO)
+            if p + ln > len(
+                b
+            ):  # first: a length no message could hold is corruption, not a long value
+                raise DecodeError(
+                    f"avro: {where}length prefix larger than the message ({ln} "
+                    f"bytes, {len(b) - p} left)",
+                    ReasonCode.INVALID_AVRO,
+                )
             if ln > max_string_length:
-                raise DecodeError(f"avro: {where}{kind} of {ln} bytes exceeds max_string_length "
-                                  f"{max_string_length}", ReasonCode.TOO_LARGE)
+                raise DecodeError(
+                    f"avro: {where}{kind} of {ln} bytes exceeds max_string_length "
+                    f"{max_string_length}",
+                    ReasonCode.TOO_LARGE,
+                )
             return p + ln
+
         return skip
 
     def blocks(kind: str, where: str, item: _Skip, key: _Skip | None) -> _Skip:
@@ -200,34 +239,44 @@ def compile_checker(schema: Any, *, max_string_length: int, max_array_length: in
                     p = _varint(b, p)[1]
                 total += count
                 if total > max_array_length:
-                    raise DecodeError(f"avro: {where}{kind} of {total} items exceeds max_array_length "
-                                      f"{max_array_length}", ReasonCode.TOO_LARGE)
+                    raise DecodeError(
+                        f"avro: {where}{kind} of {total} items exceeds max_array_length "
+                        f"{max_array_length}",
+                        ReasonCode.TOO_LARGE,
+                    )
                 budget[0] -= count
                 if budget[0] < 0:
-                    raise DecodeError(f"avro: {where}more {kind} items than the message has bytes",
-                                      ReasonCode.INVALID_AVRO)
+                    raise DecodeError(
+                        f"avro: {where}more {kind} items than the message has bytes",
+                        ReasonCode.INVALID_AVRO,
+                    )
                 for _ in range(count):
                     if key is not None:
                         p = key(b, p, budget)
                     p = item(b, p, budget)
+
         return skip
 
     def union(branches: list[_Skip], where: str) -> _Skip:
         def skip(b: bytes, p: int, budget: list[int]) -> int:
             i, p = _varint(b, p)
             if not 0 <= i < len(branches):
-                raise DecodeError(f"avro: {where}union branch {i} out of range",
-                                  ReasonCode.INVALID_AVRO)
+                raise DecodeError(
+                    f"avro: {where}union branch {i} out of range", ReasonCode.INVALID_AVRO
+                )
             return branches[i](b, p, budget)
+
         return skip
 
     def enum(n_symbols: int, where: str) -> _Skip:
         def skip(b: bytes, p: int, budget: list[int]) -> int:
             i, p = _varint(b, p)
             if not 0 <= i < n_symbols:
-                raise DecodeError(f"avro: {where}enum index {i} out of range",
-                                  ReasonCode.INVALID_AVRO)
+                raise DecodeError(
+                    f"avro: {where}enum index {i} out of range", ReasonCode.INVALID_AVRO
+                )
             return p
+
         return skip
 
     def record(fields: list[_Skip]) -> _Skip:
@@ -235,6 +284,7 @@ def compile_checker(schema: Any, *, max_string_length: int, max_array_length: in
             for f in fields:
                 p = f(b, p, budget)
             return p
+
         return skip
 
     def fullname(name: str, ns: str) -> str:
@@ -252,7 +302,9 @@ def compile_checker(schema: Any, *, max_string_length: int, max_array_length: in
                 return fixed(1)
             if t in _FIXED_SIZE:
                 return fixed(_FIXED_SIZE[t])
-            ref = named.get(fullname(t, ns)) or named.get(t)  # a record is named before its fields are built
+            ref = named.get(fullname(t, ns)) or named.get(
+                t
+            )  # a record is named before its fields are built
             if ref is None:
                 raise ValueError(f"unknown type {t!r}")
             return ref
@@ -345,12 +397,18 @@ def compile_writer(schema: Any) -> Writer | None:
         if len(union) != 2 or len(kinds) != 2 or "null" not in kinds:
             return None
         null = kinds.index("null")
-        parts.append(f"({_SMALL[null + 64]!r} if {v} is None else "
-                     f"{_SMALL[1 - null + 64]!r} + {_write_expr(kinds[1 - null], v)})")
+        parts.append(
+            f"({_SMALL[null + 64]!r} if {v} is None else "
+            f"{_SMALL[1 - null + 64]!r} + {_write_expr(kinds[1 - null], v)})"
+        )
     args = ", ".join(f"v{i}" for i in range(len(schema["fields"])))
     src = f"def write({args}):\n    return b''.join(({', '.join(parts)},))\n"
-    namespace: dict[str, Any] = {"zigzag": zigzag, "_PACK_DOUBLE": _PACK_DOUBLE, "_PACK_FLOAT": _PACK_FLOAT,
-                                 "_str": _str}
+    namespace: dict[str, Any] = {
+        "zigzag": zigzag,
+        "_PACK_DOUBLE": _PACK_DOUBLE,
+        "_PACK_FLOAT": _PACK_FLOAT,
+        "_str": _str,
+    }
     exec(compile(src, f"<flatavro writer {schema.get('name', 'record')}>", "exec"), namespace)  # noqa: S102
     writer: Writer = namespace["write"]
     return writer

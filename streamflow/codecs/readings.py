@@ -47,13 +47,20 @@ class DecodedReadings:
 
 _BOM = b"\xef\xbb\xbf"
 _JSON_START = (b"{", b" ", b"\n", b"\t", b"\r", _BOM[:1])  # what a JSON object may start with
-_JSON_OTHER = b'["-0123456789tfnNI'  # ... and a JSON value that is not an object (NaN, Infinity too)
+_JSON_OTHER = (
+    b'["-0123456789tfnNI'  # ... and a JSON value that is not an object (NaN, Infinity too)
+)
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def _json_type(v: Any) -> str:
-    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
-        type(v), "a number")
+    return {
+        dict: "an object",
+        list: "an array",
+        str: "a string",
+        bool: "a boolean",
+        type(None): "null",
+    }.get(type(v), "a number")
 
 
 def _preview(v: Any) -> str:
@@ -72,40 +79,59 @@ def _json_loads(value: bytes) -> Any:
     try:
         return json.loads(value)
     except UnicodeDecodeError as exc:
-        raise DecodeError(f"json: not utf-8 ({exc.reason} at byte {exc.start})",
-                          ReasonCode.INVALID_UTF8) from None
+        raise DecodeError(
+            f"json: not utf-8 ({exc.reason} at byte {exc.start})", ReasonCode.INVALID_UTF8
+        ) from None
     except json.JSONDecodeError as exc:
-        raise DecodeError(f"json: invalid JSON: {exc.msg} at char {exc.pos}",
-                          ReasonCode.INVALID_JSON) from None
+        raise DecodeError(
+            f"json: invalid JSON: {exc.msg} at char {exc.pos}", ReasonCode.INVALID_JSON
+        ) from None
     except RecursionError:
         raise DecodeError("json: nested too deeply", ReasonCode.INVALID_JSON) from None
     except ValueError:  # Python refuses to parse integer literals this long (int_max_str_digits)
-        raise DecodeError(f"json: invalid JSON: a number of more than {sys.get_int_max_str_digits()} "
-                          "digits", ReasonCode.INVALID_JSON) from None
+        raise DecodeError(
+            f"json: invalid JSON: a number of more than {sys.get_int_max_str_digits()} digits",
+            ReasonCode.INVALID_JSON,
+        ) from None
 
 
 class ReadingDecoder:
     """Decodes raw input messages (Avro, wire format or JSON) into feature columns."""
 
-    def __init__(self, schema_path: str, feature_names: Sequence[str], *, format: str = "auto",
-                 key_field: str = "device_id", timestamp_field: str = "timestamp",
-                 schema_registry_url: str = "", limits: LimitSettings | None = None) -> None:
+    def __init__(
+        self,
+        schema_path: str,
+        feature_names: Sequence[str],
+        *,
+        format: str = "auto",
+        key_field: str = "device_id",
+        timestamp_field: str = "timestamp",
+        schema_registry_url: str = "",
+        limits: LimitSettings | None = None,
+    ) -> None:
         self.schema = load_schema(schema_path)
         self.names = list(feature_names)
-        self._row_of = operator.itemgetter(*self.names) if len(self.names) > 1 else (lambda r: [r[self.names[0]]])
+        self._row_of = (
+            operator.itemgetter(*self.names)
+            if len(self.names) > 1
+            else (lambda r: [r[self.names[0]]])
+        )
         self.format = format
         self.key_field, self.ts_field = key_field, timestamp_field
         self.registry = _registry_for(schema_registry_url) if schema_registry_url else None
         self.limits = limits or LimitSettings()
         self.max_bytes = self.limits.max_message_bytes
         # JSON fields that must be strings when present (the key field is required as well).
-        self.string_fields = [n for n, t in _field_types(schema_path).items() if t and t <= {"string", "null"}]
+        self.string_fields = [
+            n for n, t in _field_types(schema_path).items() if t and t <= {"string", "null"}
+        ]
         raw = _strip_logical_types(_raw_schema(schema_path))
         # Flat schemas (the telemetry one is) get a generated reader, ~3x faster than fastavro;
         # others are bounds-checked (the limits) before fastavro reads them.
         check = _checker(raw, self.limits)
-        self._read_avro = compile_reader(raw, max_string_length=self.limits.max_string_length) or \
-            (lambda data: _avro_read(data, self.schema, None, check))
+        self._read_avro = compile_reader(raw, max_string_length=self.limits.max_string_length) or (
+            lambda data: _avro_read(data, self.schema, None, check)
+        )
         self._unexpected = 0
 
     def decode_one(self, value: bytes | None, key_bytes: int = 0) -> dict[str, Any]:
@@ -115,9 +141,11 @@ class ReadingDecoder:
         if not value:
             raise DecodeError("empty message", ReasonCode.EMPTY)
         if len(value) + key_bytes > self.max_bytes:
-            raise DecodeError(f"message of {len(value) + key_bytes} bytes exceeds max_message_bytes "
-                              f"{self.max_bytes}" + (f" (key {key_bytes} bytes)" if key_bytes else ""),
-                              ReasonCode.TOO_LARGE)
+            raise DecodeError(
+                f"message of {len(value) + key_bytes} bytes exceeds max_message_bytes "
+                f"{self.max_bytes}" + (f" (key {key_bytes} bytes)" if key_bytes else ""),
+                ReasonCode.TOO_LARGE,
+            )
         if self.format == "json":
             return self._json(value)
         if self.format == "auto" and value[:1] in _JSON_START and _is_object(value):
@@ -149,69 +177,103 @@ class ReadingDecoder:
             try:
                 rec = json.loads(value)
             except RecursionError:
-                return DecodeError(f"json: top-level value is {_json_type([])} nested too deeply, "
-                                   "not an object" if head == b"[" else "json: nested too deeply",
-                                   ReasonCode.INVALID_JSON)
-            except ValueError:  # not JSON either (UnicodeDecodeError is one): the Avro reason stands
+                return DecodeError(
+                    f"json: top-level value is {_json_type([])} nested too deeply, not an object"
+                    if head == b"["
+                    else "json: nested too deeply",
+                    ReasonCode.INVALID_JSON,
+                )
+            except (
+                ValueError
+            ):  # not JSON either (UnicodeDecodeError is one): the Avro reason stands
                 return exc
-            return DecodeError(f"json: top-level value is {_json_type(rec)}, not an object",
-                               ReasonCode.INVALID_JSON)
+            return DecodeError(
+                f"json: top-level value is {_json_type(rec)}, not an object",
+                ReasonCode.INVALID_JSON,
+            )
         if self.registry is None and value[0] == WIRE_MAGIC and len(value) >= 5:
             schema_id = struct.unpack(">I", value[1:5])[0]
-            return DecodeError(f"{exc.reason}; it starts like the Confluent wire format (magic byte 0, schema id "
-                               f"{schema_id}) but input.schema_registry_url is not set", exc.code)
+            return DecodeError(
+                f"{exc.reason}; it starts like the Confluent wire format (magic byte 0, schema id "
+                f"{schema_id}) but input.schema_registry_url is not set",
+                exc.code,
+            )
         return exc
 
     def _json(self, value: bytes) -> dict[str, Any]:
         rec = _json_loads(value)
         if not isinstance(rec, dict):
-            raise DecodeError(f"json: top-level value is {_json_type(rec)}, not an object",
-                              ReasonCode.INVALID_JSON)
+            raise DecodeError(
+                f"json: top-level value is {_json_type(rec)}, not an object",
+                ReasonCode.INVALID_JSON,
+            )
         for name in (self.key_field, self.ts_field):
             if rec.get(name) is None:
                 raise DecodeError(f"json: missing field {name}", ReasonCode.MISSING_FIELD)
         dev = rec[self.key_field]
         if not isinstance(dev, str):
-            raise DecodeError(f"json: field {self.key_field}: expected a string, got "
-                              f"{_preview(dev)}", ReasonCode.WRONG_TYPE)
+            raise DecodeError(
+                f"json: field {self.key_field}: expected a string, got {_preview(dev)}",
+                ReasonCode.WRONG_TYPE,
+            )
         try:
             dev.encode()
-        except UnicodeEncodeError as exc:  # "\ud800": valid JSON, but no UTF-8 (nor Kafka key) has it
-            raise DecodeError(f"json: field {self.key_field}: not valid unicode (lone surrogate "
-                              f"{dev[exc.start]!r} at character {exc.start})",
-                              ReasonCode.INVALID_UTF8) from None
+        except (
+            UnicodeEncodeError
+        ) as exc:  # "\ud800": valid JSON, but no UTF-8 (nor Kafka key) has it
+            raise DecodeError(
+                f"json: field {self.key_field}: not valid unicode (lone surrogate "
+                f"{dev[exc.start]!r} at character {exc.start})",
+                ReasonCode.INVALID_UTF8,
+            ) from None
         for name in self.string_fields:
             v = rec.get(name)
             if v is None:
                 continue
             if not isinstance(v, str):
-                raise DecodeError(f"json: field {name}: expected a string, got {_preview(v)}",
-                                  ReasonCode.WRONG_TYPE)
+                raise DecodeError(
+                    f"json: field {name}: expected a string, got {_preview(v)}",
+                    ReasonCode.WRONG_TYPE,
+                )
             if len(v) > self.limits.max_string_length:
-                raise DecodeError(f"json: field {name}: string of {len(v)} characters exceeds max_string_length "
-                                  f"{self.limits.max_string_length}", ReasonCode.TOO_LARGE)
+                raise DecodeError(
+                    f"json: field {name}: string of {len(v)} characters exceeds max_string_length "
+                    f"{self.limits.max_string_length}",
+                    ReasonCode.TOO_LARGE,
+                )
         ts = rec[self.ts_field]
         if isinstance(ts, bool) or not isinstance(ts, int):
-            raise DecodeError(f"json: field {self.ts_field}: expected an integer (epoch ms), got "
-                              f"{_preview(ts)}", ReasonCode.WRONG_TYPE)
+            raise DecodeError(
+                f"json: field {self.ts_field}: expected an integer (epoch ms), got {_preview(ts)}",
+                ReasonCode.WRONG_TYPE,
+            )
         if not _INT64_MIN <= ts <= _INT64_MAX:
-            raise DecodeError(f"json: field {self.ts_field}: {_preview(ts)} does not fit a 64-bit "
-                              "integer (epoch ms)", ReasonCode.INVALID_JSON)
+            raise DecodeError(
+                f"json: field {self.ts_field}: {_preview(ts)} does not fit a 64-bit "
+                "integer (epoch ms)",
+                ReasonCode.INVALID_JSON,
+            )
         for name in self.names:
             v = rec.get(name)
             if v is None or type(v) is float:
                 continue
             if isinstance(v, bool) or not isinstance(v, int | float):
-                raise DecodeError(f"json: field {name}: expected a number, got {_preview(v)}",
-                                  ReasonCode.WRONG_TYPE)
+                raise DecodeError(
+                    f"json: field {name}: expected a number, got {_preview(v)}",
+                    ReasonCode.WRONG_TYPE,
+                )
             try:
                 float(v)
             except OverflowError:
-                raise DecodeError(f"json: field {name}: {_preview(v)} is too large for a number",
-                                  ReasonCode.INVALID_JSON) from None
+                raise DecodeError(
+                    f"json: field {name}: {_preview(v)} is too large for a number",
+                    ReasonCode.INVALID_JSON,
+                ) from None
         return rec
 
-    def decode_batch(self, values: Sequence[bytes | None], keys: Sequence[bytes | None] | None = None) -> DecodedReadings:
+    def decode_batch(
+        self, values: Sequence[bytes | None], keys: Sequence[bytes | None] | None = None
+    ) -> DecodedReadings:
         """Every message as a row; a bad one gets its reason in ``errors`` (its key counts
         towards max_message_bytes when ``keys`` are given)."""
         n, names = len(values), self.names
@@ -257,13 +319,23 @@ class ReadingDecoder:
             errors.append(None)
             codes.append(None)
         if n == 0:
-            return DecodedReadings(np.zeros((0, len(names))), np.zeros((0, len(names)), bool), [],
-                                   np.zeros(0, np.int64), [], [])
+            return DecodedReadings(
+                np.zeros((0, len(names))),
+                np.zeros((0, len(names)), bool),
+                [],
+                np.zeros(0, np.int64),
+                [],
+                [],
+            )
         arr = np.array(rows, dtype=object)
         missing = np.equal(arr, None)  # type: ignore[call-overload]  # numpy stubs lack object-None
         try:
             values_f = np.where(missing, np.nan, arr).astype(np.float64)
-        except (TypeError, ValueError, OverflowError):  # a value that is no number (a schema left to fastavro)
+        except (
+            TypeError,
+            ValueError,
+            OverflowError,
+        ):  # a value that is no number (a schema left to fastavro)
             values_f = self._rows_to_float(arr, missing, errors, codes)
         try:
             ev = np.array(event_ms, dtype=np.int64)
@@ -271,8 +343,13 @@ class ReadingDecoder:
             ev = np.array([t if -(2**63) <= t < 2**63 else 0 for t in event_ms], dtype=np.int64)
         return DecodedReadings(values_f, missing, device_ids, ev, errors, codes)
 
-    def _rows_to_float(self, arr: np.ndarray, missing: np.ndarray, errors: list[str | None],
-                       codes: list[ReasonCode | None]) -> np.ndarray:
+    def _rows_to_float(
+        self,
+        arr: np.ndarray,
+        missing: np.ndarray,
+        errors: list[str | None],
+        codes: list[ReasonCode | None],
+    ) -> np.ndarray:
         """The values as floats; a row with a value that is no number gets its error and code."""
         out = np.full(arr.shape, np.nan)
         for i in range(arr.shape[0]):
@@ -302,5 +379,3 @@ class ReadingDecoder:
 def _is_object(value: bytes) -> bool:
     """Whether a message starts like a JSON object: '{' after whitespace and a UTF-8 byte-order mark."""
     return value.removeprefix(_BOM).lstrip()[:1] == b"{"
-
-

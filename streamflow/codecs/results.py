@@ -16,21 +16,47 @@ import numpy as np
 from streamflow.codecs.avro import WIRE_MAGIC, RecordCodec, _raw_schema, _strip_logical_types
 from streamflow.codecs.flatavro import compile_writer
 
-RESULT_FIELDS = ("device_id", "timestamp", "score", "label", "model_name", "model_version", "latency_ms")
-TEXT_RESULT_FIELDS = ("id", "timestamp", "embedding", "label", "label_score", "model_name", "model_version",
-                      "latency_ms")
+RESULT_FIELDS = (
+    "device_id",
+    "timestamp",
+    "score",
+    "label",
+    "model_name",
+    "model_version",
+    "latency_ms",
+)
+TEXT_RESULT_FIELDS = (
+    "id",
+    "timestamp",
+    "embedding",
+    "label",
+    "label_score",
+    "model_name",
+    "model_version",
+    "latency_ms",
+)
 
 
 class _Encoder:
     """A result schema's codec and, with a schema registry, the Confluent wire-format prefix."""
 
-    def __init__(self, schema_path: str, *, format: str = "avro", schema_registry_url: str = "",
-                 topic: str = "") -> None:
-        self.codec = RecordCodec(schema_path, format=format, schema_registry_url=schema_registry_url, topic=topic)
+    def __init__(
+        self,
+        schema_path: str,
+        *,
+        format: str = "avro",
+        schema_registry_url: str = "",
+        topic: str = "",
+    ) -> None:
+        self.codec = RecordCodec(
+            schema_path, format=format, schema_registry_url=schema_registry_url, topic=topic
+        )
         self.format = format
         self._prefix = b""
         if self.codec.registry is not None and format == "avro":
-            self._prefix = struct.pack(">bI", WIRE_MAGIC, self.codec.registry.register(self.codec.subject, schema_path))
+            self._prefix = struct.pack(
+                ">bI", WIRE_MAGIC, self.codec.registry.register(self.codec.subject, schema_path)
+            )
 
 
 class ResultEncoder(_Encoder):
@@ -43,27 +69,56 @@ class ResultEncoder(_Encoder):
         in_order = [f.get("name") for f in raw.get("fields", [])] == list(RESULT_FIELDS)
         self._write = compile_writer(raw) if in_order else None
 
-    def encode_batch(self, device_ids: Sequence[str], event_ms: np.ndarray, scores: np.ndarray,
-                     labels: Sequence[str], model_name: str, model_version: str,
-                     latency_ms: np.ndarray) -> list[bytes]:
-        ts, sc, lat = np.asarray(event_ms).tolist(), np.asarray(scores, dtype=np.float64).tolist(), \
-            np.asarray(latency_ms, dtype=np.float64).tolist()
+    def encode_batch(
+        self,
+        device_ids: Sequence[str],
+        event_ms: np.ndarray,
+        scores: np.ndarray,
+        labels: Sequence[str],
+        model_name: str,
+        model_version: str,
+        latency_ms: np.ndarray,
+    ) -> list[bytes]:
+        ts, sc, lat = (
+            np.asarray(event_ms).tolist(),
+            np.asarray(scores, dtype=np.float64).tolist(),
+            np.asarray(latency_ms, dtype=np.float64).tolist(),
+        )
         out: list[bytes] = []
         if self.format == "json":
             for d, t, s, lb, la in zip(device_ids, ts, sc, labels, lat, strict=True):
-                out.append(json.dumps({"device_id": d, "timestamp": t, "score": s, "label": lb,
-                                       "model_name": model_name, "model_version": model_version,
-                                       "latency_ms": round(la, 3)}, separators=(",", ":")).encode())
+                out.append(
+                    json.dumps(
+                        {
+                            "device_id": d,
+                            "timestamp": t,
+                            "score": s,
+                            "label": lb,
+                            "model_name": model_name,
+                            "model_version": model_version,
+                            "latency_ms": round(la, 3),
+                        },
+                        separators=(",", ":"),
+                    ).encode()
+                )
             return out
         prefix = self._prefix
         if self._write is not None:
             w = self._write
-            return [prefix + w(d, t, s, lb, model_name, model_version, la)
-                    for d, t, s, lb, la in zip(device_ids, ts, sc, labels, lat, strict=True)]
+            return [
+                prefix + w(d, t, s, lb, model_name, model_version, la)
+                for d, t, s, lb, la in zip(device_ids, ts, sc, labels, lat, strict=True)
+            ]
         schema, write = self.codec.schema, fastavro.schemaless_writer
         rec: dict[str, Any] = {"model_name": model_name, "model_version": model_version}
         for d, t, s, lb, la in zip(device_ids, ts, sc, labels, lat, strict=True):
-            rec["device_id"], rec["timestamp"], rec["score"], rec["label"], rec["latency_ms"] = d, t, s, lb, la
+            rec["device_id"], rec["timestamp"], rec["score"], rec["label"], rec["latency_ms"] = (
+                d,
+                t,
+                s,
+                lb,
+                la,
+            )
             buf = io.BytesIO()
             buf.write(prefix)
             write(buf, schema, rec)
@@ -75,9 +130,17 @@ class TextResultEncoder(_Encoder):
     """Encodes text-embedding results (``TEXT_RESULT_FIELDS``), one message per row; the
     embedding as an array of float32."""
 
-    def encode_batch(self, ids: Sequence[str], event_ms: np.ndarray, embeddings: np.ndarray,
-                     labels: Sequence[str], label_scores: np.ndarray, model_name: str, model_version: str,
-                     latency_ms: np.ndarray) -> list[bytes]:
+    def encode_batch(
+        self,
+        ids: Sequence[str],
+        event_ms: np.ndarray,
+        embeddings: np.ndarray,
+        labels: Sequence[str],
+        label_scores: np.ndarray,
+        model_name: str,
+        model_version: str,
+        latency_ms: np.ndarray,
+    ) -> list[bytes]:
         ts = np.asarray(event_ms).tolist()
         # float32 values as Python floats: Avro "float" writes them back exactly
         emb = np.asarray(embeddings, dtype=np.float32).tolist()
@@ -86,8 +149,16 @@ class TextResultEncoder(_Encoder):
         out: list[bytes] = []
         schema, write = self.codec.schema, fastavro.schemaless_writer
         for i, t, e, lb, s, la in zip(ids, ts, emb, labels, sc, lat, strict=True):
-            rec = {"id": i, "timestamp": t, "embedding": e, "label": lb, "label_score": s, "model_name": model_name,
-                   "model_version": model_version, "latency_ms": la}
+            rec = {
+                "id": i,
+                "timestamp": t,
+                "embedding": e,
+                "label": lb,
+                "label_score": s,
+                "model_name": model_name,
+                "model_version": model_version,
+                "latency_ms": la,
+            }
             if self.format == "json":
                 rec["latency_ms"] = round(la, 3)
                 out.append(json.dumps(rec, separators=(",", ":")).encode())

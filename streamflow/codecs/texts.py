@@ -19,7 +19,9 @@ class DecodedTexts:
     """A batch of decoded text records; ``errors[i]`` is set where row i could not be decoded,
     ``codes[i]`` is its ``ReasonCode``."""
 
-    texts: list[object]  # the text field as decoded: None where absent or undecodable (checked by clean_texts)
+    texts: list[
+        object
+    ]  # the text field as decoded: None where absent or undecodable (checked by clean_texts)
     device_ids: list[str]  # the key field
     event_ms: np.ndarray  # int64[n]
     errors: list[str | None]
@@ -29,15 +31,31 @@ class DecodedTexts:
 class TextDecoder:
     """Decodes text records with the same formats, limits and reasons as ``ReadingDecoder``."""
 
-    def __init__(self, schema_path: str, text_field: str, *, format: str = "auto", key_field: str = "id",
-                 timestamp_field: str = "timestamp", schema_registry_url: str = "",
-                 limits: LimitSettings | None = None) -> None:
-        self.records = ReadingDecoder(schema_path, [], format=format, key_field=key_field,
-                                      timestamp_field=timestamp_field, schema_registry_url=schema_registry_url,
-                                      limits=limits)
+    def __init__(
+        self,
+        schema_path: str,
+        text_field: str,
+        *,
+        format: str = "auto",
+        key_field: str = "id",
+        timestamp_field: str = "timestamp",
+        schema_registry_url: str = "",
+        limits: LimitSettings | None = None,
+    ) -> None:
+        self.records = ReadingDecoder(
+            schema_path,
+            [],
+            format=format,
+            key_field=key_field,
+            timestamp_field=timestamp_field,
+            schema_registry_url=schema_registry_url,
+            limits=limits,
+        )
         self.text_field, self.key_field, self.ts_field = text_field, key_field, timestamp_field
 
-    def decode_batch(self, values: Sequence[bytes | None], keys: Sequence[bytes | None] | None = None) -> DecodedTexts:
+    def decode_batch(
+        self, values: Sequence[bytes | None], keys: Sequence[bytes | None] | None = None
+    ) -> DecodedTexts:
         key_bytes = [0] * len(values) if keys is None else [len(k) if k else 0 for k in keys]
         texts: list[object] = []
         device_ids: list[str] = []
@@ -52,7 +70,11 @@ class TextDecoder:
             try:
                 rec = self.records.decode_one(value, kb)
                 dev, ts = rec.get(self.key_field), rec.get(self.ts_field)
-                if not isinstance(dev, str) or not isinstance(ts, int) or not -(2**63) <= ts < 2**63:
+                if (
+                    not isinstance(dev, str)
+                    or not isinstance(ts, int)
+                    or not -(2**63) <= ts < 2**63
+                ):
                     name = self.key_field if not isinstance(dev, str) else self.ts_field
                     raise DecodeError(f"missing field {name}", ReasonCode.MISSING_FIELD)
             except DecodeError as exc:

@@ -48,8 +48,11 @@ def parse_body(body: bytes) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]
         if isinstance(whole, dict):
             return [whole], []
         if isinstance(whole, list):
-            bad = [{"line": 1, "error": f"item {i} of the array is not a JSON object"}
-                   for i, r in enumerate(whole) if not isinstance(r, dict)]
+            bad = [
+                {"line": 1, "error": f"item {i} of the array is not a JSON object"}
+                for i, r in enumerate(whole)
+                if not isinstance(r, dict)
+            ]
             return ([] if bad else whole), bad
     records: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
@@ -93,7 +96,9 @@ class CollectorServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
 
-    def __init__(self, settings: Settings, raw: RawProducer, host: str = "", port: int | None = None) -> None:
+    def __init__(
+        self, settings: Settings, raw: RawProducer, host: str = "", port: int | None = None
+    ) -> None:
         self.settings, self.raw = settings, raw
         c = settings.collector
         self.token = c.token.reveal().encode()
@@ -136,8 +141,13 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     timeout = 30  # seconds a slow client may take per read
 
-    def _reply(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None,
-               close: bool = False) -> None:
+    def _reply(
+        self,
+        status: int,
+        body: dict[str, Any],
+        headers: dict[str, str] | None = None,
+        close: bool = False,
+    ) -> None:
         data = (json.dumps(body) + "\n").encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -190,11 +200,19 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(404, {"error": "not found: POST /records"}, close=True)
             return
         if not self._authorized():
-            self._reply(401, {"error": "unauthorized: send Authorization: Bearer <collector.token>"},
-                        {"WWW-Authenticate": 'Bearer realm="streamflow"'}, close=True)
+            self._reply(
+                401,
+                {"error": "unauthorized: send Authorization: Bearer <collector.token>"},
+                {"WWW-Authenticate": 'Bearer realm="streamflow"'},
+                close=True,
+            )
             return
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            self._reply(411, {"error": "send a Content-Length (chunked bodies are not accepted)"}, close=True)
+            self._reply(
+                411,
+                {"error": "send a Content-Length (chunked bodies are not accepted)"},
+                close=True,
+            )
             return
         try:
             length = int(self.headers.get("Content-Length", ""))
@@ -206,35 +224,62 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if length > self.server.max_body:
             # The body is never read: close the connection rather than drain it.
-            self._reply(413, {"error": f"body of {length} bytes exceeds collector.max_body_bytes = "
-                                       f"{self.server.max_body}"}, close=True)
+            self._reply(
+                413,
+                {
+                    "error": f"body of {length} bytes exceeds collector.max_body_bytes = "
+                    f"{self.server.max_body}"
+                },
+                close=True,
+            )
             return
         body = self.rfile.read(length)
         records, errors = parse_body(body)
         if errors:
-            self._reply(400, {"error": f"{len(errors)} bad line(s); nothing was produced",
-                              "lines": [e["line"] for e in errors],
-                              "errors": errors[:MAX_REPORTED_ERRORS], "accepted": 0})
+            self._reply(
+                400,
+                {
+                    "error": f"{len(errors)} bad line(s); nothing was produced",
+                    "lines": [e["line"] for e in errors],
+                    "errors": errors[:MAX_REPORTED_ERRORS],
+                    "accepted": 0,
+                },
+            )
             return
         delivery = self.server.produce(records)
         if not delivery.done.wait(DELIVERY_TIMEOUT_S) or delivery.failed:
             failed = delivery.failed + max(delivery.pending, 0)
-            self._reply(503, {"error": f"{failed} of {len(records)} record(s) not acknowledged by the broker; "
-                                       "retry", "delivered": len(records) - failed, "failed": failed})
+            self._reply(
+                503,
+                {
+                    "error": f"{failed} of {len(records)} record(s) not acknowledged by the broker; "
+                    "retry",
+                    "delivered": len(records) - failed,
+                    "failed": failed,
+                },
+            )
             return
         self._reply(200, {"accepted": len(records), "topic": self.server.raw.topic})
 
 
-def run_http(settings: Settings, raw: RawProducer, stop: Any, *, host: str = "", port: int | None = None) -> int:
+def run_http(
+    settings: Settings, raw: RawProducer, stop: Any, *, host: str = "", port: int | None = None
+) -> int:
     """Serve until ``stop`` is set (a StopFlag or Event); returns the records left undelivered."""
     server = CollectorServer(settings, raw, host, port)
     threading.Thread(target=server.serve_forever, name="streamflow-http", daemon=True).start()
     bound = str(server.server_address[0])
     if not server.token and bound not in ("127.0.0.1", "::1", "localhost"):
-        log.warning("the HTTP collector listens on %s without a token: anyone who reaches it can produce "
-                    "records (set collector.token or STREAMFLOW_COLLECTOR_TOKEN)", bound)
-    print(f"streamflow collect http: listening on {server.url} (POST /records, GET /healthz), producing to "
-          f"{raw.topic}; " + ("bearer token required" if server.token else "no token required"), flush=True)
+        log.warning(
+            "the HTTP collector listens on %s without a token: anyone who reaches it can produce "
+            "records (set collector.token or STREAMFLOW_COLLECTOR_TOKEN)",
+            bound,
+        )
+    print(
+        f"streamflow collect http: listening on {server.url} (POST /records, GET /healthz), producing to "
+        f"{raw.topic}; " + ("bearer token required" if server.token else "no token required"),
+        flush=True,
+    )
     try:
         while not stop.is_set():
             time.sleep(0.1)

@@ -40,8 +40,12 @@ class RawProducer:
         self.settings = settings
         self.topic = settings.topics.raw
         fmt = "json" if settings.input.format == "json" else "avro"
-        self.codec = RecordCodec(settings.input.schema, format=fmt,
-                                 schema_registry_url=settings.input.schema_registry_url, topic=self.topic)
+        self.codec = RecordCodec(
+            settings.input.schema,
+            format=fmt,
+            schema_registry_url=settings.input.schema_registry_url,
+            topic=self.topic,
+        )
         self.producer = Producer(producer_config(settings, bootstrap, **{"linger.ms": 5}))
         self.stats = ProduceStats()
         self._lock = threading.Lock()
@@ -56,13 +60,17 @@ class RawProducer:
         k = record.get(self.settings.input.key_field)
         return str(k).encode() if k is not None else None
 
-    def send(self, value: bytes, key: bytes | None, on_delivery: Callable[[Any, Any], None] | None = None) -> None:
+    def send(
+        self, value: bytes, key: bytes | None, on_delivery: Callable[[Any, Any], None] | None = None
+    ) -> None:
         """Queue one message; ``on_delivery(err, msg)`` is called too once the broker answers."""
         callback = self._on_delivery
         if on_delivery is not None:
+
             def callback(err: Any, msg: Any) -> None:
                 self._on_delivery(err, msg)
                 on_delivery(err, msg)
+
         produce_blocking(self.producer, self.topic, value, key, on_delivery=callback)
         with self._lock:
             self.stats.produced += 1
@@ -77,9 +85,17 @@ class RawProducer:
         return int(self.producer.flush(timeout_s))
 
 
-def run_synthetic(raw: RawProducer, *, rate: float, records: int, seed: int = 0,
-                  stop: threading.Event | StopFlag | None = None, malformed_rate: float = 0.02,
-                  anomaly_rate: float = 0.01, devices: int = 200) -> ProduceStats:
+def run_synthetic(
+    raw: RawProducer,
+    *,
+    rate: float,
+    records: int,
+    seed: int = 0,
+    stop: threading.Event | StopFlag | None = None,
+    malformed_rate: float = 0.02,
+    anomaly_rate: float = 0.01,
+    devices: int = 200,
+) -> ProduceStats:
     """Produce ``records`` synthetic readings (0: until ``stop``) at ``rate`` per second (0: as fast as possible)."""
     from streamflow.collectors.synthetic import TelemetryGenerator
     from streamflow.collectors.texts import TextGenerator
@@ -88,10 +104,17 @@ def run_synthetic(raw: RawProducer, *, rate: float, records: int, seed: int = 0,
     interval_ms = 1000.0 / rate if rate > 0 else 1.0
     gen: TelemetryGenerator | TextGenerator
     if kind_class(raw.settings.model.kind).synthetic == "texts":  # log lines and tickets
-        gen = TextGenerator(seed=seed, malformed_rate=malformed_rate, start_ms=int(time.time() * 1000))
+        gen = TextGenerator(
+            seed=seed, malformed_rate=malformed_rate, start_ms=int(time.time() * 1000)
+        )
     else:
-        gen = TelemetryGenerator(seed=seed, devices=devices, anomaly_rate=anomaly_rate,
-                                 malformed_rate=malformed_rate, start_ms=int(time.time() * 1000))
+        gen = TelemetryGenerator(
+            seed=seed,
+            devices=devices,
+            anomaly_rate=anomaly_rate,
+            malformed_rate=malformed_rate,
+            start_ms=int(time.time() * 1000),
+        )
     stats = raw.stats
     stats.started = time.monotonic()
     chunk = max(1, min(1000, int(rate / 100) if rate > 0 else 1000))
@@ -182,7 +205,9 @@ class Progress:
         self.out.flush()
 
 
-def run_file(raw: RawProducer, path: Path, *, on_bad_line: Callable[[int, str], None] | None = None) -> ProduceStats:
+def run_file(
+    raw: RawProducer, path: Path, *, on_bad_line: Callable[[int, str], None] | None = None
+) -> ProduceStats:
     """Produce every record of a file. A record that does not fit the input schema is sent as
     JSON, so the pipeline dead-letters it with the reason; a line that is not a record at all
     is reported through ``on_bad_line`` and skipped."""

@@ -17,13 +17,41 @@ from typing import Any
 import numpy as np
 
 MEASUREMENTS: tuple[str, ...] = (
-    "cpu_temp_c", "gpu_temp_c", "inlet_temp_c", "power_w", "fan_rpm", "cpu_util_pct", "gpu_util_pct",
-    "mem_util_pct", "disk_read_mbps", "disk_write_mbps", "net_rx_mbps", "net_tx_mbps", "voltage_v",
-    "current_a", "humidity_pct", "airflow_cfm",
+    "cpu_temp_c",
+    "gpu_temp_c",
+    "inlet_temp_c",
+    "power_w",
+    "fan_rpm",
+    "cpu_util_pct",
+    "gpu_util_pct",
+    "mem_util_pct",
+    "disk_read_mbps",
+    "disk_write_mbps",
+    "net_rx_mbps",
+    "net_tx_mbps",
+    "voltage_v",
+    "current_a",
+    "humidity_pct",
+    "airflow_cfm",
 )
 REQUIRED = ("cpu_temp_c", "power_w", "cpu_util_pct")
-ANOMALY_KINDS = ("overheating", "fan_failure", "power_spike", "voltage_sag", "network_flood", "cpu_hog")
-FAULT_KINDS = ("missing_required", "nan", "inf", "out_of_range", "wrong_type", "missing_device_id", "corrupt")
+ANOMALY_KINDS = (
+    "overheating",
+    "fan_failure",
+    "power_spike",
+    "voltage_sag",
+    "network_flood",
+    "cpu_hog",
+)
+FAULT_KINDS = (
+    "missing_required",
+    "nan",
+    "inf",
+    "out_of_range",
+    "wrong_type",
+    "missing_device_id",
+    "corrupt",
+)
 DAY_MS = 86_400_000
 DEFAULT_START_MS = 1_764_000_000_000  # a fixed clock, so seeded runs are reproducible
 
@@ -44,11 +72,23 @@ class Sample:
 class TelemetryGenerator:
     """Readings from ``devices`` devices; ``sample(n)`` continues where the last call stopped."""
 
-    def __init__(self, *, seed: int = 0, devices: int = 200, anomaly_rate: float = 0.01,
-                 malformed_rate: float = 0.02, json_rate: float = 0.05, start_ms: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        seed: int = 0,
+        devices: int = 200,
+        anomaly_rate: float = 0.01,
+        malformed_rate: float = 0.02,
+        json_rate: float = 0.05,
+        start_ms: int | None = None,
+    ) -> None:
         self.rng = np.random.default_rng(seed)
         self.devices = devices
-        self.anomaly_rate, self.malformed_rate, self.json_rate = anomaly_rate, malformed_rate, json_rate
+        self.anomaly_rate, self.malformed_rate, self.json_rate = (
+            anomaly_rate,
+            malformed_rate,
+            json_rate,
+        )
         self.start_ms = DEFAULT_START_MS if start_ms is None else start_ms
         self.count = 0
         r = self.rng
@@ -65,7 +105,12 @@ class TelemetryGenerator:
     def _numbers(self, n: int, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         r, dev = self.rng, self.rng.integers(0, self.devices, n)
         angle = 2 * np.pi * (ts % DAY_MS) / DAY_MS
-        util = np.clip(self.base_util[dev] * (1 + self.amp[dev] * np.sin(angle + self.phase[dev])) + r.normal(0, 5, n), 0, 100)
+        util = np.clip(
+            self.base_util[dev] * (1 + self.amp[dev] * np.sin(angle + self.phase[dev]))
+            + r.normal(0, 5, n),
+            0,
+            100,
+        )
         gpu_util = np.where(self.has_gpu[dev], np.clip(util * 0.9 + r.normal(0, 8, n), 0, 100), 0.0)
         inlet = self.inlet[dev] + 1.5 * np.sin(angle) + r.normal(0, 0.5, n)
         cpu_temp = inlet + 15 + 0.45 * util + r.normal(0, 2, n)
@@ -75,7 +120,11 @@ class TelemetryGenerator:
         volts = self.volts[dev] + r.normal(0, 1.5, n)
         x = np.empty((n, len(MEASUREMENTS)))
         c = _COL
-        x[:, c["cpu_temp_c"]], x[:, c["gpu_temp_c"]], x[:, c["inlet_temp_c"]] = cpu_temp, gpu_temp, inlet
+        x[:, c["cpu_temp_c"]], x[:, c["gpu_temp_c"]], x[:, c["inlet_temp_c"]] = (
+            cpu_temp,
+            gpu_temp,
+            inlet,
+        )
         x[:, c["power_w"]], x[:, c["fan_rpm"]], x[:, c["cpu_util_pct"]] = power, fan, util
         x[:, c["gpu_util_pct"]] = gpu_util
         x[:, c["mem_util_pct"]] = np.clip(30 + 0.4 * util + r.normal(0, 5, n), 0, 100)
@@ -129,7 +178,9 @@ class TelemetryGenerator:
         anomaly_rows = np.flatnonzero(anomalous)
         kinds = self._inject_anomalies(x, anomaly_rows)
         kind_of = dict(zip(anomaly_rows.tolist(), kinds, strict=True))
-        optional_null = (r.random((n, len(MEASUREMENTS))) < 0.01) & ~np.isin(np.array(MEASUREMENTS), REQUIRED)
+        optional_null = (r.random((n, len(MEASUREMENTS))) < 0.01) & ~np.isin(
+            np.array(MEASUREMENTS), REQUIRED
+        )
         status = r.choice(["ok", "degraded", "maintenance"], size=n, p=[0.97, 0.02, 0.01]).tolist()
         as_json = (r.random(n) < self.json_rate).tolist()
         values = np.round(x, 3).tolist()
@@ -146,7 +197,15 @@ class TelemetryGenerator:
                 fault = faults[i]
                 out.append(Sample(rec, False, fault, self._break(rec, fault)))
             else:
-                out.append(Sample(rec, bool(anomalous[i]), None, "json" if as_json[i] else "avro", kind_of.get(i)))
+                out.append(
+                    Sample(
+                        rec,
+                        bool(anomalous[i]),
+                        None,
+                        "json" if as_json[i] else "avro",
+                        kind_of.get(i),
+                    )
+                )
         return out
 
     def _break(self, rec: dict[str, Any], fault: str) -> str:
@@ -159,8 +218,13 @@ class TelemetryGenerator:
         elif fault == "inf":
             rec[str(r.choice(MEASUREMENTS))] = float("inf") if r.random() < 0.5 else float("-inf")
         elif fault == "out_of_range":
-            name, value = [("cpu_temp_c", 400.0), ("power_w", -50.0), ("power_w", 99_999.0),
-                           ("voltage_v", 1200.0), ("inlet_temp_c", -80.0)][int(r.integers(0, 5))]
+            name, value = [
+                ("cpu_temp_c", 400.0),
+                ("power_w", -50.0),
+                ("power_w", 99_999.0),
+                ("voltage_v", 1200.0),
+                ("inlet_temp_c", -80.0),
+            ][int(r.integers(0, 5))]
             rec[name] = value
         elif fault == "wrong_type":
             rec[str(r.choice(MEASUREMENTS))] = "hot" if r.random() < 0.7 else True

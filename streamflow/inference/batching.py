@@ -24,8 +24,15 @@ MIN_STEP_S = 0.0005
 class AdaptiveWait:
     """The current wait, steered every ``period_s`` from the latencies observed since."""
 
-    def __init__(self, max_wait_s: float, slo_s: float, *, adapt: bool = True, period_s: float = 1.0,
-                 window: int = 4096) -> None:
+    def __init__(
+        self,
+        max_wait_s: float,
+        slo_s: float,
+        *,
+        adapt: bool = True,
+        period_s: float = 1.0,
+        window: int = 4096,
+    ) -> None:
         self.max_wait_s, self.slo_s, self.adapt, self.period_s = max_wait_s, slo_s, adapt, period_s
         self.wait_s = max_wait_s if not adapt else max_wait_s / 2
         self.window = window
@@ -39,7 +46,9 @@ class AdaptiveWait:
         return self.slo_s - self.p99_s
 
     def observe(self, latencies_s: np.ndarray, now: float | None = None) -> None:
-        self._latencies.extend(np.asarray(latencies_s, dtype=np.float64).ravel()[-self.window:].tolist())
+        self._latencies.extend(
+            np.asarray(latencies_s, dtype=np.float64).ravel()[-self.window :].tolist()
+        )
         now = time.monotonic() if now is None else now
         if now >= self._next_update:
             self._next_update = now + self.period_s

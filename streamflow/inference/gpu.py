@@ -34,7 +34,9 @@ class Gpus:
             import pynvml  # nvidia-ml-py
 
             pynvml.nvmlInit()
-            handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+            handles = [
+                pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())
+            ]
         except Exception as exc:  # no package, no driver, no device: all mean "no GPU here"
             log.debug("NVML unavailable: %r", exc)
             return cls(None, [])
@@ -54,6 +56,13 @@ class Gpus:
             except Exception as exc:  # a device that went away mid-run: report the others
                 log.warning("NVML: cannot read GPU %d: %r", i, exc)
                 continue
-            out.append(GpuSample(i, name.decode() if isinstance(name, bytes) else str(name), util.gpu / 100.0,
-                                 int(mem.used), int(mem.total)))
+            out.append(
+                GpuSample(
+                    i,
+                    name.decode() if isinstance(name, bytes) else str(name),
+                    util.gpu / 100.0,
+                    int(mem.used),
+                    int(mem.total),
+                )
+            )
         return out

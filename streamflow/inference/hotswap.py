@@ -35,8 +35,13 @@ def _stamp(path: str) -> tuple[int, int, int] | None:
 
 
 class ModelWatcher:
-    def __init__(self, model: LoadedModel, load: Callable[[], LoadedModel], interval_s: float,
-                 on_swap: Callable[[LoadedModel, LoadedModel], None]) -> None:
+    def __init__(
+        self,
+        model: LoadedModel,
+        load: Callable[[], LoadedModel],
+        interval_s: float,
+        on_swap: Callable[[LoadedModel, LoadedModel], None],
+    ) -> None:
         self.model, self._load, self.interval_s, self._on_swap = model, load, interval_s, on_swap
         self._stamp = _stamp(model.path)
         self._next_check = time.monotonic() + interval_s
@@ -50,28 +55,44 @@ class ModelWatcher:
             try:
                 new = loading.result()
             except StreamflowError as exc:
-                log.error("model file %s changed but cannot be used, still scoring with %s %s: %s",
-                          self.model.path, self.model.name, self.model.version, exc)
+                log.error(
+                    "model file %s changed but cannot be used, still scoring with %s %s: %s",
+                    self.model.path,
+                    self.model.name,
+                    self.model.version,
+                    exc,
+                )
             else:
                 if new is self.model:  # touched, same bytes
                     return self.model
                 old, self.model = self.model, new
-                log.info("model swapped: %s %s (sha256 %s) -> %s %s (sha256 %s), from the next batch on",
-                         old.name, old.version, old.sha256[:12], new.name, new.version, new.sha256[:12])
+                log.info(
+                    "model swapped: %s %s (sha256 %s) -> %s %s (sha256 %s), from the next batch on",
+                    old.name,
+                    old.version,
+                    old.sha256[:12],
+                    new.name,
+                    new.version,
+                    new.sha256[:12],
+                )
                 self._on_swap(old, new)
         elif self.interval_s > 0 and self._loading is None and time.monotonic() >= self._next_check:
             self._next_check = time.monotonic() + self.interval_s
             stamp = _stamp(self.model.path)
             if stamp is not None and stamp != self._stamp:
                 self._stamp = stamp
-                self._loading = asyncio.get_running_loop().run_in_executor(self._pool, self._load_and_warm)
+                self._loading = asyncio.get_running_loop().run_in_executor(
+                    self._pool, self._load_and_warm
+                )
         return self.model
 
     def _load_and_warm(self) -> LoadedModel:
         new = self._load()
         if new.sha256 == self.model.sha256:
             return self.model  # touched, same bytes
-        if new.version == self.model.version:  # the pipeline file names one version: tell them apart
+        if (
+            new.version == self.model.version
+        ):  # the pipeline file names one version: tell them apart
             new.version = f"{self.model.version.split('+')[0]}+{new.sha256[:12]}"
         new.run(np.zeros((1, new.n_features), dtype=np.float32))  # warm-up before it takes traffic
         return new

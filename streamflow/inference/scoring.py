@@ -15,7 +15,9 @@ from streamflow.records import ReasonCode
 SCORE_ERROR_CODE = ReasonCode.MODEL_ERROR  # the code of every error score_rows gives
 
 
-def score_rows(model: LoadedModel, x: np.ndarray, max_batch: int) -> tuple[np.ndarray, dict[int, str]]:
+def score_rows(
+    model: LoadedModel, x: np.ndarray, max_batch: int
+) -> tuple[np.ndarray, dict[int, str]]:
     """The model's output for every row (a score, or an embedding row); rows ONNX Runtime fails on
     (found by bisection) or that come out non-finite get an error instead (each of code
     ``SCORE_ERROR_CODE``)."""
@@ -31,7 +33,9 @@ def score_rows(model: LoadedModel, x: np.ndarray, max_batch: int) -> tuple[np.nd
             scores[lo:hi] = y
         except Exception as exc:  # ORT raises its own exception types
             if hi - lo == 1:
-                errors[lo] = f"model {model.name} failed on this record: {type(exc).__name__}: {str(exc)[:300]}"
+                errors[lo] = (
+                    f"model {model.name} failed on this record: {type(exc).__name__}: {str(exc)[:300]}"
+                )
                 return
             mid = (lo + hi) // 2
             run(lo, mid)

@@ -30,7 +30,9 @@ def _ort() -> Any:
     try:
         import onnxruntime
     except ImportError:
-        raise ConfigError("ONNX Runtime is not installed: pip install 'streamflow[cpu]' (or [gpu] on a GPU host)") from None
+        raise ConfigError(
+            "ONNX Runtime is not installed: pip install 'streamflow[cpu]' (or [gpu] on a GPU host)"
+        ) from None
     return onnxruntime
 
 
@@ -66,12 +68,30 @@ def provider_options(settings: Settings, providers: list[str]) -> list[tuple[str
     for name in providers:
         if name == "TensorrtExecutionProvider":
             cache = r.trt_cache_dir or str(Path.home() / ".cache" / "streamflow" / "tensorrt")
-            out.append((name, {"device_id": r.device_id, "trt_engine_cache_enable": True,
-                               "trt_engine_cache_path": cache, "trt_timing_cache_enable": True,
-                               "trt_timing_cache_path": cache, "trt_fp16_enable": r.fp16}))
+            out.append(
+                (
+                    name,
+                    {
+                        "device_id": r.device_id,
+                        "trt_engine_cache_enable": True,
+                        "trt_engine_cache_path": cache,
+                        "trt_timing_cache_enable": True,
+                        "trt_timing_cache_path": cache,
+                        "trt_fp16_enable": r.fp16,
+                    },
+                )
+            )
         elif name == "CUDAExecutionProvider":
-            out.append((name, {"device_id": r.device_id, "cudnn_conv_algo_search": "HEURISTIC",
-                               "arena_extend_strategy": "kSameAsRequested"}))
+            out.append(
+                (
+                    name,
+                    {
+                        "device_id": r.device_id,
+                        "cudnn_conv_algo_search": "HEURISTIC",
+                        "arena_extend_strategy": "kSameAsRequested",
+                    },
+                )
+            )
         else:
             out.append((name, {}))
     return out
@@ -90,7 +110,9 @@ class LoadedModel:
     n_features: int
     io_binding: bool = False
     device_id: int = 0
-    kind: ModelKind | None = None  # how it is fed and what comes out (None: one float input, a score)
+    kind: ModelKind | None = (
+        None  # how it is fed and what comes out (None: one float input, a score)
+    )
     head: Any = None  # what the kind's results need besides the outputs (text: the label centroids)
 
     def run(self, x: np.ndarray) -> np.ndarray:
@@ -122,7 +144,9 @@ def load_model(settings: Settings) -> LoadedModel:
     m = settings.model
     digest = sha256_of(m.path)
     if m.sha256 and digest != m.sha256.lower():
-        raise ModelError(f"model.sha256: {m.path} has sha256 {digest}, the pipeline pins {m.sha256}; refusing to start")
+        raise ModelError(
+            f"model.sha256: {m.path} has sha256 {digest}, the pipeline pins {m.sha256}; refusing to start"
+        )
     available = list(ort.get_available_providers())
     providers = candidate_providers(settings.runtime.device, available)
     opts = ort.SessionOptions()
@@ -131,13 +155,17 @@ def load_model(settings: Settings) -> LoadedModel:
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3
     try:
-        session = ort.InferenceSession(m.path, sess_options=opts, providers=provider_options(settings, providers))
+        session = ort.InferenceSession(
+            m.path, sess_options=opts, providers=provider_options(settings, providers)
+        )
     except Exception as exc:  # ORT raises its own Fail/InvalidGraph/... types
         raise ModelError(f"model.path: cannot load {m.path}: {exc}") from exc
     active = session.get_providers()
     if settings.runtime.device in ("cuda", "tensorrt") and not GPU_PROVIDERS & set(active):
-        raise ModelError(f"runtime.device = {settings.runtime.device!r} but the session runs on {active[0]} "
-                         "(the GPU provider failed to initialise; see ONNX Runtime's log)")
+        raise ModelError(
+            f"runtime.device = {settings.runtime.device!r} but the session runs on {active[0]} "
+            "(the GPU provider failed to initialise; see ONNX Runtime's log)"
+        )
     meta = session.get_modelmeta().custom_metadata_map
     inputs = {i.name: i for i in session.get_inputs()}
     kind = kind_for(settings)
@@ -157,13 +185,20 @@ def load_model(settings: Settings) -> LoadedModel:
         input_name=m.input,
         output_names=list(m.outputs),
         n_features=n_features,
-        io_binding=settings.runtime.io_binding == "on" or (settings.runtime.io_binding == "auto"
-                                                           and active[0] in GPU_PROVIDERS),
+        io_binding=settings.runtime.io_binding == "on"
+        or (settings.runtime.io_binding == "auto" and active[0] in GPU_PROVIDERS),
         device_id=settings.runtime.device_id,
         kind=kind,
     )
     kind.start(loaded)
-    log.info("model %s %s (sha256 %s) on %s%s; providers tried %s, available %s",
-             loaded.name, loaded.version, digest[:12], loaded.provider, " with IO binding" if loaded.io_binding else "",
-             providers, available)
+    log.info(
+        "model %s %s (sha256 %s) on %s%s; providers tried %s, available %s",
+        loaded.name,
+        loaded.version,
+        digest[:12],
+        loaded.provider,
+        " with IO binding" if loaded.io_binding else "",
+        providers,
+        available,
+    )
     return loaded

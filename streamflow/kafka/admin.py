@@ -25,19 +25,29 @@ log = logging.getLogger(__name__)
 
 def admin_client(bootstrap: str, settings: Settings | None = None, **extra: Any) -> AdminClient:
     """An admin client with the pipeline's TLS/SASL settings (plaintext without settings)."""
-    return AdminClient(kafka_config(settings, bootstrap, logger="streamflow.librdkafka.admin", **({"log_level": 0} | extra)))
+    return AdminClient(
+        kafka_config(
+            settings, bootstrap, logger="streamflow.librdkafka.admin", **({"log_level": 0} | extra)
+        )
+    )
 
 
-def wait_ready(bootstrap: str, timeout_s: float = 10.0, *, settings: Settings | None = None) -> None:
+def wait_ready(
+    bootstrap: str, timeout_s: float = 10.0, *, settings: Settings | None = None
+) -> None:
     """Return once a broker answers a metadata request at ``bootstrap``, else raise BrokerUnavailable
     saying why the client could not connect (refused, TLS handshake, authentication)."""
     deadline = time.monotonic() + timeout_s
-    reasons: list[str] = []  # what librdkafka reported, e.g. "SSL handshake failed: ... certificate verify failed"
+    reasons: list[
+        str
+    ] = []  # what librdkafka reported, e.g. "SSL handshake failed: ... certificate verify failed"
 
     def on_error(err: Any) -> None:
         reasons.append(mask(err.str(), settings.kafka) if settings is not None else err.str())
 
-    admin = admin_client(bootstrap, settings, error_cb=on_error, **{"socket.connection.setup.timeout.ms": 2000})
+    admin = admin_client(
+        bootstrap, settings, error_cb=on_error, **{"socket.connection.setup.timeout.ms": 2000}
+    )
     last: Exception | None = None
     while True:
         remaining = deadline - time.monotonic()
@@ -72,8 +82,13 @@ class TopicSpec:
     replication: int = 1
 
 
-def ensure_topics(bootstrap: str, topics: Iterable[TopicSpec], *, timeout_s: float = 15.0,
-                  settings: Settings | None = None) -> list[str]:
+def ensure_topics(
+    bootstrap: str,
+    topics: Iterable[TopicSpec],
+    *,
+    timeout_s: float = 15.0,
+    settings: Settings | None = None,
+) -> list[str]:
     """Create the topics that do not exist yet (idempotent); return the names created.
 
     An existing topic with fewer partitions than asked for is logged, not changed:
@@ -86,10 +101,17 @@ def ensure_topics(bootstrap: str, topics: Iterable[TopicSpec], *, timeout_s: flo
     existing = admin.list_topics(timeout=timeout_s).topics
     for name, spec in wanted.items():
         if name in existing and len(existing[name].partitions) < spec.partitions:
-            log.warning("topic %s has %d partitions, the pipeline asks for %d: left as is",
-                        name, len(existing[name].partitions), spec.partitions)
-    new = [NewTopic(t.name, num_partitions=t.partitions, replication_factor=t.replication)
-           for n, t in wanted.items() if n not in existing]
+            log.warning(
+                "topic %s has %d partitions, the pipeline asks for %d: left as is",
+                name,
+                len(existing[name].partitions),
+                spec.partitions,
+            )
+    new = [
+        NewTopic(t.name, num_partitions=t.partitions, replication_factor=t.replication)
+        for n, t in wanted.items()
+        if n not in existing
+    ]
     created: list[str] = []
     if new:
         for name, fut in admin.create_topics(new, operation_timeout=timeout_s).items():

@@ -78,8 +78,11 @@ def security_config(k: KafkaSettings) -> dict[str, Any]:
         return conf
     conf["security.protocol"] = proto.lower()
     if proto.endswith("SSL"):
-        for key, prop in (("ssl_cafile", "ssl.ca.location"), ("ssl_certfile", "ssl.certificate.location"),
-                          ("ssl_keyfile", "ssl.key.location")):
+        for key, prop in (
+            ("ssl_cafile", "ssl.ca.location"),
+            ("ssl_certfile", "ssl.certificate.location"),
+            ("ssl_keyfile", "ssl.key.location"),
+        ):
             if getattr(k, key):
                 conf[prop] = getattr(k, key)
         conf["ssl.endpoint.identification.algorithm"] = "https" if k.ssl_check_hostname else "none"
@@ -100,13 +103,22 @@ def security_config(k: KafkaSettings) -> dict[str, Any]:
     return conf
 
 
-def kafka_config(settings: Settings | None, bootstrap: str, *, logger: str = "streamflow.librdkafka",
-                 log_level: int = 3, **extra: Any) -> dict[str, Any]:
+def kafka_config(
+    settings: Settings | None,
+    bootstrap: str,
+    *,
+    logger: str = "streamflow.librdkafka",
+    log_level: int = 3,
+    **extra: Any,
+) -> dict[str, Any]:
     """The base configuration of every confluent-kafka client: bootstrap, TLS/SASL from
     ``settings.kafka`` (plaintext without settings), a secret-masking logger; then ``extra``."""
     k = settings.kafka if settings is not None else KafkaSettings()
-    conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "log_level": log_level,
-                            "logger": redacting_logger(logger, secrets_of(k))}
+    conf: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        "log_level": log_level,
+        "logger": redacting_logger(logger, secrets_of(k)),
+    }
     conf.update(security_config(k))
     conf.update(extra)
     return conf
@@ -127,9 +139,21 @@ class OAuthTokenProvider(AbstractTokenProvider):
     ``grant_type=client_credentials`` and ``scope``). Tokens are reused until a minute (or a
     fifth of their lifetime) before they expire."""
 
-    def __init__(self, token_url: str, client_id: str, client_secret: str, scope: str = "", *,
-                 timeout_s: float = 10.0) -> None:
-        self.token_url, self.client_id, self.scope, self.timeout_s = token_url, client_id, scope, timeout_s
+    def __init__(
+        self,
+        token_url: str,
+        client_id: str,
+        client_secret: str,
+        scope: str = "",
+        *,
+        timeout_s: float = 10.0,
+    ) -> None:
+        self.token_url, self.client_id, self.scope, self.timeout_s = (
+            token_url,
+            client_id,
+            scope,
+            timeout_s,
+        )
         self._basic = base64.b64encode(f"{client_id}:{client_secret}".encode()).decode()
         self._token = ""
         self._expires = 0.0
@@ -141,9 +165,16 @@ class OAuthTokenProvider(AbstractTokenProvider):
     def fetch(self) -> tuple[str, float]:
         """One token request: (access token, lifetime in seconds). Blocking."""
         form = {"grant_type": "client_credentials", **({"scope": self.scope} if self.scope else {})}
-        req = urllib.request.Request(self.token_url, data=urllib.parse.urlencode(form).encode(), method="POST",
-                                     headers={"Authorization": f"Basic {self._basic}", "Accept": "application/json",
-                                              "Content-Type": "application/x-www-form-urlencoded"})
+        req = urllib.request.Request(
+            self.token_url,
+            data=urllib.parse.urlencode(form).encode(),
+            method="POST",
+            headers={
+                "Authorization": f"Basic {self._basic}",
+                "Accept": "application/json",
+                "Content-Type": "application/x-www-form-urlencoded",
+            },
+        )
         try:
             with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
                 body = json.loads(resp.read())
@@ -154,15 +185,22 @@ class OAuthTokenProvider(AbstractTokenProvider):
                 why = f": {err.get('error', '')} {err.get('error_description', '')}".rstrip()
             except (ValueError, AttributeError):
                 pass
-            raise BrokerUnavailable(f"OAUTHBEARER: the token endpoint {self.token_url} answered "
-                                    f"HTTP {exc.code}{why}", retriable=exc.code >= 500) from None
+            raise BrokerUnavailable(
+                f"OAUTHBEARER: the token endpoint {self.token_url} answered HTTP {exc.code}{why}",
+                retriable=exc.code >= 500,
+            ) from None
         except (OSError, ValueError) as exc:
-            raise BrokerUnavailable(f"OAUTHBEARER: no token from {self.token_url}: "
-                                    f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}") from None
+            raise BrokerUnavailable(
+                f"OAUTHBEARER: no token from {self.token_url}: "
+                f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+            ) from None
         token = body.get("access_token") if isinstance(body, dict) else None
         if not isinstance(token, str) or not token:
-            raise BrokerUnavailable(f"OAUTHBEARER: the token endpoint {self.token_url} answered without "
-                                    "an access_token", retriable=False)
+            raise BrokerUnavailable(
+                f"OAUTHBEARER: the token endpoint {self.token_url} answered without "
+                "an access_token",
+                retriable=False,
+            )
         return token, float(body.get("expires_in") or 3600)
 
     async def token(self) -> str:
@@ -193,27 +231,37 @@ def faust_credentials(settings: Settings) -> Any:
     if k.security_protocol == "SSL":
         return faust.SSLCredentials(ctx)
     if k.sasl_mechanism == "OAUTHBEARER":
-        provider = OAuthTokenProvider(k.sasl_oauth_token_url, k.sasl_oauth_client_id,
-                                      k.sasl_oauth_client_secret.reveal(), k.sasl_oauth_scope)
+        provider = OAuthTokenProvider(
+            k.sasl_oauth_token_url,
+            k.sasl_oauth_client_id,
+            k.sasl_oauth_client_secret.reveal(),
+            k.sasl_oauth_scope,
+        )
         return faust.OAuthCredentials(oauth_cb=provider, ssl_context=ctx)
-    return faust.SASLCredentials(username=k.sasl_username, password=k.sasl_password.reveal(), ssl_context=ctx,
-                                 mechanism=k.sasl_mechanism)
+    return faust.SASLCredentials(
+        username=k.sasl_username,
+        password=k.sasl_password.reveal(),
+        ssl_context=ctx,
+        mechanism=k.sasl_mechanism,
+    )
 
 
 def producer_config(settings: Settings, bootstrap: str, **extra: Any) -> dict[str, Any]:
     k = settings.kafka
     conf = kafka_config(settings, bootstrap, logger="streamflow.librdkafka.producer")
-    conf.update({
-        "linger.ms": k.linger_ms,
-        "enable.idempotence": True,
-        "acks": "all",
-        "batch.num.messages": 10000,
-        "queue.buffering.max.messages": 200_000,
-        "queue.buffering.max.kbytes": 262_144,
-        "message.max.bytes": max(k.max_message_bytes, 1_000_000) + 65_536,
-        "socket.connection.setup.timeout.ms": int(k.connect_timeout_s * 1000),
-        "message.timeout.ms": int(k.delivery_timeout_s * 1000),
-        "partitioner": "murmur2_random",  # the Java client's partitioner: same key -> same partition as other clients
-    })
+    conf.update(
+        {
+            "linger.ms": k.linger_ms,
+            "enable.idempotence": True,
+            "acks": "all",
+            "batch.num.messages": 10000,
+            "queue.buffering.max.messages": 200_000,
+            "queue.buffering.max.kbytes": 262_144,
+            "message.max.bytes": max(k.max_message_bytes, 1_000_000) + 65_536,
+            "socket.connection.setup.timeout.ms": int(k.connect_timeout_s * 1000),
+            "message.timeout.ms": int(k.delivery_timeout_s * 1000),
+            "partitioner": "murmur2_random",  # the Java client's partitioner: same key -> same partition as other clients
+        }
+    )
     conf.update(extra)
     return conf

@@ -33,11 +33,18 @@ log = logging.getLogger(__name__)
 # The broker refuses THIS message, and would refuse it again: the rest is about the broker or the
 # connection (unreachable, leader moving, timeouts, an idempotent producer's epoch bumped after a
 # timeout, authorisation while an operator fixes an ACL) and is retried until it passes.
-REFUSALS = frozenset({
-    KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_MSG_SIZE, KafkaError.RECORD_LIST_TOO_LARGE,
-    KafkaError.INVALID_RECORD, KafkaError.INVALID_MSG, KafkaError.INVALID_TIMESTAMP, KafkaError._BAD_MSG,
-    KafkaError._INVALID_ARG,
-})
+REFUSALS = frozenset(
+    {
+        KafkaError.MSG_SIZE_TOO_LARGE,
+        KafkaError.INVALID_MSG_SIZE,
+        KafkaError.RECORD_LIST_TOO_LARGE,
+        KafkaError.INVALID_RECORD,
+        KafkaError.INVALID_MSG,
+        KafkaError.INVALID_TIMESTAMP,
+        KafkaError._BAD_MSG,
+        KafkaError._INVALID_ARG,
+    }
+)
 
 
 def is_transient(err: KafkaError) -> bool:
@@ -62,8 +69,14 @@ DeadLetterFor = Callable[[OutMessage, KafkaError], OutMessage | None]
 OnRetry = Callable[[str, KafkaError, int], None]  # (topic, error, messages) for each retried topic
 
 
-async def deliver(producer: BatchProducer, messages: Sequence[OutMessage], *, backoff: Backoff,
-                  dead_letter_for: DeadLetterFor, on_retry: OnRetry) -> None:
+async def deliver(
+    producer: BatchProducer,
+    messages: Sequence[OutMessage],
+    *,
+    backoff: Backoff,
+    dead_letter_for: DeadLetterFor,
+    on_retry: OnRetry,
+) -> None:
     """Deliver ``messages``; returns once every one is acknowledged (or dead-lettered)."""
     loop = asyncio.get_running_loop()
     pending: Sequence[OutMessage] = messages
@@ -71,7 +84,9 @@ async def deliver(producer: BatchProducer, messages: Sequence[OutMessage], *, ba
     while pending:
         failures: list[Failure] = await producer.send(pending, loop)
         retry: list[OutMessage] = []
-        by_topic: dict[str, tuple[KafkaError, int]] = {}  # transient failures: an error and a count per topic
+        by_topic: dict[
+            str, tuple[KafkaError, int]
+        ] = {}  # transient failures: an error and a count per topic
         for message, err in failures:
             if is_transient(err):
                 retry.append(message)
@@ -79,16 +94,26 @@ async def deliver(producer: BatchProducer, messages: Sequence[OutMessage], *, ba
                 continue
             letter = dead_letter_for(message, err)
             if letter is None:
-                raise DeliveryError(f"{message.topic} refused a message ({err.str()}) that cannot be "
-                                    f"dead-lettered", retriable=False)
-            log.error("%s refused a message permanently (%s): dead-lettered", message.topic, err.str())
+                raise DeliveryError(
+                    f"{message.topic} refused a message ({err.str()}) that cannot be dead-lettered",
+                    retriable=False,
+                )
+            log.error(
+                "%s refused a message permanently (%s): dead-lettered", message.topic, err.str()
+            )
             retry.append(letter)  # sent with the next round, retried like any other message
         if by_topic:
             attempt += 1
             wait = backoff.delay(attempt)
             for topic, (err, n) in by_topic.items():
                 on_retry(topic, err, n)
-                log.warning("delivery to %s failed for %d message(s) (%s); retry %d in %.1f s",
-                            topic, n, err.str(), attempt, wait)
+                log.warning(
+                    "delivery to %s failed for %d message(s) (%s); retry %d in %.1f s",
+                    topic,
+                    n,
+                    err.str(),
+                    attempt,
+                    wait,
+                )
             await asyncio.sleep(wait)
         pending = retry

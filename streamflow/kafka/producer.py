@@ -25,9 +25,16 @@ Failure = tuple[OutMessage, KafkaError]  # a message the broker did not acknowle
 
 
 # The broker no longer takes this producer instance's messages: only a new instance helps.
-_UNUSABLE = frozenset({KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH, KafkaError._FENCED,
-                       KafkaError.UNKNOWN_PRODUCER_ID, KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER,
-                       KafkaError.INVALID_PRODUCER_ID_MAPPING})
+_UNUSABLE = frozenset(
+    {
+        KafkaError.PRODUCER_FENCED,
+        KafkaError.INVALID_PRODUCER_EPOCH,
+        KafkaError._FENCED,
+        KafkaError.UNKNOWN_PRODUCER_ID,
+        KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER,
+        KafkaError.INVALID_PRODUCER_ID_MAPPING,
+    }
+)
 
 
 class BatchProducer:
@@ -40,7 +47,9 @@ class BatchProducer:
         self._retired: tuple[Producer, ...] = ()  # replaced, still reporting their last deliveries
         self._on_delivered = on_delivered  # callable(topic, n_ok, n_failed), called on the loop
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll_loop, name="streamflow-producer-poll", daemon=True)
+        self._thread = threading.Thread(
+            target=self._poll_loop, name="streamflow-producer-poll", daemon=True
+        )
         self._thread.start()
 
     def _poll_loop(self) -> None:
@@ -59,11 +68,16 @@ class BatchProducer:
         if generation != self._generation:
             return
         log.warning("producer unusable (%s): starting a new producer instance", err.str())
-        self._retired = (*(p for p in self._retired if len(p)), self._producer)  # drop the finished ones
+        self._retired = (
+            *(p for p in self._retired if len(p)),
+            self._producer,
+        )  # drop the finished ones
         self._producer = Producer(self._conf)
         self._generation += 1
 
-    def send(self, messages: Sequence[OutMessage], loop: asyncio.AbstractEventLoop) -> asyncio.Future[list[Failure]]:
+    def send(
+        self, messages: Sequence[OutMessage], loop: asyncio.AbstractEventLoop
+    ) -> asyncio.Future[list[Failure]]:
         """Queue every message; the future resolves once the broker has answered for all of them,
         with the ones it did not acknowledge (empty: all delivered). See kafka/delivery.py."""
         fut: asyncio.Future[list[Failure]] = loop.create_future()
@@ -101,6 +115,7 @@ class BatchProducer:
                 pending[0] -= 1
                 if not pending[0]:
                     loop.call_soon_threadsafe(settle)
+
             return report
 
         produce = self._producer.produce
@@ -108,10 +123,18 @@ class BatchProducer:
             while True:
                 try:
                     if m.partition >= 0:
-                        produce(m.topic, m.value, m.key, partition=m.partition, headers=m.headers,  # type: ignore[arg-type]
-                                on_delivery=on_delivery(m))
+                        produce(
+                            m.topic,
+                            m.value,
+                            m.key,
+                            partition=m.partition,
+                            headers=m.headers,  # type: ignore[arg-type]
+                            on_delivery=on_delivery(m),
+                        )
                     else:
-                        produce(m.topic, m.value, m.key, headers=m.headers, on_delivery=on_delivery(m))  # type: ignore[arg-type]
+                        produce(
+                            m.topic, m.value, m.key, headers=m.headers, on_delivery=on_delivery(m)
+                        )  # type: ignore[arg-type]
                     break
                 except BufferError:
                     # Local queue full: the broker is slower than we produce. Waiting here (the
@@ -133,9 +156,16 @@ class BatchProducer:
         return left
 
 
-def produce_blocking(producer: Producer, topic: str, value: bytes | None,
-                     key: bytes | None = None, *, serve_callbacks: bool = True,
-                     wait_s: float = 0.05, **kwargs: Any) -> None:
+def produce_blocking(
+    producer: Producer,
+    topic: str,
+    value: bytes | None,
+    key: bytes | None = None,
+    *,
+    serve_callbacks: bool = True,
+    wait_s: float = 0.05,
+    **kwargs: Any,
+) -> None:
     """``producer.produce(topic, value, key, **kwargs)``, waiting while the local queue is full.
 
     librdkafka raises BufferError when its queue holds ``queue.buffering.max.messages``; waiting

@@ -39,7 +39,9 @@ class Chunk:
     partition: int
     records: list[Any]
     weight: int
-    shed: bool = False  # arrived while the queue was full under queue_policy "reject": dead-letter it
+    shed: bool = (
+        False  # arrived while the queue was full under queue_policy "reject": dead-letter it
+    )
 
     @property
     def last_offset(self) -> int:
@@ -49,8 +51,15 @@ class Chunk:
 class ChunkBuffer:
     """Bounded hand-off between the consumer's drain loop and the stage (backpressure by weight)."""
 
-    def __init__(self, batch_weight: int, weight: Callable[[Any], int], *, capacity_batches: int = 2,
-                 max_weight: int = 0, policy: str = "wait") -> None:
+    def __init__(
+        self,
+        batch_weight: int,
+        weight: Callable[[Any], int],
+        *,
+        capacity_batches: int = 2,
+        max_weight: int = 0,
+        policy: str = "wait",
+    ) -> None:
         self.batch_weight = batch_weight  # what the stage takes at once; chunks are cut to fit
         # The queue: buffered beyond this, fetching waits ("wait") or what arrives is shed ("reject").
         self.max_weight = max_weight or capacity_batches * batch_weight
@@ -188,8 +197,12 @@ class ChunkBuffer:
                 taken += w
                 self._total -= w
                 self._admitted -= w
-                self._chunks[0] = (arrived, Chunk(chunk.topic, chunk.partition, chunk.records[len(head):],
-                                                  chunk.weight - w))
+                self._chunks[0] = (
+                    arrived,
+                    Chunk(
+                        chunk.topic, chunk.partition, chunk.records[len(head) :], chunk.weight - w
+                    ),
+                )
             break
         self._drained.set()
         return out
@@ -204,10 +217,14 @@ class ChunkedApp(faust.App):
 class ChunkingConsumer(faust_aiokafka.Consumer):
     """faust's aiokafka consumer, delivering chunks to the app's ``chunk_buffer``."""
 
-    async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - exercised by integration tests
+    async def _drain_messages(
+        self, fetcher: Any
+    ) -> None:  # pragma: no cover - exercised by integration tests
         app = self.app
         if not isinstance(app, ChunkedApp):
-            raise TypeError("the streamflow:// transport needs a ChunkedApp (agents/app.py:make_app)")
+            raise TypeError(
+                "the streamflow:// transport needs a ChunkedApp (agents/app.py:make_app)"
+            )
         buffer = app.chunk_buffer
         consumer_should_stop = self._stopped.is_set
         fetcher_should_stop = fetcher._stopped.is_set
@@ -219,7 +236,11 @@ class ChunkingConsumer(faust_aiokafka.Consumer):
                     await asyncio.sleep(0)
                     continue
                 for tp, recs in records.items():
-                    if active is not None and tp not in active and tp not in self._buffered_partitions:
+                    if (
+                        active is not None
+                        and tp not in active
+                        and tp not in self._buffered_partitions
+                    ):
                         continue
                     # The next offset to hand over. faust's seek sets it to the committed offset (on
                     # assignment, restart, rebalance): that record has not been handed over yet.

@@ -40,7 +40,7 @@ def roc_auc(y_true: np.ndarray, score: np.ndarray) -> float:
         j = i
         while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
             j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
         i = j + 1
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     if n_pos == 0 or n_neg == 0:
@@ -72,8 +72,12 @@ def fit_stats(pipeline: Path, x_clean: np.ndarray) -> dict[str, dict[str, float]
         col = x_clean[:, j]
         if str(t.get("normalize", "zscore")).startswith("log1p"):
             col = np.log1p(col)
-        out[t["name"]] = {"mean": round(float(col.mean()), 6), "std": round(float(max(col.std(), 1e-6)), 6),
-                          "scale_min": round(float(col.min()), 6), "scale_max": round(float(col.max()), 6)}
+        out[t["name"]] = {
+            "mean": round(float(col.mean()), 6),
+            "std": round(float(max(col.std(), 1e-6)), 6),
+            "scale_min": round(float(col.min()), 6),
+            "scale_max": round(float(col.max()), 6),
+        }
     return out
 
 
@@ -88,7 +92,10 @@ def prepare(samples: list[Sample], specs: list[FeatureSpec]) -> tuple[np.ndarray
 class MLP:
     def __init__(self, n_in: int, rng: np.random.Generator) -> None:
         sizes = (n_in, *HIDDEN, 1)
-        self.w = [rng.normal(0, np.sqrt(2.0 / a), (a, b)) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
+        self.w = [
+            rng.normal(0, np.sqrt(2.0 / a), (a, b))
+            for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+        ]
         self.b = [np.zeros(b) for b in sizes[1:]]
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -100,8 +107,15 @@ class MLP:
             acts.append(h)
         return h[:, 0], acts
 
-    def fit(self, x: np.ndarray, y: np.ndarray, rng: np.random.Generator, epochs: int = 20, batch: int = 256,
-            lr: float = 2e-3) -> None:
+    def fit(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        rng: np.random.Generator,
+        epochs: int = 20,
+        batch: int = 256,
+        lr: float = 2e-3,
+    ) -> None:
         params = self.w + self.b
         m = [np.zeros_like(p) for p in params]
         v = [np.zeros_like(p) for p in params]
@@ -110,7 +124,7 @@ class MLP:
         for _ in range(epochs):
             order = rng.permutation(len(x))
             for start in range(0, len(x), batch):
-                idx = order[start:start + batch]
+                idx = order[start : start + batch]
                 xb, yb = x[idx], y[idx]
                 p, acts = self.forward(xb)
                 weight = np.where(yb > 0, pos_weight, 1.0)
@@ -136,37 +150,64 @@ def export_onnx(mlp: MLP, feature_names: list[str], path: Path) -> None:
     nodes, inits = [], []
     prev = "features"
     for i, (w, b) in enumerate(zip(mlp.w, mlp.b, strict=True)):
-        inits += [numpy_helper.from_array(w.astype(np.float32), f"w{i}"),
-                  numpy_helper.from_array(b.astype(np.float32), f"b{i}")]
+        inits += [
+            numpy_helper.from_array(w.astype(np.float32), f"w{i}"),
+            numpy_helper.from_array(b.astype(np.float32), f"b{i}"),
+        ]
         out = f"z{i}"
         nodes.append(helper.make_node("Gemm", [prev, f"w{i}", f"b{i}"], [out], name=f"dense{i}"))
         act = f"h{i}" if i < len(mlp.w) - 1 else "score"
-        nodes.append(helper.make_node("Relu" if i < len(mlp.w) - 1 else "Sigmoid", [out], [act], name=f"act{i}"))
+        nodes.append(
+            helper.make_node(
+                "Relu" if i < len(mlp.w) - 1 else "Sigmoid", [out], [act], name=f"act{i}"
+            )
+        )
         prev = act
     graph = helper.make_graph(
-        nodes, MODEL_NAME,
-        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", len(feature_names)])],
+        nodes,
+        MODEL_NAME,
+        [
+            helper.make_tensor_value_info(
+                "features", TensorProto.FLOAT, ["batch", len(feature_names)]
+            )
+        ],
         [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch", 1])],
         initializer=inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="streamflow")
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="streamflow"
+    )
     model.ir_version = 8
-    helper.set_model_props(model, {"name": MODEL_NAME, "version": MODEL_VERSION, "features": ",".join(feature_names)})
+    helper.set_model_props(
+        model, {"name": MODEL_NAME, "version": MODEL_VERSION, "features": ",".join(feature_names)}
+    )
     onnx.checker.check_model(model)
     path.write_bytes(model.SerializeToString())
 
 
-def train(pipeline: str = "pipelines/telemetry.toml", out_dir: str = "models/telemetry-anomaly", seed: int = 7,
-          n_train: int = 60_000, n_test: int = 40_000) -> dict[str, Any]:
+def train(
+    pipeline: str = "pipelines/telemetry.toml",
+    out_dir: str = "models/telemetry-anomaly",
+    seed: int = 7,
+    n_train: int = 60_000,
+    n_test: int = 40_000,
+) -> dict[str, Any]:
     t0 = time.perf_counter()
     pipe, out = Path(pipeline), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     # Readings every 5 s of simulated time: the training set spans several daily cycles.
-    train_set = TelemetryGenerator(seed=seed, anomaly_rate=0.05, malformed_rate=0.0).sample(n_train, interval_ms=5000)
-    test_set = TelemetryGenerator(seed=seed + 1000, anomaly_rate=0.05, malformed_rate=0.0).sample(n_test, interval_ms=5000)
+    train_set = TelemetryGenerator(seed=seed, anomaly_rate=0.05, malformed_rate=0.0).sample(
+        n_train, interval_ms=5000
+    )
+    test_set = TelemetryGenerator(seed=seed + 1000, anomaly_rate=0.05, malformed_rate=0.0).sample(
+        n_test, interval_ms=5000
+    )
 
-    no_stats = _specs(pipe, {k: {"mean": 0.0, "std": 1.0, "scale_min": 0.0, "scale_max": 1.0} for k in MEASUREMENTS})
+    no_stats = _specs(
+        pipe,
+        {k: {"mean": 0.0, "std": 1.0, "scale_min": 0.0, "scale_max": 1.0} for k in MEASUREMENTS},
+    )
     names = [f.name for f in no_stats]
     values, missing = _matrix(train_set, names)
     cleaned = clean(values, missing, CleanRules.from_features(no_stats))
@@ -183,19 +224,34 @@ def train(pipeline: str = "pipelines/telemetry.toml", out_dir: str = "models/tel
     y_te = np.array([s.anomaly for s in test_set])[ok_te]
     p_te, _ = mlp.forward(x_te[ok_te].astype(np.float64))
     kinds = np.array([s.anomaly_kind or "" for s in test_set])[ok_te]
-    per_kind = {k: round(roc_auc(np.concatenate([np.zeros((~y_te).sum(), bool), np.ones((kinds == k).sum(), bool)]),
-                                 np.concatenate([p_te[~y_te], p_te[kinds == k]])), 4)
-                for k in sorted(set(kinds.tolist()) - {""})}
+    per_kind = {
+        k: round(
+            roc_auc(
+                np.concatenate([np.zeros((~y_te).sum(), bool), np.ones((kinds == k).sum(), bool)]),
+                np.concatenate([p_te[~y_te], p_te[kinds == k]]),
+            ),
+            4,
+        )
+        for k in sorted(set(kinds.tolist()) - {""})
+    }
     metrics = {
         "auc": round(roc_auc(y_te, p_te), 4),
         "auc_by_kind": per_kind,
         "mean_score_normal": round(float(p_te[~y_te].mean()), 4),
         "mean_score_anomaly": round(float(p_te[y_te].mean()), 4),
-        "n_train": int(ok_tr.sum()), "n_test": int(ok_te.sum()), "seed": seed,
+        "n_train": int(ok_tr.sum()),
+        "n_test": int(ok_te.sum()),
+        "seed": seed,
         "anomaly_rate_train": 0.05,
     }
-    (out / "stats.json").write_text(json.dumps({"features": stats, "model": {"name": MODEL_NAME,
-                                    "version": MODEL_VERSION, **metrics}}, indent=2, sort_keys=True) + "\n")
+    (out / "stats.json").write_text(
+        json.dumps(
+            {"features": stats, "model": {"name": MODEL_NAME, "version": MODEL_VERSION, **metrics}},
+            indent=2,
+            sort_keys=True,
+        )
+        + "\n"
+    )
     export_onnx(mlp, names, out / "model.onnx")
     _check_against_ort(out / "model.onnx", mlp, x_te[ok_te][:2000])
     metrics["seconds"] = round(time.perf_counter() - t0, 1)
@@ -209,7 +265,9 @@ def _check_against_ort(path: Path, mlp: MLP, x: np.ndarray) -> None:
     got = sess.run(None, {"features": x.astype(np.float32)})[0][:, 0]
     want, _ = mlp.forward(x.astype(np.float32).astype(np.float64))
     if not np.allclose(got, want, atol=1e-5):
-        raise SystemExit(f"exported model differs from the numpy forward pass by {np.abs(got - want).max()}")
+        raise SystemExit(
+            f"exported model differs from the numpy forward pass by {np.abs(got - want).max()}"
+        )
 
 
 def main() -> None:
@@ -219,10 +277,14 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=7)
     a = p.parse_args()
     m = train(a.pipeline, a.out, a.seed)
-    print(f"held-out AUC {m['auc']:.4f} ({m['n_test']} readings); by kind: "
-          + ", ".join(f"{k} {v:.4f}" for k, v in m["auc_by_kind"].items()))
-    print(f"mean score: normal {m['mean_score_normal']:.4f}, anomalous {m['mean_score_anomaly']:.4f}; "
-          f"trained in {m['seconds']} s; wrote {a.out}/model.onnx and stats.json")
+    print(
+        f"held-out AUC {m['auc']:.4f} ({m['n_test']} readings); by kind: "
+        + ", ".join(f"{k} {v:.4f}" for k, v in m["auc_by_kind"].items())
+    )
+    print(
+        f"mean score: normal {m['mean_score_normal']:.4f}, anomalous {m['mean_score_anomaly']:.4f}; "
+        f"trained in {m['seconds']} s; wrote {a.out}/model.onnx and stats.json"
+    )
 
 
 if __name__ == "__main__":

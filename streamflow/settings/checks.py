@@ -34,9 +34,11 @@ def check(s: Settings) -> list[str]:
     if lim.max_message_bytes > s.kafka.max_message_bytes:
         # Accepted records travel on in internal batches and dead letters: our producer must
         # take them.
-        p.append(f"limits.max_message_bytes: {lim.max_message_bytes} is more than "
-                 f"kafka.max_message_bytes {s.kafka.max_message_bytes}, the largest message "
-                 "streamflow produces (raise both)")
+        p.append(
+            f"limits.max_message_bytes: {lim.max_message_bytes} is more than "
+            f"kafka.max_message_bytes {s.kafka.max_message_bytes}, the largest message "
+            "streamflow produces (raise both)"
+        )
     p.extend(settings_problems(s))  # the model kind's own keys (inference/kinds/)
     for key in ("input.schema", "output.schema", "model.path"):
         section, _, attr = key.partition(".")
@@ -50,8 +52,10 @@ def check(s: Settings) -> list[str]:
     if not s.model.outputs:
         p.append("model.outputs: name at least one output")
     if s.model.watch_interval_s < 0:
-        p.append("model.watch_interval_s: must be >= 0 (0 turns hot swap off), "
-                 f"got {s.model.watch_interval_s}")
+        p.append(
+            "model.watch_interval_s: must be >= 0 (0 turns hot swap off), "
+            f"got {s.model.watch_interval_s}"
+        )
     sha = s.model.sha256
     if sha and (len(sha) != 64 or not all(c in "0123456789abcdef" for c in sha.lower())):
         p.append("model.sha256: expected 64 hexadecimal digits")
@@ -61,11 +65,14 @@ def check(s: Settings) -> list[str]:
     if b.clean_max_batch < 1:
         p.append(f"batching.clean_max_batch: must be >= 1, got {b.clean_max_batch}")
     if any(not 1 <= n <= b.max_batch for n in b.preferred_batch_sizes):
-        p.append("batching.preferred_batch_sizes: each must be within 1..batching.max_batch "
-                 f"({b.max_batch}), got {list(b.preferred_batch_sizes)}")
+        p.append(
+            "batching.preferred_batch_sizes: each must be within 1..batching.max_batch "
+            f"({b.max_batch}), got {list(b.preferred_batch_sizes)}"
+        )
     if b.max_queue_records < 0:
-        p.append("batching.max_queue_records: must be >= 0 (0: two batches), "
-                 f"got {b.max_queue_records}")
+        p.append(
+            f"batching.max_queue_records: must be >= 0 (0: two batches), got {b.max_queue_records}"
+        )
     if b.max_in_flight < 1:
         p.append(f"batching.max_in_flight: must be >= 1, got {b.max_in_flight}")
     if not 0.0 <= b.max_delay_ms <= 60_000:
@@ -79,8 +86,9 @@ def check(s: Settings) -> list[str]:
     if not 0 < s.metrics.port < 65536:
         p.append(f"metrics.port: must be within 1..65535, got {s.metrics.port}")
     if not 0 <= s.collector.port < 65536:
-        p.append("collector.port: must be within 0..65535 (0: any free port), "
-                 f"got {s.collector.port}")
+        p.append(
+            f"collector.port: must be within 0..65535 (0: any free port), got {s.collector.port}"
+        )
     if s.collector.max_body_bytes < 1:
         p.append(f"collector.max_body_bytes: must be >= 1, got {s.collector.max_body_bytes}")
     if s.kafka.session_timeout_s <= s.kafka.heartbeat_interval_s:
@@ -92,8 +100,9 @@ def check(s: Settings) -> list[str]:
     if not s.slo.p99_latency_ms > 0:
         p.append(f"slo.p99_latency_ms: must be > 0, got {s.slo.p99_latency_ms}")
     if not 0 < s.slo.max_dead_letter_ratio <= 1:
-        p.append("slo.max_dead_letter_ratio: must be within (0, 1], "
-                 f"got {s.slo.max_dead_letter_ratio}")
+        p.append(
+            f"slo.max_dead_letter_ratio: must be within (0, 1], got {s.slo.max_dead_letter_ratio}"
+        )
     if not s.slo.max_lag_seconds > 0:
         p.append(f"slo.max_lag_seconds: must be > 0, got {s.slo.max_lag_seconds}")
     if s.kafka.fetch_max_wait_ms < 0:
@@ -110,8 +119,9 @@ def check(s: Settings) -> list[str]:
         if f.min is not None and f.max is not None and not f.min < f.max:
             p.append(f"{where}: min must be < max")
         if not f.required and f.default is None:
-            p.append(f"{where}.default: an optional feature needs a default "
-                     "(or set required = true)")
+            p.append(
+                f"{where}.default: an optional feature needs a default (or set required = true)"
+            )
         if f.default is not None and not math.isfinite(f.default):
             p.append(f"{where}.default: must be a finite number")
         steps = f.normalize
@@ -126,8 +136,9 @@ def check(s: Settings) -> list[str]:
                 p.append(f"{where}.std: must be > 0")
         if "minmax" in steps:
             if f.scale_min is None or f.scale_max is None:
-                p.append(f"{where}: minmax needs scale_min and scale_max "
-                         "(inline or in model.stats)")
+                p.append(
+                    f"{where}: minmax needs scale_min and scale_max (inline or in model.stats)"
+                )
             elif not f.scale_min < f.scale_max:
                 p.append(f"{where}: scale_min must be < scale_max")
         if sum(st in ("zscore", "minmax") for st in steps) > 1:
@@ -147,12 +158,16 @@ def check_kafka_security(k: KafkaSettings) -> list[str]:
     proto = k.security_protocol
     sasl, tls = proto.startswith("SASL_"), proto.endswith("SSL")
     if sasl and not k.sasl_mechanism:
-        p.append(f"kafka.sasl_mechanism: kafka.security_protocol = {proto} needs a mechanism "
-                 f"({', '.join(SASL_MECHANISMS)})")
+        p.append(
+            f"kafka.sasl_mechanism: kafka.security_protocol = {proto} needs a mechanism "
+            f"({', '.join(SASL_MECHANISMS)})"
+        )
     elif k.sasl_mechanism and not sasl:
-        p.append(f"kafka.sasl_mechanism: {k.sasl_mechanism} is set but "
-                 f"kafka.security_protocol = {proto} does not use SASL "
-                 "(SASL_PLAINTEXT or SASL_SSL)")
+        p.append(
+            f"kafka.sasl_mechanism: {k.sasl_mechanism} is set but "
+            f"kafka.security_protocol = {proto} does not use SASL "
+            "(SASL_PLAINTEXT or SASL_SSL)"
+        )
     elif sasl and k.sasl_mechanism == "OAUTHBEARER":
         for key in ("sasl_oauth_token_url", "sasl_oauth_client_id", "sasl_oauth_client_secret"):
             if not getattr(k, key):
@@ -169,13 +184,16 @@ def check_kafka_security(k: KafkaSettings) -> list[str]:
         if not path:
             continue
         if not tls:
-            p.append(f"kafka.{key}: is set but kafka.security_protocol = {proto} does not use "
-                     "TLS (SSL or SASL_SSL)")
+            p.append(
+                f"kafka.{key}: is set but kafka.security_protocol = {proto} does not use "
+                "TLS (SSL or SASL_SSL)"
+            )
         elif not Path(path).is_file():
             p.append(f"kafka.{key}: file not found: {path}")
     if k.ssl_keyfile and not k.ssl_certfile:
-        p.append("kafka.ssl_keyfile: needs kafka.ssl_certfile "
-                 "(the client certificate it belongs to)")
+        p.append(
+            "kafka.ssl_keyfile: needs kafka.ssl_certfile (the client certificate it belongs to)"
+        )
     return p
 
 

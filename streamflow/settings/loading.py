@@ -62,8 +62,12 @@ def _either(words: list[str]) -> str:
 def _not_a_choice(value: Any, choices: tuple[Any, ...], where: str, wording: str) -> str:
     named = [str(c) for c in choices if c != ""]
     listed = ", ".join(named) + (" (or empty)" if "" in choices else "")
-    text = wording.format(got=repr(value), listed=listed, either=_either(named),
-                          quoted=_either([repr(c) for c in named]))
+    text = wording.format(
+        got=repr(value),
+        listed=listed,
+        either=_either(named),
+        quoted=_either([repr(c) for c in named]),
+    )
     return f"{where}: {text}"
 
 
@@ -97,16 +101,27 @@ def _coerce(value: Any, tp: Any, where: str, wording: str | None = None) -> Any:
             raise ValueError(f"{where}: expected a list of strings, got {value!r}")
         if typing.get_origin(item) is Literal:
             choices = typing.get_args(item)
-            bad = [_not_a_choice(v, choices, where, wording or _EACH_ONE_OF)
-                   for v in value if v not in choices]
+            bad = [
+                _not_a_choice(v, choices, where, wording or _EACH_ONE_OF)
+                for v in value
+                if v not in choices
+            ]
             if bad:
                 raise ValueError(*bad)
         return tuple(value)
     if base is bool:
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on",
-                                                        "0", "false", "no", "off"):
+        if isinstance(value, str) and value.lower() in (
+            "1",
+            "true",
+            "yes",
+            "on",
+            "0",
+            "false",
+            "no",
+            "off",
+        ):
             return value.lower() in ("1", "true", "yes", "on")
         raise ValueError(f"{where}: expected true or false, got {value!r}")
     if base is int:
@@ -239,8 +254,9 @@ def collect_settings(
 
     name = layered.pop("name", None)
     if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
-        problems.append(f"name: expected the pipeline's name (letters, digits, - and _), "
-                        f"got {name!r}")
+        problems.append(
+            f"name: expected the pipeline's name (letters, digits, - and _), got {name!r}"
+        )
         name = "invalid"
     feature_tables = layered.pop("features", [])
     label_table = layered.pop("labels", {})
@@ -251,19 +267,25 @@ def collect_settings(
         if not isinstance(data, dict):
             problems.append(f"{section}: expected a table")
             data = {}
-        data = {k: _resolve(path, v) if (section, k) in PATH_KEYS and isinstance(v, str) and v
-                else v for k, v in data.items()}
+        data = {
+            k: _resolve(path, v) if (section, k) in PATH_KEYS and isinstance(v, str) and v else v
+            for k, v in data.items()
+        }
         sections[section] = _build(cls, data, section, problems, rejected) or cls()
     for key in layered:
         problems.append(_unknown(key, ["name", "features", "labels", *SECTIONS], key))
 
     stats = _load_stats(sections["model"].stats, problems)
     text = sections["model"].kind == "text-embedding"
-    features = ([] if text and not feature_tables
-                else _build_features(feature_tables, stats, problems, rejected))
+    features = (
+        []
+        if text and not feature_tables
+        else _build_features(feature_tables, stats, problems, rejected)
+    )
     labels = _build_labels(label_table, problems)
-    settings = Settings(name=name, source=source, features=tuple(features), labels=labels,
-                        **sections)
+    settings = Settings(
+        name=name, source=source, features=tuple(features), labels=labels, **sections
+    )
     problems.extend(p for p in check(settings) if not _mentions(p, rejected))
     return settings, problems
 
@@ -305,8 +327,11 @@ def _build_labels(table: Any, problems: list[str]) -> tuple[tuple[str, tuple[str
         return ()
     out = []
     for name, examples in table.items():
-        if not isinstance(examples, list) or not examples or \
-                not all(isinstance(e, str) and e.strip() for e in examples):
+        if (
+            not isinstance(examples, list)
+            or not examples
+            or not all(isinstance(e, str) and e.strip() for e in examples)
+        ):
             problems.append(f"labels.{name}: expected a non-empty list of non-empty example texts")
             continue
         out.append((name, tuple(examples)))

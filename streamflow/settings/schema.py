@@ -286,14 +286,20 @@ SECTIONS: dict[str, type] = {
 }
 # Paths, resolved against the pipeline file's folder when relative.
 PATH_KEYS = {
-    ("input", "schema"), ("output", "schema"), ("model", "path"), ("model", "stats"),
-    ("model", "tokenizer"), ("kafka", "ssl_cafile"), ("kafka", "ssl_certfile"),
+    ("input", "schema"),
+    ("output", "schema"),
+    ("model", "path"),
+    ("model", "stats"),
+    ("model", "tokenizer"),
+    ("kafka", "ssl_cafile"),
+    ("kafka", "ssl_certfile"),
     ("kafka", "ssl_keyfile"),
 }
 
 
 def with_overrides(settings: Settings, **sections: Mapping[str, Any]) -> Settings:
     """A copy with some section fields replaced (for tests and the embedded broker address)."""
-    changes = {name: replace(getattr(settings, name), **values)
-               for name, values in sections.items()}
+    changes = {
+        name: replace(getattr(settings, name), **values) for name, values in sections.items()
+    }
     return replace(settings, **changes)

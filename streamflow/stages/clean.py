@@ -57,10 +57,15 @@ class CleanRules:
         )
 
 
-def _first_reason(bad: np.ndarray, x: np.ndarray, names: Sequence[str], what: str, rows: np.ndarray) -> dict[int, str]:
+def _first_reason(
+    bad: np.ndarray, x: np.ndarray, names: Sequence[str], what: str, rows: np.ndarray
+) -> dict[int, str]:
     """For each row in ``rows``, a reason naming the first bad column."""
     cols = bad[rows].argmax(axis=1)
-    return {int(r): what.format(name=names[c], value=x[r, c]) for r, c in zip(rows.tolist(), cols.tolist(), strict=True)}
+    return {
+        int(r): what.format(name=names[c], value=x[r, c])
+        for r, c in zip(rows.tolist(), cols.tolist(), strict=True)
+    }
 
 
 def clean(values: np.ndarray, missing: np.ndarray, rules: CleanRules) -> StageResult:
@@ -80,13 +85,17 @@ def clean(values: np.ndarray, missing: np.ndarray, rules: CleanRules) -> StageRe
 
     miss_req = missing & rules.required
     rows = np.flatnonzero(miss_req.any(axis=1))
-    reject(_first_reason(miss_req, x, rules.names, "missing required field {name}", rows),
-           ReasonCode.MISSING_REQUIRED)
+    reject(
+        _first_reason(miss_req, x, rules.names, "missing required field {name}", rows),
+        ReasonCode.MISSING_REQUIRED,
+    )
 
     nonfinite = ~missing & ~np.isfinite(values)
     rows = np.flatnonzero(nonfinite.any(axis=1))
-    reject(_first_reason(nonfinite, values, rules.names, "{name}: non-finite value {value}", rows),
-           ReasonCode.NON_FINITE)
+    reject(
+        _first_reason(nonfinite, values, rules.names, "{name}: non-finite value {value}", rows),
+        ReasonCode.NON_FINITE,
+    )
 
     with np.errstate(invalid="ignore"):
         not_int = rules.integer & ~missing & np.isfinite(values) & (values != np.round(values))
@@ -98,7 +107,9 @@ def clean(values: np.ndarray, missing: np.ndarray, rules: CleanRules) -> StageRe
     hard = out & ~rules.clip
     rows = np.flatnonzero(hard.any(axis=1))
     ranges: dict[int, str] = {}
-    for r, why in _first_reason(hard, x, rules.names, "{name}: value {value} out of range", rows).items():
+    for r, why in _first_reason(
+        hard, x, rules.names, "{name}: value {value} out of range", rows
+    ).items():
         c = int(np.flatnonzero(hard[r])[0])
         ranges[r] = f"{why} [{rules.lo[c]:g}, {rules.hi[c]:g}]"
     reject(ranges, ReasonCode.OUT_OF_RANGE)
@@ -109,5 +120,9 @@ def clean(values: np.ndarray, missing: np.ndarray, rules: CleanRules) -> StageRe
         ok[list(reasons)] = False
     x[~ok] = 0.0
     found = [reasons.get(i) for i in range(n)]
-    return StageResult(x.astype(np.float32), ok, [f[0] if f else None for f in found],
-                       [f[1] if f else None for f in found])
+    return StageResult(
+        x.astype(np.float32),
+        ok,
+        [f[0] if f else None for f in found],
+        [f[1] if f else None for f in found],
+    )

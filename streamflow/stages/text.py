@@ -15,8 +15,9 @@ from streamflow.records import ReasonCode
 from streamflow.stages.tokenizer import Buckets, TextTokenizer, bucket_by_length, pad
 
 
-def clean_texts(texts: Sequence[object], field: str,
-                max_length: int) -> tuple[np.ndarray, list[str | None], list[ReasonCode | None]]:
+def clean_texts(
+    texts: Sequence[object], field: str, max_length: int
+) -> tuple[np.ndarray, list[str | None], list[ReasonCode | None]]:
     """(mask of usable texts, reason per rejected row, its code).
 
     A usable text is present, a string, encodable as UTF-8 (no lone surrogates), not only
@@ -59,7 +60,9 @@ class TokenBuckets:
     fed_unbucketed: int  # tokens with padding if the whole batch were one group
 
 
-def tokenize_buckets(texts: Sequence[str], tok: TextTokenizer, max_rows: int, max_tokens: int | None = None) -> TokenBuckets:
+def tokenize_buckets(
+    texts: Sequence[str], tok: TextTokenizer, max_rows: int, max_tokens: int | None = None
+) -> TokenBuckets:
     """Tokenize, bucket by token length (``bucket_by_length``: at most ``max_rows`` texts and
     ``max_tokens`` padded tokens per bucket), pad each bucket to its longest.
 
@@ -69,5 +72,11 @@ def tokenize_buckets(texts: Sequence[str], tok: TextTokenizer, max_rows: int, ma
     b: Buckets = bucket_by_length(lengths, max_rows=max_rows, max_tokens=max_tokens)
     ids = [pad([seqs[i] for i in g.tolist()], tok.pad_id)[0].astype(np.float32) for g in b.groups]
     fed = sum(m.size for m in ids)
-    return TokenBuckets(b.groups, ids, tok.pad_id, int(lengths.sum()), fed,
-                        int(lengths.max(initial=0)) * len(lengths))
+    return TokenBuckets(
+        b.groups,
+        ids,
+        tok.pad_id,
+        int(lengths.sum()),
+        fed,
+        int(lengths.max(initial=0)) * len(lengths),
+    )

@@ -23,7 +23,9 @@ def _tokenizers() -> Any:
     try:
         import tokenizers
     except ImportError:
-        raise ConfigError("the text pipeline needs Hugging Face's tokenizer: pip install 'streamflow[text]'") from None
+        raise ConfigError(
+            "the text pipeline needs Hugging Face's tokenizer: pip install 'streamflow[text]'"
+        ) from None
     return tokenizers
 
 
@@ -33,8 +35,8 @@ def pad(sequences: Sequence[np.ndarray], pad_id: int = 0) -> tuple[np.ndarray, n
     ids = np.full((len(sequences), width), pad_id, dtype=np.int64)
     mask = np.zeros((len(sequences), width), dtype=np.int64)
     for row, seq in enumerate(sequences):
-        ids[row, :len(seq)] = seq
-        mask[row, :len(seq)] = 1
+        ids[row, : len(seq)] = seq
+        mask[row, : len(seq)] = 1
     return ids, mask
 
 
@@ -43,7 +45,9 @@ class TextTokenizer:
 
     def __init__(self, path: str | Path, max_length: int = 256) -> None:
         if max_length < 2:
-            raise ConfigError(f"max_length: {max_length} leaves no room for a token between [CLS] and [SEP]")
+            raise ConfigError(
+                f"max_length: {max_length} leaves no room for a token between [CLS] and [SEP]"
+            )
         try:
             tok = _tokenizers().Tokenizer.from_file(str(path))
         except Exception as exc:  # tokenizers raises plain Exception for a missing or bad file
@@ -88,7 +92,9 @@ class Buckets:
     unbucketed_waste: float  # the same with the whole batch padded to its longest
 
 
-def bucket_by_length(lengths: np.ndarray, max_rows: int = 64, max_tokens: int | None = None) -> Buckets:
+def bucket_by_length(
+    lengths: np.ndarray, max_rows: int = 64, max_tokens: int | None = None
+) -> Buckets:
     """Group rows of similar token length so each group pads little.
 
     Sorts by length and cuts consecutive runs of at most ``max_rows`` rows and, when given,
@@ -107,7 +113,9 @@ def bucket_by_length(lengths: np.ndarray, max_rows: int = 64, max_tokens: int | 
         longest = int(lengths[order[end - 1]])
         last = end == len(order)
         next_len = 0 if last else int(lengths[order[end]])
-        full = rows == max_rows or (max_tokens is not None and (rows + 1) * max(longest, next_len) > max_tokens)
+        full = rows == max_rows or (
+            max_tokens is not None and (rows + 1) * max(longest, next_len) > max_tokens
+        )
         if last or full:
             groups.append(order[start:end])
             start = end

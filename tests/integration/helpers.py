@@ -29,12 +29,26 @@ class Msg:
     timestamp_ms: int
 
 
-def read_topic(bootstrap: str, topic: str, *, until: int | None = None, timeout_s: float = 60.0,
-               idle_s: float = 2.0, conf: dict[str, Any] | None = None) -> list[Msg]:
+def read_topic(
+    bootstrap: str,
+    topic: str,
+    *,
+    until: int | None = None,
+    timeout_s: float = 60.0,
+    idle_s: float = 2.0,
+    conf: dict[str, Any] | None = None,
+) -> list[Msg]:
     """Every message of ``topic`` from the beginning; stops at ``until`` messages or after ``idle_s`` of silence.
     ``conf``: more client settings (TLS, SASL)."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-{uuid.uuid4().hex[:8]}",
-                  "enable.auto.commit": False, "fetch.wait.max.ms": 20, **(conf or {})})
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"test-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 20,
+            **(conf or {}),
+        }
+    )
     md = c.list_topics(topic, timeout=10).topics[topic]
     c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in md.partitions])
     out: list[Msg] = []
@@ -46,8 +60,17 @@ def read_topic(bootstrap: str, topic: str, *, until: int | None = None, timeout_
             for m in batch:
                 if m.error():
                     continue
-                out.append(Msg(m.topic(), m.partition(), m.offset(), m.key(), m.value() or b"",
-                               dict(m.headers() or []), m.timestamp()[1]))
+                out.append(
+                    Msg(
+                        m.topic(),
+                        m.partition(),
+                        m.offset(),
+                        m.key(),
+                        m.value() or b"",
+                        dict(m.headers() or []),
+                        m.timestamp()[1],
+                    )
+                )
             if batch:
                 last = time.monotonic()
             if until is not None and len(out) >= until:
@@ -71,12 +94,19 @@ def wait_for(predicate, timeout_s: float = 60.0, interval_s: float = 0.2):  # ty
 
 def argv_for(overrides: Mapping[str, str], pipeline: Path = PIPELINE) -> list[str]:
     """The command-line settings a stage process needs to read the same settings as the test."""
-    return ["--pipeline", str(pipeline), *[a for k, v in overrides.items() for a in ("--set", f"{k}={v}")]]
+    return [
+        "--pipeline",
+        str(pipeline),
+        *[a for k, v in overrides.items() for a in ("--set", f"{k}={v}")],
+    ]
 
 
 @contextmanager
-def running_pipeline(overrides: Mapping[str, str], pipeline: Path = PIPELINE,
-                     environ: Mapping[str, str] | None = None) -> Iterator[tuple[Settings, LocalPipeline]]:
+def running_pipeline(
+    overrides: Mapping[str, str],
+    pipeline: Path = PIPELINE,
+    environ: Mapping[str, str] | None = None,
+) -> Iterator[tuple[Settings, LocalPipeline]]:
     """The pipeline's stage processes (``LocalPipeline``) with ``overrides``, consuming, stopped after."""
     settings = load_settings(pipeline, overrides, environ=environ)
     pipe = LocalPipeline(settings, argv_for(overrides, pipeline))

@@ -59,7 +59,9 @@ class StallingProxy:
         asyncio.set_event_loop(self.loop)
         self._released = asyncio.Event()
         self._released.set()
-        server = self.loop.run_until_complete(asyncio.start_server(self._client, "127.0.0.1", self.port))
+        server = self.loop.run_until_complete(
+            asyncio.start_server(self._client, "127.0.0.1", self.port)
+        )
         self._ready.set()
         try:
             self.loop.run_forever()
@@ -75,7 +77,7 @@ class StallingProxy:
                 frame = await reader.readexactly(struct.unpack(">i", head)[0])
                 api_key = struct.unpack(">h", frame[:2])[0]
                 id_len = struct.unpack(">h", frame[8:10])[0]
-                client_id = frame[10:10 + id_len].decode(errors="replace") if id_len > 0 else ""
+                client_id = frame[10 : 10 + id_len].decode(errors="replace") if id_len > 0 else ""
                 while api_key == PRODUCE and client_id in self.held:
                     assert self._released is not None
                     await self._released.wait()

@@ -33,11 +33,17 @@ def rss_mb(pid: int) -> float:
     raise AssertionError(f"no VmRSS for {pid}")
 
 
-def test_a_stalled_sink_keeps_the_worker_memory_bounded(pipeline_overrides: dict[str, str], tmp_path: Path) -> None:
+def test_a_stalled_sink_keeps_the_worker_memory_bounded(
+    pipeline_overrides: dict[str, str], tmp_path: Path
+) -> None:
     with broker_behind_proxy(str(tmp_path / "broker.log")) as (broker, proxy):
         bootstrap = broker.advertise
-        overrides = {**pipeline_overrides, "kafka.bootstrap": bootstrap, "runtime.topology": "stages",
-                     "kafka.delivery_timeout_s": "300"}  # the stall is shorter: no retries, just waiting
+        overrides = {
+            **pipeline_overrides,
+            "kafka.bootstrap": bootstrap,
+            "runtime.topology": "stages",
+            "kafka.delivery_timeout_s": "300",
+        }  # the stall is shorter: no retries, just waiting
         with running_pipeline(overrides) as (settings, pipe):
             try:
                 assert pipe.stages is not None
@@ -54,9 +60,11 @@ def test_a_stalled_sink_keeps_the_worker_memory_bounded(pipeline_overrides: dict
                 during = len(sources(bootstrap, t.scored))
                 half = len(samples) // 2
                 peak, growth = max(samples), max(samples[half:]) - max(samples[:half])
-                print(f"\nstalled sink {STALL_S:.0f} s with {N} records waiting: inference RSS "
-                      f"{samples[0]:.0f} -> peak {peak:.0f} MB (bound {RSS_BOUND_MB:.0f}), second-half growth "
-                      f"{growth:+.1f} MB; {during} results out during the stall")
+                print(
+                    f"\nstalled sink {STALL_S:.0f} s with {N} records waiting: inference RSS "
+                    f"{samples[0]:.0f} -> peak {peak:.0f} MB (bound {RSS_BOUND_MB:.0f}), second-half growth "
+                    f"{growth:+.1f} MB; {during} results out during the stall"
+                )
                 assert during < N // 10, "the sink was not stalled"
                 assert not pipe.stages.dead()
                 assert peak < RSS_BOUND_MB
@@ -68,6 +76,8 @@ def test_a_stalled_sink_keeps_the_worker_memory_bounded(pipeline_overrides: dict
                     scored, dead = sources(bootstrap, t.scored), sources(bootstrap, t.dlq)
                     return (scored, dead) if len(set(scored) | set(dead)) >= N else None
 
-                assert wait_for(all_out, timeout_s=180, interval_s=2), f"records missing; logs in {pipe.log_dir}"
+                assert wait_for(all_out, timeout_s=180, interval_s=2), (
+                    f"records missing; logs in {pipe.log_dir}"
+                )
             finally:
                 proxy.release()  # before the stages stop: they drain against it

@@ -30,14 +30,18 @@ RATE = 2500  # records/s: 40 s of input, room for at least three kills and resta
 COMMIT_ROUND_TRIP_S = 1.0  # a commit's own latency, and a batch's time between stages, on 2 cores
 
 
-def test_stage_processes_killed_at_random_lose_nothing(pipeline_overrides: dict[str, str], bootstrap: str) -> None:
+def test_stage_processes_killed_at_random_lose_nothing(
+    pipeline_overrides: dict[str, str], bootstrap: str
+) -> None:
     seed = int(os.environ.get("STREAMFLOW_CHAOS_SEED", random.randrange(1 << 30)))
     rng = random.Random(seed)
     with running_pipeline({**pipeline_overrides, "runtime.topology": "stages"}) as (settings, pipe):
         assert pipe.stages is not None
         stats: list[ProduceStats] = []
         raw = RawProducer(settings, bootstrap)
-        feeder = threading.Thread(target=lambda: stats.append(run_synthetic(raw, rate=RATE, records=N, seed=seed)))
+        feeder = threading.Thread(
+            target=lambda: stats.append(run_synthetic(raw, rate=RATE, records=N, seed=seed))
+        )
         feeder.start()
         victims = rng.sample(STAGES, len(STAGES))  # each stage once, then at random
         kills: list[tuple[float, str]] = []
@@ -67,14 +71,22 @@ def test_stage_processes_killed_at_random_lose_nothing(pipeline_overrides: dict[
         lost = raw_sources - set(scored) - set(dead)
         duplicates = sum(n - 1 for n in (scored + dead).values())
         bound = len(kills) * RATE * (settings.kafka.commit_interval_s + COMMIT_ROUND_TRIP_S)
-        print(f"\nchaos (seed {seed}): {N} records, {len(kills)} SIGKILLs {kills}, lost {len(lost)}, "
-              f"duplicates {duplicates} (bound {bound:.0f}), dead-lettered {len(dead)} "
-              f"(faults injected {sum(produced.faults.values())})")
+        print(
+            f"\nchaos (seed {seed}): {N} records, {len(kills)} SIGKILLs {kills}, lost {len(lost)}, "
+            f"duplicates {duplicates} (bound {bound:.0f}), dead-lettered {len(dead)} "
+            f"(faults injected {sum(produced.faults.values())})"
+        )
         assert not lost
-        assert not set(scored) & set(dead)  # a record is either scored or dead-lettered, even when repeated
-        assert len(dead) >= sum(produced.faults.values()) * 0.9  # the bad ones are in the dead-letter topic
+        assert not set(scored) & set(
+            dead
+        )  # a record is either scored or dead-lettered, even when repeated
+        assert (
+            len(dead) >= sum(produced.faults.values()) * 0.9
+        )  # the bad ones are in the dead-letter topic
         assert duplicates <= bound, f"seed {seed}: {duplicates} duplicates > {bound}"
         # A consumer de-duplicating by the source headers (streamflow.dedupe) sees each input once.
         dedupe = Deduplicator()
-        kept = sum(dedupe.first_time(m.headers) for m in read_topic(bootstrap, t.scored, idle_s=0.5))
+        kept = sum(
+            dedupe.first_time(m.headers) for m in read_topic(bootstrap, t.scored, idle_s=0.5)
+        )
         assert kept == len(scored) and dedupe.repeats == sum(n - 1 for n in scored.values())

@@ -18,9 +18,17 @@ from tests.integration.helpers import read_topic
 pytestmark = pytest.mark.integration
 
 
-def streamflow(*args: str, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "streamflow.cli", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
+def streamflow(
+    *args: str, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streamflow.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def sets(overrides: dict[str, str]) -> list[str]:
@@ -35,7 +43,9 @@ def test_validate_accepts_the_shipped_pipeline() -> None:
 
 def test_validate_lists_every_problem_with_key_and_file(tmp_path: Path) -> None:
     text = PIPELINE.read_text().replace('"../', f'"{ROOT}/')
-    text = text.replace('input = "features"', 'input = "x"').replace('outputs = ["score"]', 'outputs = ["prob"]')
+    text = text.replace('input = "features"', 'input = "x"').replace(
+        'outputs = ["score"]', 'outputs = ["prob"]'
+    )
     text = text.replace('name = "airflow_cfm"', 'name = "airflow_lpm"')
     p = tmp_path / "bad.toml"
     p.write_text(text)
@@ -49,7 +59,15 @@ def test_validate_lists_every_problem_with_key_and_file(tmp_path: Path) -> None:
 
 
 def test_worker_with_a_bad_setting_fails_at_start_naming_the_key() -> None:
-    r = streamflow("worker", "--stage", "clean", "--bootstrap", "127.0.0.1:1", "--set", "batching.max_batch=zero")
+    r = streamflow(
+        "worker",
+        "--stage",
+        "clean",
+        "--bootstrap",
+        "127.0.0.1:1",
+        "--set",
+        "batching.max_batch=zero",
+    )
     assert r.returncode == 2
     assert "batching.max_batch: expected an integer, got 'zero'" in r.stderr
     assert str(PIPELINE.relative_to(ROOT)) in r.stderr
@@ -57,8 +75,16 @@ def test_worker_with_a_bad_setting_fails_at_start_naming_the_key() -> None:
 
 def test_unreachable_broker_gives_a_clear_error_not_a_hang() -> None:
     t0 = time.monotonic()
-    r = streamflow("worker", "--stage", "clean", "--bootstrap", "127.0.0.1:1", "--set", "kafka.connect_timeout_s=3",
-                   timeout=60)
+    r = streamflow(
+        "worker",
+        "--stage",
+        "clean",
+        "--bootstrap",
+        "127.0.0.1:1",
+        "--set",
+        "kafka.connect_timeout_s=3",
+        timeout=60,
+    )
     assert r.returncode == 2
     assert "no Kafka broker answered at 127.0.0.1:1 within 3s" in r.stderr
     assert time.monotonic() - t0 < 30
@@ -70,9 +96,12 @@ def test_worker_without_a_bootstrap_says_how_to_get_one() -> None:
     assert "kafka.bootstrap: streamflow worker needs a broker address" in r.stderr
 
 
-def test_demo_runs_to_completion_and_accounts_for_every_record(pipeline_overrides: dict[str, str],
-                                                               tmp_path: Path) -> None:
-    overrides = {k: v for k, v in pipeline_overrides.items() if k != "kafka.bootstrap"}  # its own embedded broker
+def test_demo_runs_to_completion_and_accounts_for_every_record(
+    pipeline_overrides: dict[str, str], tmp_path: Path
+) -> None:
+    overrides = {
+        k: v for k, v in pipeline_overrides.items() if k != "kafka.bootstrap"
+    }  # its own embedded broker
     r = streamflow("demo", "--records", "6000", "--rate", "2000", *sets(overrides), timeout=240)
     assert r.returncode == 0, r.stdout + r.stderr
     out = r.stdout
@@ -110,19 +139,30 @@ def test_produce_and_consume_round_trip(bootstrap: str, pipeline_overrides: dict
     from streamflow.steps import pipeline_topics
 
     ensure_topics(bootstrap, pipeline_topics(load_settings(PIPELINE, pipeline_overrides)))
-    rec = {"device_id": "rack7-node3", "timestamp": 1764000000000, "cpu_temp_c": 61.5, "power_w": 420.0,
-           "cpu_util_pct": 55.0}
+    rec = {
+        "device_id": "rack7-node3",
+        "timestamp": 1764000000000,
+        "cpu_temp_c": 61.5,
+        "power_w": 420.0,
+        "cpu_util_pct": 55.0,
+    }
     r = streamflow("produce", raw, "--json", json.dumps(rec), "--encode", "avro", *args)
     assert r.returncode == 0, r.stderr
     r = streamflow("consume", raw, "--limit", "1", "--timeout", "20", *args)
     assert r.returncode == 0, r.stderr
     got = json.loads(r.stdout.strip().splitlines()[0])
-    assert got["device_id"] == "rack7-node3" and got["cpu_temp_c"] == 61.5 and got["gpu_temp_c"] is None
+    assert (
+        got["device_id"] == "rack7-node3"
+        and got["cpu_temp_c"] == 61.5
+        and got["gpu_temp_c"] is None
+    )
     msgs = read_topic(bootstrap, raw, until=1)
     assert msgs[0].key == b"rack7-node3"
 
 
-def test_kcat_produces_json_and_reads_the_result(bootstrap: str, pipeline_overrides: dict[str, str]) -> None:
+def test_kcat_produces_json_and_reads_the_result(
+    bootstrap: str, pipeline_overrides: dict[str, str]
+) -> None:
     kcat = shutil.which("kcat")
     if kcat is None:
         if os.environ.get("CI"):
@@ -137,32 +177,72 @@ def test_kcat_produces_json_and_reads_the_result(bootstrap: str, pipeline_overri
     pipe.start()
     try:
         assert pipe.wait_consuming(90)
-        rec = {"device_id": "rack7-node3", "timestamp": int(time.time() * 1000), "cpu_temp_c": 61.5,
-               "power_w": 420.0, "cpu_util_pct": 55.0}
+        rec = {
+            "device_id": "rack7-node3",
+            "timestamp": int(time.time() * 1000),
+            "cpu_temp_c": 61.5,
+            "power_w": 420.0,
+            "cpu_util_pct": 55.0,
+        }
         # The real kcat binary, on the librdkafka confluent-kafka ships (see streamflow/kcat.py).
         from streamflow.cli.kcat import kcat_env
 
         env = kcat_env()
-        subprocess.run([kcat, "-P", "-b", bootstrap, "-t", settings.topics.raw, "-k", "rack7-node3"],
-                       input=json.dumps(rec) + "\n", text=True, check=True, timeout=30, env=env)
-        out = subprocess.run([kcat, "-C", "-b", bootstrap, "-t", settings.topics.scored, "-o", "beginning",
-                              "-c", "1", "-f", "%k\t%s\n"], capture_output=True, text=True, timeout=60, check=True,
-                             env=env)
+        subprocess.run(
+            [kcat, "-P", "-b", bootstrap, "-t", settings.topics.raw, "-k", "rack7-node3"],
+            input=json.dumps(rec) + "\n",
+            text=True,
+            check=True,
+            timeout=30,
+            env=env,
+        )
+        out = subprocess.run(
+            [
+                kcat,
+                "-C",
+                "-b",
+                bootstrap,
+                "-t",
+                settings.topics.scored,
+                "-o",
+                "beginning",
+                "-c",
+                "1",
+                "-f",
+                "%k\t%s\n",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+            env=env,
+        )
         key, value = out.stdout.strip().split("\t", 1)
         result = json.loads(value)
         assert key == "rack7-node3"
         assert result["device_id"] == "rack7-node3" and 0.0 <= result["score"] <= 1.0
-        assert result["label"] in ("normal", "anomaly") and result["model_name"] == "telemetry-anomaly"
+        assert (
+            result["label"] in ("normal", "anomaly") and result["model_name"] == "telemetry-anomaly"
+        )
     finally:
         pipe.stop()
 
 
-def test_up_prints_where_to_connect_and_stops_cleanly_on_ctrl_c(pipeline_overrides: dict[str, str]) -> None:
+def test_up_prints_where_to_connect_and_stops_cleanly_on_ctrl_c(
+    pipeline_overrides: dict[str, str],
+) -> None:
     import signal
 
-    overrides = {k: v for k, v in pipeline_overrides.items() if k != "kafka.bootstrap"}  # its own embedded broker
-    proc = subprocess.Popen([sys.executable, "-m", "streamflow.cli", "up", *sets(overrides)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    overrides = {
+        k: v for k, v in pipeline_overrides.items() if k != "kafka.bootstrap"
+    }  # its own embedded broker
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamflow.cli", "up", *sets(overrides)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     assert proc.stdout is not None
     lines: list[str] = []
     for line in proc.stdout:
@@ -173,13 +253,19 @@ def test_up_prints_where_to_connect_and_stops_cleanly_on_ctrl_c(pipeline_overrid
     assert "pipeline t" in text and "running" in text, text
     bootstrap = text.split("bootstrap")[1].split()[0]
     assert f"metrics    http://127.0.0.1:{overrides['metrics.port']}/metrics" in text
-    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    children = subprocess.run(
+        ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True
+    ).stdout.split()
     assert len(children) >= 4  # broker + three stages
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=60) == 0
     time.sleep(0.5)
-    alive = [pid for pid in children if Path(f"/proc/{pid}").exists()
-             and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()]
+    alive = [
+        pid
+        for pid in children
+        if Path(f"/proc/{pid}").exists()
+        and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+    ]
     assert alive == [], f"left behind: {alive}"
     from streamflow.errors import BrokerUnavailable
     from streamflow.kafka.admin import wait_ready
@@ -188,7 +274,9 @@ def test_up_prints_where_to_connect_and_stops_cleanly_on_ctrl_c(pipeline_overrid
         wait_ready(bootstrap, 1.0)
 
 
-def test_a_second_signal_aborts_at_once_and_leaves_nothing_behind(pipeline_overrides: dict[str, str]) -> None:
+def test_a_second_signal_aborts_at_once_and_leaves_nothing_behind(
+    pipeline_overrides: dict[str, str],
+) -> None:
     """Ctrl-C then Ctrl-C (or a supervisor's SIGTERM) while stopping: no hang, no orphans.
 
     Regression: the handler used to set a threading.Event, whose lock a signal arriving
@@ -197,27 +285,57 @@ def test_a_second_signal_aborts_at_once_and_leaves_nothing_behind(pipeline_overr
     import signal
 
     overrides = {k: v for k, v in pipeline_overrides.items() if k != "kafka.bootstrap"}
-    proc = subprocess.Popen([sys.executable, "-m", "streamflow.cli", "up", *sets(overrides)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamflow.cli", "up", *sets(overrides)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     assert proc.stdout is not None
     for line in proc.stdout:
         if "Ctrl-C stops" in line:
             break
-    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    children = subprocess.run(
+        ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True
+    ).stdout.split()
     for sig in (signal.SIGINT, signal.SIGINT, signal.SIGTERM, signal.SIGTERM):
         proc.send_signal(sig)
         time.sleep(0.01)
     proc.wait(timeout=60)
     time.sleep(0.5)
-    alive = [pid for pid in children if Path(f"/proc/{pid}").exists()
-             and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()]
+    alive = [
+        pid
+        for pid in children
+        if Path(f"/proc/{pid}").exists()
+        and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+    ]
     assert alive == [], f"left behind: {alive}"
 
 
 def test_bench_inference_reports_agent_and_raw_rates_per_batch_size(tmp_path: Path) -> None:
-    r = subprocess.run([sys.executable, "-m", "streamflow.cli", "bench", "inference", "--records", "3000",
-                        "--batch-sizes", "1,64", "--rates", "", "--pipeline", str(PIPELINE)], cwd=tmp_path, capture_output=True, text=True,
-                       timeout=180, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streamflow.cli",
+            "bench",
+            "inference",
+            "--records",
+            "3000",
+            "--batch-sizes",
+            "1,64",
+            "--rates",
+            "",
+            "--pipeline",
+            str(PIPELINE),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     report = json.loads(next(tmp_path.glob("bench-results/inference-*.json")).read_text())
     assert [row["batch"] for row in report["rows"]] == [1, 64]

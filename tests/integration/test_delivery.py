@@ -23,17 +23,24 @@ N = 12_000
 
 
 def sources(bootstrap: str, topic: str) -> Counter[tuple[int, int]]:
-    return Counter((int(m.headers["sf-source-partition"]), int(m.headers["sf-source-offset"]))
-                   for m in read_topic(bootstrap, topic, idle_s=0.5))
+    return Counter(
+        (int(m.headers["sf-source-partition"]), int(m.headers["sf-source-offset"]))
+        for m in read_topic(bootstrap, topic, idle_s=0.5)
+    )
 
 
-@pytest.mark.parametrize("topology,stage", [("stages", "clean"), ("stages", "inference"), ("chained", "chained")])
+@pytest.mark.parametrize(
+    "topology,stage", [("stages", "clean"), ("stages", "inference"), ("chained", "chained")]
+)
 def test_a_worker_stopped_mid_stream_and_restarted_loses_nothing(
-        pipeline_overrides: dict[str, str], bootstrap: str, topology: str, stage: str) -> None:
+    pipeline_overrides: dict[str, str], bootstrap: str, topology: str, stage: str
+) -> None:
     overrides = {**pipeline_overrides, "runtime.topology": topology}
     with running_pipeline(overrides) as (settings, pipe):
         raw = RawProducer(settings, bootstrap)
-        feeder = threading.Thread(target=run_synthetic, kwargs={"raw": raw, "rate": 3000, "records": N, "seed": 7})
+        feeder = threading.Thread(
+            target=run_synthetic, kwargs={"raw": raw, "rate": 3000, "records": N, "seed": 7}
+        )
         feeder.start()
         time.sleep(1.5)  # records are flowing through every stage
         assert pipe.stages is not None
@@ -54,5 +61,7 @@ def test_a_worker_stopped_mid_stream_and_restarted_loses_nothing(
         # SIGTERM drains: the batches in flight are delivered and their offsets committed before
         # the worker stops, so its replacement repeats nothing.
         repeated = sorted(k for k, n in (scored + dead).items() if n > 1)
-        print(f"{stage}: {len(scored) + len(dead)} records out, {len(repeated)} repeated: {repeated[:10]}")
+        print(
+            f"{stage}: {len(scored) + len(dead)} records out, {len(repeated)} repeated: {repeated[:10]}"
+        )
         assert not repeated, f"records repeated after a drained stop; logs in {pipe.log_dir}"

@@ -33,8 +33,14 @@ GOOD, LARGE, NAN, GARBAGE = 40, 6, 5, 4
 
 
 def streamflow(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "streamflow.cli", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env=dict(os.environ))
+    return subprocess.run(
+        [sys.executable, "-m", "streamflow.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ),
+    )
 
 
 def sets(overrides: dict[str, str]) -> list[str]:
@@ -42,7 +48,9 @@ def sets(overrides: dict[str, str]) -> list[str]:
 
 
 def run_pipeline(overrides: dict[str, str]) -> LocalPipeline:
-    pipe = LocalPipeline(load_settings(PIPELINE, overrides), ["--pipeline", str(PIPELINE), *sets(overrides)])
+    pipe = LocalPipeline(
+        load_settings(PIPELINE, overrides), ["--pipeline", str(PIPELINE), *sets(overrides)]
+    )
     pipe.start()
     if not pipe.wait_consuming(90):
         pipe.stop()
@@ -51,7 +59,9 @@ def run_pipeline(overrides: dict[str, str]) -> LocalPipeline:
 
 
 @pytest.fixture()
-def strict(pipeline_overrides: dict[str, str]) -> Iterator[tuple[Settings, dict[str, str], LocalPipeline]]:
+def strict(
+    pipeline_overrides: dict[str, str],
+) -> Iterator[tuple[Settings, dict[str, str], LocalPipeline]]:
     """The pipeline with a message limit of 2000 bytes."""
     overrides = {**pipeline_overrides, "limits.max_message_bytes": "2000"}
     pipe = run_pipeline(overrides)
@@ -62,12 +72,21 @@ def strict(pipeline_overrides: dict[str, str]) -> Iterator[tuple[Settings, dict[
 
 
 def reading(i: int, **extra: Any) -> bytes:
-    return json.dumps({"device_id": f"dev-{i}", "timestamp": 1764000000000 + i, "cpu_temp_c": 55.0,
-                       "power_w": 300.0, "cpu_util_pct": 20.0, **extra}).encode()
+    return json.dumps(
+        {
+            "device_id": f"dev-{i}",
+            "timestamp": 1764000000000 + i,
+            "cpu_temp_c": 55.0,
+            "power_w": 300.0,
+            "cpu_util_pct": 20.0,
+            **extra,
+        }
+    ).encode()
 
 
 def test_inspect_counts_and_replay_resends_after_the_fix(
-        strict: tuple[Settings, dict[str, str], LocalPipeline], bootstrap: str) -> None:
+    strict: tuple[Settings, dict[str, str], LocalPipeline], bootstrap: str
+) -> None:
     settings, base, pipe = strict
     t = settings.topics
     p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
@@ -79,8 +98,12 @@ def test_inspect_counts_and_replay_resends_after_the_fix(
         p.produce(t.raw, value, key.encode())
     assert p.flush(30) == 0
     bad = LARGE + NAN + GARBAGE
-    assert wait_for(lambda: len(read_topic(bootstrap, t.dlq, idle_s=0.5)) >= bad, timeout_s=90), pipe.log_dir
-    assert wait_for(lambda: len(read_topic(bootstrap, t.scored, idle_s=0.5)) >= GOOD, timeout_s=60), pipe.log_dir
+    assert wait_for(lambda: len(read_topic(bootstrap, t.dlq, idle_s=0.5)) >= bad, timeout_s=90), (
+        pipe.log_dir
+    )
+    assert wait_for(
+        lambda: len(read_topic(bootstrap, t.scored, idle_s=0.5)) >= GOOD, timeout_s=60
+    ), pipe.log_dir
 
     # inspect: counts by stage and reason code, machine-readable
     cli = [*sets(base), "--set", "limits.max_message_bytes=2000"]
@@ -95,7 +118,9 @@ def test_inspect_counts_and_replay_resends_after_the_fix(
     reasons = {x["reason"]: x["count"] for x in doc["by_reason"]}
     assert reasons["message of # bytes exceeds max_message_bytes # (key # bytes)"] == LARGE
     assert reasons["power_w: non-finite value nan"] == NAN
-    assert len(doc["examples"]) == 3 and all(e["source"].startswith(f"{t.raw}/") for e in doc["examples"])
+    assert len(doc["examples"]) == 3 and all(
+        e["source"].startswith(f"{t.raw}/") for e in doc["examples"]
+    )
 
     # the same as text, with examples and a preview of the original bytes
     r = streamflow("dlq", "inspect", "--show", "20", "--reason", "invalid_avro", *cli)
@@ -118,16 +143,29 @@ def test_inspect_counts_and_replay_resends_after_the_fix(
         r = streamflow("dlq", "replay", "--reason", "max_message_bytes", *sets(base))
         assert r.returncode == 0, r.stderr
         assert r.stdout.startswith(f"replayed {LARGE} dead letter(s) to {t.raw}"), r.stdout
-        replays = [m for m in read_topic(bootstrap, t.raw, idle_s=0.5) if "sf-replayed" in m.headers]
-        assert sorted(m.key for m in replays) == sorted(k.encode() for k, _ in sent if k.startswith("large-"))
+        replays = [
+            m for m in read_topic(bootstrap, t.raw, idle_s=0.5) if "sf-replayed" in m.headers
+        ]
+        assert sorted(m.key for m in replays) == sorted(
+            k.encode() for k, _ in sent if k.startswith("large-")
+        )
         assert {m.headers["sf-replayed"] for m in replays} == {b"1"}
         originals = dict(sent)
-        assert all(m.value == originals[(m.key or b"").decode()] for m in replays)  # the original bytes
+        assert all(
+            m.value == originals[(m.key or b"").decode()] for m in replays
+        )  # the original bytes
 
         def scored_large() -> list[Any]:
-            return [m for m in read_topic(bootstrap, t.scored, idle_s=0.5) if (m.key or b"").startswith(b"large-")]
+            return [
+                m
+                for m in read_topic(bootstrap, t.scored, idle_s=0.5)
+                if (m.key or b"").startswith(b"large-")
+            ]
 
-        assert len(wait_for(lambda: len(scored_large()) >= LARGE, timeout_s=60) and scored_large()) == LARGE
+        assert (
+            len(wait_for(lambda: len(scored_large()) >= LARGE, timeout_s=60) and scored_large())
+            == LARGE
+        )
 
         # records that are really bad fail again, and carry their replay count to the dead-letter topic
         since = str(int(time.time() * 1000))
@@ -135,11 +173,27 @@ def test_inspect_counts_and_replay_resends_after_the_fix(
         assert r.stdout.startswith(f"replayed {NAN} dead letter(s)"), r.stdout + r.stderr
 
         def again() -> list[Any]:
-            return [m for m in read_topic(bootstrap, t.dlq, idle_s=0.5) if m.headers.get("sf-replayed") == b"1"]
+            return [
+                m
+                for m in read_topic(bootstrap, t.dlq, idle_s=0.5)
+                if m.headers.get("sf-replayed") == b"1"
+            ]
 
-        assert len(wait_for(lambda: len(again()) >= NAN, timeout_s=60) and again()) == NAN, fixed.log_dir
-        r = streamflow("dlq", "replay", "--reason", "non_finite", "--since", since, "--max-replays", "1", "--json",
-                       *sets(base))
+        assert len(wait_for(lambda: len(again()) >= NAN, timeout_s=60) and again()) == NAN, (
+            fixed.log_dir
+        )
+        r = streamflow(
+            "dlq",
+            "replay",
+            "--reason",
+            "non_finite",
+            "--since",
+            since,
+            "--max-replays",
+            "1",
+            "--json",
+            *sets(base),
+        )
         assert r.returncode == 0, r.stderr
         out = json.loads(r.stdout)
         assert out["sent"] == 0 and out["skipped"] == {"already replayed 1 time(s)": NAN}

@@ -43,13 +43,28 @@ def post(port: int, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str
 
 
 def test_http_collector_checks_the_token_and_size_and_its_records_get_scored(
-        pipeline: tuple[Settings, dict[str, str]]) -> None:
+    pipeline: tuple[Settings, dict[str, str]],
+) -> None:
     settings, overrides = pipeline
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamflow.cli", "collect", "http", "--port", "0",
-         "--pipeline", str(PIPELINE), *sets({**overrides, "collector.max_body_bytes": "4096"})],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "STREAMFLOW_COLLECTOR_TOKEN": TOKEN})
+        [
+            sys.executable,
+            "-m",
+            "streamflow.cli",
+            "collect",
+            "http",
+            "--port",
+            "0",
+            "--pipeline",
+            str(PIPELINE),
+            *sets({**overrides, "collector.max_body_bytes": "4096"}),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "STREAMFLOW_COLLECTOR_TOKEN": TOKEN},
+    )
     assert proc.stdout is not None
     lines: list[str] = []
     for line in proc.stdout:
@@ -61,20 +76,32 @@ def test_http_collector_checks_the_token_and_size_and_its_records_get_scored(
     port = int(banner.split("listening on http://127.0.0.1:")[1].split()[0])
     auth = {"Authorization": f"Bearer {TOKEN}"}
     now = int(time.time() * 1000)
-    records = [{"device_id": f"rack9-node{i}", "timestamp": now + i, "cpu_temp_c": 55.0 + i, "power_w": 380.0,
-                "cpu_util_pct": 40.0} for i in range(10)]
+    records = [
+        {
+            "device_id": f"rack9-node{i}",
+            "timestamp": now + i,
+            "cpu_temp_c": 55.0 + i,
+            "power_w": 380.0,
+            "cpu_util_pct": 40.0,
+        }
+        for i in range(10)
+    ]
     body = "\n".join(json.dumps(r) for r in records).encode()
     try:
         assert post(port, body, {})[0] == 401
         assert post(port, body, {"Authorization": "Bearer not-the-token"})[0] == 401
-        status, out = post(port, b"x" * 2_000_000, auth)  # refused from Content-Length; the reply still arrives
+        status, out = post(
+            port, b"x" * 2_000_000, auth
+        )  # refused from Content-Length; the reply still arrives
         assert status == 413 and "4096" in out["error"]
         status, out = post(port, body + b"\n{oops\n", auth)
         assert status == 400 and out["lines"] == [11] and out["accepted"] == 0
         status, out = post(port, body, auth)
         assert (status, out) == (200, {"accepted": 10, "topic": settings.topics.raw})
         raw = read_topic(settings.kafka.bootstrap, settings.topics.raw, until=10, timeout_s=30)
-        scored = read_topic(settings.kafka.bootstrap, settings.topics.scored, until=10, timeout_s=60)
+        scored = read_topic(
+            settings.kafka.bootstrap, settings.topics.scored, until=10, timeout_s=60
+        )
     finally:
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=30)

@@ -32,24 +32,34 @@ N = 20_000
 
 
 @pytest.fixture(params=["stages", "chained"])
-def pipeline(request: pytest.FixtureRequest, pipeline_overrides: dict[str, str]) -> Iterator[tuple[Settings, LocalPipeline]]:
+def pipeline(
+    request: pytest.FixtureRequest, pipeline_overrides: dict[str, str]
+) -> Iterator[tuple[Settings, LocalPipeline]]:
     """The pipeline in each topology: three stage processes, or one chained process."""
     with running_pipeline({**pipeline_overrides, "runtime.topology": request.param}) as running:
         yield running
 
 
 def by_source(msgs: list[Msg]) -> dict[tuple[int, int], Msg]:
-    return {(int(m.headers["sf-source-partition"]), int(m.headers["sf-source-offset"])): m for m in msgs}
+    return {
+        (int(m.headers["sf-source-partition"]), int(m.headers["sf-source-offset"])): m for m in msgs
+    }
 
 
 def reference_scores(raw_values: list[bytes]) -> np.ndarray:
     """Scores computed directly: plain-Python feature prep from the pipeline file, then one ORT run."""
     spec = tomllib.loads(PIPELINE.read_text())
     stats = json.loads((ROOT / "models/telemetry-anomaly/stats.json").read_text())["features"]
-    schema = fastavro.parse_schema(json.loads((ROOT / "schemas/telemetry_reading.avsc").read_text()))
+    schema = fastavro.parse_schema(
+        json.loads((ROOT / "schemas/telemetry_reading.avsc").read_text())
+    )
     rows = []
     for value in raw_values:
-        rec = json.loads(value) if value[:1] == b"{" else fastavro.schemaless_reader(io.BytesIO(value), schema)
+        rec = (
+            json.loads(value)
+            if value[:1] == b"{"
+            else fastavro.schemaless_reader(io.BytesIO(value), schema)
+        )
         row = []
         for f in spec["features"]:
             v = rec.get(f["name"])
@@ -65,22 +75,32 @@ def reference_scores(raw_values: list[bytes]) -> np.ndarray:
                 v = (v - st["scale_min"]) / (st["scale_max"] - st["scale_min"])
             row.append(v)
         rows.append(row)
-    sess = ort.InferenceSession(str(ROOT / "models/telemetry-anomaly/model.onnx"), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(
+        str(ROOT / "models/telemetry-anomaly/model.onnx"), providers=["CPUExecutionProvider"]
+    )
     return sess.run(None, {"features": np.asarray(rows, dtype=np.float32)})[0].reshape(-1)
 
 
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     text = urllib.request.urlopen(url, timeout=5).read().decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for fam in text_string_to_metric_families(text) for s in fam.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
 
 
 def metric_sum(samples: dict, name: str, **labels: str) -> float:  # type: ignore[type-arg]
-    return sum(v for (n, lab), v in samples.items()
-               if n == name and all(dict(lab).get(k) == want for k, want in labels.items()))
+    return sum(
+        v
+        for (n, lab), v in samples.items()
+        if n == name and all(dict(lab).get(k) == want for k, want in labels.items())
+    )
 
 
-def test_every_record_is_scored_or_dead_lettered(pipeline: tuple[Settings, LocalPipeline], bootstrap: str) -> None:
+def test_every_record_is_scored_or_dead_lettered(
+    pipeline: tuple[Settings, LocalPipeline], bootstrap: str
+) -> None:
     settings, pipe = pipeline
     t = settings.topics
     raw = RawProducer(settings, bootstrap)
@@ -127,7 +147,12 @@ def test_every_record_is_scored_or_dead_lettered(pipeline: tuple[Settings, Local
     # The metrics count exactly what was produced.
     def metrics_settled():  # type: ignore[no-untyped-def]
         m = scrape(pipe.metrics_url)
-        return m if metric_sum(m, "streamflow_records_total", stage="inference", outcome="ok") >= len(scored) else None
+        return (
+            m
+            if metric_sum(m, "streamflow_records_total", stage="inference", outcome="ok")
+            >= len(scored)
+            else None
+        )
 
     m = wait_for(metrics_settled, timeout_s=30)
     assert m, "metrics never caught up"
@@ -136,12 +161,25 @@ def test_every_record_is_scored_or_dead_lettered(pipeline: tuple[Settings, Local
     assert metric_sum(m, "streamflow_records_total", stage="inference", outcome="ok") == len(scored)
     assert metric_sum(m, "streamflow_dead_letters_total") == len(dead)
     assert metric_sum(m, "streamflow_end_to_end_latency_seconds_count") == len(scored)
-    assert metric_sum(m, "streamflow_model_info", model="telemetry-anomaly", provider="CPUExecutionProvider",
-                      device="auto") == 1
+    assert (
+        metric_sum(
+            m,
+            "streamflow_model_info",
+            model="telemetry-anomaly",
+            provider="CPUExecutionProvider",
+            device="auto",
+        )
+        == 1
+    )
     assert metric_sum(m, "streamflow_gpus") == 0  # this machine has none: the CPU is expected
     assert metric_sum(m, "streamflow_batch_fill_ratio_count") > 0
-    assert 0 < metric_sum(m, "streamflow_batch_fill_ratio_sum") <= metric_sum(m, "streamflow_batch_fill_ratio_count")
+    assert (
+        0
+        < metric_sum(m, "streamflow_batch_fill_ratio_sum")
+        <= metric_sum(m, "streamflow_batch_fill_ratio_count")
+    )
     assert any(name == "streamflow_consumer_lag_seconds" for name, _ in m)
     # Both topologies account every step under its own stage name.
     assert metric_sum(m, "streamflow_records_total", stage="normalize") == metric_sum(
-        m, "streamflow_records_total", stage="clean", outcome="ok")
+        m, "streamflow_records_total", stage="clean", outcome="ok"
+    )

@@ -46,7 +46,11 @@ RATE = 1000  # synthetic records per second
 RECORDS = 20_000
 # The test's objectives: dead letters (~2 % of synthetic records) are above 0.5 %, so that
 # alert must fire for real; 10 s for p99 keeps a loaded 2-core machine from firing the other.
-SLO = {"slo.max_dead_letter_ratio": "0.005", "slo.p99_latency_ms": "10000", "slo.max_lag_seconds": "60"}
+SLO = {
+    "slo.max_dead_letter_ratio": "0.005",
+    "slo.p99_latency_ms": "10000",
+    "slo.max_lag_seconds": "60",
+}
 SHOULD_FIRE = {"StreamflowDeadLetterRatioHigh"}
 # Series that only exist once something went wrong: no delivery was retried in this run.
 ABSENT_HERE = {"streamflow_delivery_retries_total"}
@@ -71,7 +75,9 @@ def test_promtool_check_config() -> None:
     text = (PROM_DIR / "prometheus.yml").read_text()
     for service in ("clean", "normalize", "inference"):  # every replica by Docker's DNS, port 9108
         block = text.split(f"job_name: streamflow-{service}\n", 1)[1].split("job_name:", 1)[0]
-        assert f"names: [{service}]" in block and "type: A" in block and "port: 9108" in block, block
+        assert f"names: [{service}]" in block and "type: A" in block and "port: 9108" in block, (
+            block
+        )
 
 
 def test_promtool_check_rules() -> None:
@@ -84,7 +90,9 @@ def test_promtool_rule_unit_tests() -> None:
     r = promtool("test", "rules", str(PROM_DIR / "alerts.test.yml"))
     assert r.returncode == 0, r.stdout + r.stderr
     tested = set(re.findall(r'alertname="(\w+)"', (PROM_DIR / "alerts.test.yml").read_text()))
-    assert set(alert_names()) <= tested, f"alerts without a unit test: {set(alert_names()) - tested}"
+    assert set(alert_names()) <= tested, (
+        f"alerts without a unit test: {set(alert_names()) - tested}"
+    )
 
 
 def alert_names() -> list[str]:
@@ -102,7 +110,9 @@ def known_series() -> set[str]:
     """Every series name streamflow exports, from a fresh set of its instruments, plus `up`."""
     names = {"up"}
     for fam in Metrics.create().registry.collect():
-        suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}.get(fam.type, ("",))
+        suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}.get(
+            fam.type, ("",)
+        )
         names |= {fam.name + s for s in suffixes}
     return names
 
@@ -111,10 +121,18 @@ def test_dashboard_is_complete_and_consistent() -> None:
     """Units and thresholds on every panel, the provisioned data source, no overlapping
     panels, only defined variables, only metrics streamflow exports (alerts too)."""
     dash = json.loads(DASHBOARD.read_text())
-    ds = re.search(r"uid:\s*(\S+)", (GRAFANA_DIR / "provisioning/datasources/prometheus.yml").read_text())
+    ds = re.search(
+        r"uid:\s*(\S+)", (GRAFANA_DIR / "provisioning/datasources/prometheus.yml").read_text()
+    )
     assert ds, "the provisioned data source has no uid"
-    assert "url: http://prometheus:9090" in (GRAFANA_DIR / "provisioning/datasources/prometheus.yml").read_text()
-    assert "path: /var/lib/grafana/dashboards" in (GRAFANA_DIR / "provisioning/dashboards/streamflow.yml").read_text()
+    assert (
+        "url: http://prometheus:9090"
+        in (GRAFANA_DIR / "provisioning/datasources/prometheus.yml").read_text()
+    )
+    assert (
+        "path: /var/lib/grafana/dashboards"
+        in (GRAFANA_DIR / "provisioning/dashboards/streamflow.yml").read_text()
+    )
     variables = {v["name"] for v in dash["templating"]["list"]}
     assert {"pipeline", "instance"} <= variables
     ids: set[int] = set()
@@ -130,7 +148,9 @@ def test_dashboard_is_complete_and_consistent() -> None:
         ids.add(p["id"])
         g = p["gridPos"]
         assert g["x"] + g["w"] <= 24, title
-        mine = {(x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])}
+        mine = {
+            (x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])
+        }
         assert not mine & cells, f"{title} overlaps another panel"
         cells |= mine
         assert p["targets"], f"{title}: no query"
@@ -140,7 +160,9 @@ def test_dashboard_is_complete_and_consistent() -> None:
             assert used <= variables, f"{title}: undefined variables {used - variables}"
             unknown = set(re.findall(r"\b(streamflow_\w+|up)\b", t["expr"])) - series
             assert not unknown, f"{title}: metrics streamflow does not export: {unknown}"
-    unknown = set(re.findall(r"\b(streamflow_\w+)\b", (PROM_DIR / "alerts.yml").read_text())) - series
+    unknown = (
+        set(re.findall(r"\b(streamflow_\w+)\b", (PROM_DIR / "alerts.yml").read_text())) - series
+    )
     assert not unknown, f"alerts.yml uses metrics streamflow does not export: {unknown}"
 
 
@@ -156,21 +178,40 @@ class Prometheus:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = d / "prometheus.log"
         config = {  # JSON is YAML
-            "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+            "global": {
+                "scrape_interval": "1s",
+                "scrape_timeout": "1s",
+                "evaluation_interval": "1s",
+            },
             "rule_files": [str(rules)],
-            "scrape_configs": [{"job_name": "streamflow-local", "static_configs": [{"targets": [target]}],
-                                "relabel_configs": [{"target_label": "service", "replacement": "all"}]}],
+            "scrape_configs": [
+                {
+                    "job_name": "streamflow-local",
+                    "static_configs": [{"targets": [target]}],
+                    "relabel_configs": [{"target_label": "service", "replacement": "all"}],
+                }
+            ],
         }
         (d / "prometheus.yml").write_text(json.dumps(config, indent=2))
-        self.args = [self.binary, f"--config.file={d / 'prometheus.yml'}", f"--storage.tsdb.path={d / 'data'}",
-                     f"--web.listen-address=127.0.0.1:{self.port}", "--storage.tsdb.retention.time=1h",
-                     "--log.level=warn"]
+        self.args = [
+            self.binary,
+            f"--config.file={d / 'prometheus.yml'}",
+            f"--storage.tsdb.path={d / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--storage.tsdb.retention.time=1h",
+            "--log.level=warn",
+        ]
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Prometheus:
         with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         preexec_fn=die_with_parent)
+            self.proc = subprocess.Popen(
+                self.args,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=die_with_parent,
+            )
         if not wait_for(self.ready, timeout_s=30, interval_s=0.2):
             pytest.fail(f"prometheus did not become ready: {self.log.read_text()[-2000:]}")
         return self
@@ -188,7 +229,9 @@ class Prometheus:
     def api(self, path: str, **params: str | list[str]) -> Any:
         qs = urllib.parse.urlencode(params, doseq=True)
         try:
-            reply = json.loads(urllib.request.urlopen(f"{self.url}/api/v1/{path}?{qs}", timeout=10).read())
+            reply = json.loads(
+                urllib.request.urlopen(f"{self.url}/api/v1/{path}?{qs}", timeout=10).read()
+            )
         except urllib.error.HTTPError as exc:  # a bad query: 400 with the parser's message
             reply = json.loads(exc.read())
         assert reply["status"] == "success", f"{path} {params}: {reply}"
@@ -218,7 +261,10 @@ def _all(pred: Callable[[float], bool], nonempty: bool = True) -> Callable[[Resu
     return lambda r: (bool(r) or not nonempty) and all(pred(v) for _, v in r)
 
 
-POSITIVE = Expect("rates >= 0, sum > 0", lambda r: bool(r) and all(v >= 0 for _, v in r) and sum(v for _, v in r) > 0)
+POSITIVE = Expect(
+    "rates >= 0, sum > 0",
+    lambda r: bool(r) and all(v >= 0 for _, v in r) and sum(v for _, v in r) > 0,
+)
 LATENCY = Expect("every value in (0, 10) s", _all(lambda v: 0 < v < 10))
 FRACTION = Expect("every value in (0, 1]", _all(lambda v: 0 < v <= 1))
 DL_RATIO = Expect("in (0.005, 0.1): faults are ~2 %", _all(lambda v: 0.005 < v < 0.1))
@@ -228,8 +274,15 @@ ZERO = Expect("series present, all 0", _all(lambda v: v == 0))
 UP = Expect("series present, all 1", _all(lambda v: v == 1))
 EMPTY = Expect("no series", lambda r: r == [])
 NO_GPU = Expect("all 0 (streamflow_gpus: no GPU here)", _all(lambda v: v == 0))
-MODEL = Expect("1, provider CPUExecutionProvider", lambda r: bool(r) and all(
-    v == 1 and m.get("provider") == "CPUExecutionProvider" and m.get("model") for m, v in r))
+MODEL = Expect(
+    "1, provider CPUExecutionProvider",
+    lambda r: (
+        bool(r)
+        and all(
+            v == 1 and m.get("provider") == "CPUExecutionProvider" and m.get("model") for m, v in r
+        )
+    ),
+)
 
 
 def equals(x: float) -> Expect:
@@ -239,8 +292,12 @@ def equals(x: float) -> Expect:
 def inputs(names: list[str]) -> Expect:
     """Series of each name are there, but for those that only exist once something went wrong."""
     want = set(names) - ABSENT_HERE
-    words = ", ".join([f"{len(want)} present"] + [f"{n} absent" for n in sorted(set(names) & ABSENT_HERE)])
-    return Expect(words, lambda r: {m["__name__"] for m, v in r if v > 0} == want and len(r) == len(want))
+    words = ", ".join(
+        [f"{len(want)} present"] + [f"{n} absent" for n in sorted(set(names) & ABSENT_HERE)]
+    )
+    return Expect(
+        words, lambda r: {m["__name__"] for m, v in r if v > 0} == want and len(r) == len(want)
+    )
 
 
 # Every query of every panel, by (panel title, refId): what it must return while records flow.
@@ -271,7 +328,9 @@ WHILE_FLOWING: dict[tuple[str, str], Expect] = {
     ("Batch fill ratio by stage", "B"): FRACTION,
     ("Queue delay and batch wait", "A"): NONNEG,
     ("Queue delay and batch wait", "B"): NONNEG,
-    ("SLO headroom", "A"): Expect("in (0, 10] s: the test's objective is 10 s", _all(lambda v: 0 < v <= 10)),
+    ("SLO headroom", "A"): Expect(
+        "in (0, 10] s: the test's objective is 10 s", _all(lambda v: 0 < v <= 10)
+    ),
     ("Dead letters/s by stage and reason", "A"): POSITIVE,
     ("Dead-letter ratio", "A"): DL_RATIO,
     ("Dead-letter ratio", "B"): equals(0.005),
@@ -296,8 +355,12 @@ AFTER_DRAIN: dict[tuple[str, str], Expect] = {
 
 
 def substitute(expr: str, pipeline: str) -> str:
-    return (expr.replace("$__rate_interval", RATE_INTERVAL).replace("$__range", "5m")
-            .replace("$pipeline", re.escape(pipeline)).replace("$instance", ".*"))
+    return (
+        expr.replace("$__rate_interval", RATE_INTERVAL)
+        .replace("$__range", "5m")
+        .replace("$pipeline", re.escape(pipeline))
+        .replace("$instance", ".*")
+    )
 
 
 def show(result: Result) -> str:
@@ -320,9 +383,13 @@ class Table:
 
     def check(self, phase: str, what: str, expr: str, result: Result, expect: Expect) -> None:
         ok = expect.check(result)
-        self.rows.append((phase, what, f"{'ok' if ok else 'FAIL'}: {expect.words}", show(result), expr))
+        self.rows.append(
+            (phase, what, f"{'ok' if ok else 'FAIL'}: {expect.words}", show(result), expr)
+        )
         if not ok:
-            self.failures.append(f"[{phase}] {what}: expected {expect.words}, got {show(result)}\n    {expr}")
+            self.failures.append(
+                f"[{phase}] {what}: expected {expect.words}, got {show(result)}\n    {expr}"
+            )
 
     def print(self) -> None:
         print("\nphase   | query | expected | values\n        expression")
@@ -345,81 +412,125 @@ def pipeline(pipeline_overrides: dict[str, str]) -> Iterator[tuple[Settings, Loc
         yield running
 
 
-def test_dashboard_and_alert_queries_on_a_live_pipeline(prometheus_binary: str,
-                                                         pipeline: tuple[Settings, LocalPipeline], bootstrap: str,
-                                                         tmp_path: Path) -> None:
+def test_dashboard_and_alert_queries_on_a_live_pipeline(
+    prometheus_binary: str, pipeline: tuple[Settings, LocalPipeline], bootstrap: str, tmp_path: Path
+) -> None:
     settings, pipe = pipeline
     name = settings.name
     panels = dashboard_panels()
-    queries = [(p["title"], t["refId"], substitute(t["expr"], name)) for p in panels for t in p["targets"]]
-    assert {(title, ref) for title, ref, _ in queries} == set(WHILE_FLOWING), \
+    queries = [
+        (p["title"], t["refId"], substitute(t["expr"], name)) for p in panels for t in p["targets"]
+    ]
+    assert {(title, ref) for title, ref, _ in queries} == set(WHILE_FLOWING), (
         "every panel query needs an expectation here (and only those)"
+    )
     table = Table()
     target = f"{settings.metrics.host}:{settings.metrics.port}"
 
     with Prometheus(prometheus_binary, tmp_path, target, PROM_DIR / "alerts.yml") as prom:
+
         def stages_up() -> bool:
             up = prom.query(f'streamflow_worker_up{{pipeline="{name}"}} == 1')
             return {m["stage"] for m, _ in up} >= {"clean", "normalize", "inference"}
 
-        assert wait_for(stages_up, timeout_s=30), f"prometheus never scraped the stages up: {prom.log.read_text()[-2000:]}"
+        assert wait_for(stages_up, timeout_s=30), (
+            f"prometheus never scraped the stages up: {prom.log.read_text()[-2000:]}"
+        )
 
         # The variables, as Grafana's label_values() asks for them.
         pipelines = prom.api("label/pipeline/values", **{"match[]": "streamflow_worker_up"})
-        instances = prom.api("label/instance/values", **{"match[]": f'streamflow_worker_up{{pipeline=~"{name}"}}'})
+        instances = prom.api(
+            "label/instance/values", **{"match[]": f'streamflow_worker_up{{pipeline=~"{name}"}}'}
+        )
         assert name in pipelines and instances == [target], (pipelines, instances)
 
         raw = RawProducer(settings, bootstrap)
         stats: list[ProduceStats] = []
-        producer = threading.Thread(target=lambda: stats.append(run_synthetic(raw, rate=RATE, records=RECORDS, seed=5)),
-                                    name="synthetic", daemon=True)
+        producer = threading.Thread(
+            target=lambda: stats.append(run_synthetic(raw, rate=RATE, records=RECORDS, seed=5)),
+            name="synthetic",
+            daemon=True,
+        )
         started = time.monotonic()
         producer.start()
 
         # While records flow: every panel query, with a rate window well inside the flow.
         def flowing() -> bool:
-            done = prom.query(f'sum(streamflow_records_total{{pipeline="{name}", stage="inference"}})')
+            done = prom.query(
+                f'sum(streamflow_records_total{{pipeline="{name}", stage="inference"}})'
+            )
             return time.monotonic() - started > 12 and bool(done) and done[0][1] > 0
 
-        assert wait_for(flowing, timeout_s=40, interval_s=0.5), f"no records reached inference; logs in {pipe.log_dir}"
+        assert wait_for(flowing, timeout_s=40, interval_s=0.5), (
+            f"no records reached inference; logs in {pipe.log_dir}"
+        )
         assert producer.is_alive(), "the input stopped before the queries: raise RECORDS"
         for title, ref, expr in queries:
-            table.check("flowing", f"{title} [{ref}]", expr, prom.query(expr), WHILE_FLOWING[(title, ref)])
+            table.check(
+                "flowing", f"{title} [{ref}]", expr, prom.query(expr), WHILE_FLOWING[(title, ref)]
+            )
         gpus = prom.query(f'streamflow_gpus{{pipeline="{name}"}}')
-        table.check("flowing", "GPU panels empty because no GPU is seen", f'streamflow_gpus{{pipeline="{name}"}}',
-                    gpus, NO_GPU)
+        table.check(
+            "flowing",
+            "GPU panels empty because no GPU is seen",
+            f'streamflow_gpus{{pipeline="{name}"}}',
+            gpus,
+            NO_GPU,
+        )
 
         # The input stops: lag drains to 0 (the workers report it every 2 s).
         producer.join(timeout=60)
         assert stats and stats[0].produced == RECORDS and stats[0].failed == 0
-        assert sum(stats[0].faults.values()) > 0.01 * RECORDS  # faults were injected: dead letters exist
+        assert (
+            sum(stats[0].faults.values()) > 0.01 * RECORDS
+        )  # faults were injected: dead letters exist
         lag = f'max(streamflow_consumer_lag_records{{pipeline="{name}"}}) + max(streamflow_consumer_lag_seconds{{pipeline="{name}"}})'
-        drained = wait_for(lambda: (r := prom.query(lag)) and r[0][1] == 0, timeout_s=60, interval_s=0.5)
+        drained = wait_for(
+            lambda: (r := prom.query(lag)) and r[0][1] == 0, timeout_s=60, interval_s=0.5
+        )
         assert drained, f"lag did not drain to 0: {prom.query(lag)}; logs in {pipe.log_dir}"
         time.sleep(2)  # a couple more scrapes at 0
         for title, ref, expr in queries:
             if (title, ref) in AFTER_DRAIN:
-                table.check("drained", f"{title} [{ref}]", expr, prom.query(expr), AFTER_DRAIN[(title, ref)])
+                table.check(
+                    "drained", f"{title} [{ref}]", expr, prom.query(expr), AFTER_DRAIN[(title, ref)]
+                )
 
         # Every alert rule, as the server loaded it from deploy/prometheus/alerts.yml.
-        rules = [r for g in prom.api("rules")["groups"] for r in g["rules"] if r["type"] == "alerting"]
+        rules = [
+            r for g in prom.api("rules")["groups"] for r in g["rules"] if r["type"] == "alerting"
+        ]
         assert sorted(r["name"] for r in rules) == sorted(alert_names())
         for r in rules:
             assert r["health"] == "ok", f"{r['name']}: {r.get('lastError')}"
             fires = r["name"] in SHOULD_FIRE
             expect = DL_RATIO if fires else EMPTY
-            table.check("drained", f"alert {r['name']} ({'fires' if fires else 'silent'})", r["query"],
-                        prom.query(r["query"]), expect)
+            table.check(
+                "drained",
+                f"alert {r['name']} ({'fires' if fires else 'silent'})",
+                r["query"],
+                prom.query(r["query"]),
+                expect,
+            )
             # ... and silent with its inputs there, not for want of series to compare.
             names = sorted(set(re.findall(r"\b(streamflow_\w+|up)\b", r["query"])))
             counts = [({"__name__": n}, v) for n in names for _, v in prom.query(f"count({n})")]
-            table.check("drained", f"alert {r['name']} inputs", ", ".join(f"count({n})" for n in names), counts,
-                        inputs(names))
+            table.check(
+                "drained",
+                f"alert {r['name']} inputs",
+                ", ".join(f"count({n})" for n in names),
+                counts,
+                inputs(names),
+            )
 
         # The server evaluates them too: the dead-letter alert is pending (for: 10m), its
         # annotations rendered; nothing else is active.
         def active() -> list[dict[str, Any]]:
-            return [a for a in prom.api("alerts")["alerts"] if a["labels"].get("pipeline") in (name, None)]
+            return [
+                a
+                for a in prom.api("alerts")["alerts"]
+                if a["labels"].get("pipeline") in (name, None)
+            ]
 
         alerts = wait_for(active, timeout_s=10)
         assert {a["labels"]["alertname"] for a in alerts} == SHOULD_FIRE, alerts
@@ -427,19 +538,25 @@ def test_dashboard_and_alert_queries_on_a_live_pipeline(prometheus_binary: str,
             assert a["state"] == "pending" and a["labels"]["pipeline"] == name
             notes = a["annotations"]
             assert {"summary", "description", "runbook"} <= set(notes), notes
-            assert "error" not in notes["summary"] + notes["description"] and "%" in notes["summary"], notes
+            assert (
+                "error" not in notes["summary"] + notes["description"] and "%" in notes["summary"]
+            ), notes
             assert "Check:" in notes["runbook"] and "Do:" in notes["runbook"]
 
         # `streamflow report --prometheus` draws the run from this same server.
         panels = report.from_prometheus(prom.url, name, minutes=3, window="10s")
         assert {"clean", "normalize", "inference"} <= set(panels.throughput)
         assert max(v for _, v in panels.throughput["inference"]) > 0
-        assert panels.latency_ms and all(0 < v < 10_000 for pts in panels.latency_ms.values() for _, v in pts)
+        assert panels.latency_ms and all(
+            0 < v < 10_000 for pts in panels.latency_ms.values() for _, v in pts
+        )
         assert panels.dead_letters and panels.lag
         png = report.render(panels, tmp_path / "report.png", "test")
         assert png.read_bytes()[:4] == b"\x89PNG"
 
     table.print()
     ratio = sum(stats[0].faults.values()) / RECORDS
-    print(f"\n{RECORDS} records at {RATE}/s, {sum(stats[0].faults.values())} injected faults ({ratio:.2%})")
+    print(
+        f"\n{RECORDS} records at {RATE}/s, {sum(stats[0].faults.values())} injected faults ({ratio:.2%})"
+    )
     assert not table.failures, "\n".join(table.failures)

@@ -39,23 +39,45 @@ sys.exit(main(sys.argv[1:]))
 def committed(bootstrap: str, group: str, topic: str, partitions: int) -> list[int]:
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
     try:
-        return [tp.offset for tp in c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)]
+        return [
+            tp.offset
+            for tp in c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+        ]
     finally:
         c.close()
 
 
-def test_a_stage_fault_exits_70_and_commits_nothing_unfinished(pipeline_overrides: dict[str, str],
-                                                                bootstrap: str, tmp_path: Path) -> None:
+def test_a_stage_fault_exits_70_and_commits_nothing_unfinished(
+    pipeline_overrides: dict[str, str], bootstrap: str, tmp_path: Path
+) -> None:
     settings = load_settings(PIPELINE, pipeline_overrides)
     script = tmp_path / "faulty_worker.py"
     script.write_text(FAULTY_WORKER)
     raw = RawProducer(settings, bootstrap)
     assert run_synthetic(raw, rate=0, records=200, seed=1).produced == 200
-    proc = subprocess.run([sys.executable, str(script), "worker", "--stage", "clean", "--bootstrap", bootstrap,
-                           *sets(pipeline_overrides)], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            "worker",
+            "--stage",
+            "clean",
+            "--bootstrap",
+            bootstrap,
+            *sets(pipeline_overrides),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     log = proc.stdout + proc.stderr
     assert proc.returncode == EXIT_STAGE_FAILED, log[-3000:]
     assert "stage clean failed, stopping the worker" in log and "injected fault" in log
-    offsets = committed(bootstrap, settings.group_id("clean"), settings.topics.raw, settings.topics.partitions)
-    assert all(o < 0 for o in offsets), f"committed {offsets} though nothing was delivered"  # -1001: none
+    offsets = committed(
+        bootstrap, settings.group_id("clean"), settings.topics.raw, settings.topics.partitions
+    )
+    assert all(o < 0 for o in offsets), (
+        f"committed {offsets} though nothing was delivered"
+    )  # -1001: none

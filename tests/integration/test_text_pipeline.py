@@ -36,15 +36,39 @@ OBVIOUS = {  # text -> the label it must get
     "Network unreachable: packets dropped, connection lost": "network",
     "Thanks, the invoice was paid yesterday": "other",
 }
-WORDS = ("fan", "disk", "node", "rack", "latency", "error", "timeout", "retry", "user", "ticket", "the", "is",
-         "slow", "again", "after", "update", "service", "restarted", "memory", "queue", "backup", "failed")
+WORDS = (
+    "fan",
+    "disk",
+    "node",
+    "rack",
+    "latency",
+    "error",
+    "timeout",
+    "retry",
+    "user",
+    "ticket",
+    "the",
+    "is",
+    "slow",
+    "again",
+    "after",
+    "update",
+    "service",
+    "restarted",
+    "memory",
+    "queue",
+    "backup",
+    "failed",
+)
 
 
 def texts(n: int, seed: int = 5) -> list[str]:
     """Log lines and tickets from 1 to ~300 words (some truncated at max_tokens)."""
     rng = np.random.default_rng(seed)
-    lengths = np.concatenate([rng.integers(1, 12, n // 2), rng.integers(12, 60, n // 3), rng.integers(60, 300, n)])
-    out = [" ".join(rng.choice(WORDS, size=int(k))) for k in lengths[:n - len(OBVIOUS)]]
+    lengths = np.concatenate(
+        [rng.integers(1, 12, n // 2), rng.integers(12, 60, n // 3), rng.integers(60, 300, n)]
+    )
+    out = [" ".join(rng.choice(WORDS, size=int(k))) for k in lengths[: n - len(OBVIOUS)]]
     return list(OBVIOUS) + out
 
 
@@ -53,7 +77,9 @@ def bad_records() -> dict[str, bytes]:
     return {
         "empty": json.dumps({"id": "e", "timestamp": 1, "text": "  \t "}).encode(),
         "missing_required": json.dumps({"id": "m", "timestamp": 1}).encode(),
-        "wrong_type": json.dumps({"id": "w", "timestamp": 1, "text": ["not", "a", "string"]}).encode(),
+        "wrong_type": json.dumps(
+            {"id": "w", "timestamp": 1, "text": ["not", "a", "string"]}
+        ).encode(),
         "too_large": json.dumps({"id": "l", "timestamp": 1, "text": "x" * 9000}).encode(),
         "invalid_utf8": b'{"id": "u", "timestamp": 1, "text": "caf\xe9"}',
         "invalid_json": b'{"id": "j", "timestamp": 1, "text": ',
@@ -61,13 +87,18 @@ def bad_records() -> dict[str, bytes]:
 
 
 @pytest.fixture(params=["stages", "chained"])
-def pipeline(request: pytest.FixtureRequest, pipeline_overrides: dict[str, str]) -> Iterator[tuple[Settings, LocalPipeline]]:
-    with running_pipeline({**pipeline_overrides, "runtime.topology": request.param}, PIPELINE) as running:
+def pipeline(
+    request: pytest.FixtureRequest, pipeline_overrides: dict[str, str]
+) -> Iterator[tuple[Settings, LocalPipeline]]:
+    with running_pipeline(
+        {**pipeline_overrides, "runtime.topology": request.param}, PIPELINE
+    ) as running:
         yield running
 
 
 def test_texts_get_embeddings_matching_the_model_and_bad_ones_are_dead_lettered(
-        pipeline: tuple[Settings, LocalPipeline], bootstrap: str) -> None:
+    pipeline: tuple[Settings, LocalPipeline], bootstrap: str
+) -> None:
     settings, pipe = pipeline
     t = settings.topics
     raw = RawProducer(settings, bootstrap)
@@ -96,13 +127,21 @@ def test_texts_get_embeddings_matching_the_model_and_bad_ones_are_dead_lettered(
     assert result, f"not every record came out; logs in {pipe.log_dir}"
     scored, dead = result
     assert len(scored) == len(good) and len(dead) == len(bad)
-    assert {m.key.decode(): m.headers["sf-reason-code"].decode() for m in dead.values() if m.key} == \
-        {code: code for code in bad}
-    assert all(m.headers["sf-stage"] == b"clean" and m.value == bad[m.key.decode()] for m in dead.values() if m.key)
+    assert {
+        m.key.decode(): m.headers["sf-reason-code"].decode() for m in dead.values() if m.key
+    } == {code: code for code in bad}
+    assert all(
+        m.headers["sf-stage"] == b"clean" and m.value == bad[m.key.decode()]
+        for m in dead.values()
+        if m.key
+    )
 
     out_schema = load_schema(settings.output.schema)
-    results = {m.key.decode(): (m, fastavro.schemaless_reader(io.BytesIO(m.value), out_schema, None))
-               for m in scored.values() if m.key}
+    results = {
+        m.key.decode(): (m, fastavro.schemaless_reader(io.BytesIO(m.value), out_schema, None))
+        for m in scored.values()
+        if m.key
+    }
     assert set(results) == {f"r{i}" for i in range(len(good))}
 
     from streamflow.model import minilm
@@ -115,21 +154,38 @@ def test_texts_get_embeddings_matching_the_model_and_bad_ones_are_dead_lettered(
     cos = (got * want).sum(axis=1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))
     assert cos.min() > 0.999, f"lowest cosine {cos.min()} for {good[int(cos.argmin())][:80]!r}"
     for i, (text, label) in enumerate(OBVIOUS.items()):
-        assert good[i] == text and results[f"r{i}"][1]["label"] == label, (text, results[f"r{i}"][1]["label"])
+        assert good[i] == text and results[f"r{i}"][1]["label"] == label, (
+            text,
+            results[f"r{i}"][1]["label"],
+        )
     for i in range(len(good)):
         m, r = results[f"r{i}"]
         assert r["id"] == f"r{i}" and r["timestamp"] == 1_700_000_000_000 + i
-        assert r["model_name"] == "all-MiniLM-L6-v2" and r["model_version"] == "1.0.0" and -1 <= r["label_score"] <= 1
-        assert m.headers["sf-source-topic"].decode() == t.raw and m.headers["sf-model"] == b"all-MiniLM-L6-v2"
+        assert (
+            r["model_name"] == "all-MiniLM-L6-v2"
+            and r["model_version"] == "1.0.0"
+            and -1 <= r["label_score"] <= 1
+        )
+        assert (
+            m.headers["sf-source-topic"].decode() == t.raw
+            and m.headers["sf-model"] == b"all-MiniLM-L6-v2"
+        )
 
     def metrics_settled():  # type: ignore[no-untyped-def]
         m = scrape(pipe.metrics_url)
-        return m if metric_sum(m, "streamflow_records_total", stage="inference", outcome="ok") >= len(good) else None
+        return (
+            m
+            if metric_sum(m, "streamflow_records_total", stage="inference", outcome="ok")
+            >= len(good)
+            else None
+        )
 
     m = wait_for(metrics_settled, timeout_s=30)
     assert m, "metrics never caught up"
     assert metric_sum(m, "streamflow_dead_letters_total") == len(bad)
     for stage in ("normalize", "inference"):
         bucketed = metric_sum(m, "streamflow_padding_waste_ratio", stage=stage, batching="bucketed")
-        unbucketed = metric_sum(m, "streamflow_padding_waste_ratio", stage=stage, batching="unbucketed")
+        unbucketed = metric_sum(
+            m, "streamflow_padding_waste_ratio", stage=stage, batching="unbucketed"
+        )
         assert 0 <= bucketed < unbucketed, (stage, bucketed, unbucketed)

@@ -9,8 +9,12 @@ from streamflow.dedupe import Deduplicator
 
 
 def headers(offset: int, partition: int = 0, topic: str = "p.raw") -> list[tuple[str, bytes]]:
-    return [("sf-source-topic", topic.encode()), ("sf-source-partition", b"%d" % partition),
-            ("sf-source-offset", b"%d" % offset), ("sf-ingest-ms", b"1")]
+    return [
+        ("sf-source-topic", topic.encode()),
+        ("sf-source-partition", b"%d" % partition),
+        ("sf-source-offset", b"%d" % offset),
+        ("sf-ingest-ms", b"1"),
+    ]
 
 
 def test_a_replay_after_a_restart_is_left_out_and_counted() -> None:
@@ -23,13 +27,22 @@ def test_a_replay_after_a_restart_is_left_out_and_counted() -> None:
 
 def test_partitions_and_topics_are_told_apart_and_foreign_messages_pass() -> None:
     d = Deduplicator()
-    assert d.first_time(headers(5, 0)) and d.first_time(headers(5, 1)) and d.first_time(headers(5, 0, "q.raw"))
+    assert (
+        d.first_time(headers(5, 0))
+        and d.first_time(headers(5, 1))
+        and d.first_time(headers(5, 0, "q.raw"))
+    )
     assert not d.first_time(dict(headers(5, 1)))
     assert d.first_time(None) and d.first_time([("other", b"x")])
 
 
-@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 5000)), max_size=400), st.integers(64, 2000))
-def test_within_the_window_each_source_record_is_kept_exactly_once(events: list[tuple[int, int]], window: int) -> None:
+@given(
+    st.lists(st.tuples(st.integers(0, 3), st.integers(0, 5000)), max_size=400),
+    st.integers(64, 2000),
+)
+def test_within_the_window_each_source_record_is_kept_exactly_once(
+    events: list[tuple[int, int]], window: int
+) -> None:
     d = Deduplicator(window=window)
     seen: set[tuple[int, int]] = set()
     newest: dict[int, int] = {}

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 import yaml
 
-from streamflow.steps import STEPS, step_named
-from streamflow.steps import source_topic as step_source_topic
 from streamflow.settings import Settings
 from streamflow.settings.loading import ENV_PREFIX, env_overrides, load_settings
+from streamflow.steps import STEPS, step_named
+from streamflow.steps import source_topic as step_source_topic
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -31,12 +31,18 @@ PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 
 STAGES = tuple(step.name for step in STEPS)  # what the deploy files must name: the pipeline's steps
 # compose service -> the stage it runs; all of them scale with --scale
-AGENT_SERVICES = {"clean": "clean", "normalize": "normalize", "inference": "inference", "inference-cpu": "inference"}
+AGENT_SERVICES = {
+    "clean": "clean",
+    "normalize": "normalize",
+    "inference": "inference",
+    "inference-cpu": "inference",
+}
 SCALABLE = (*AGENT_SERVICES, "collector")
 PIPELINE_VAR = f"{ENV_PREFIX}PIPELINE"  # the pipeline file itself, not a setting
 
 
 # --- helpers ------------------------------------------------------------------------------
+
 
 def compose() -> dict[str, Any]:
     return yaml.safe_load(COMPOSE_FILE.read_text())
@@ -52,7 +58,9 @@ def settings() -> Settings:
 
 def interpolate(value: Any) -> str:
     """Compose's ``${VAR:-default}`` / ``${VAR-default}`` / ``${VAR}`` with nothing set in the shell."""
-    return re.sub(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::?-([^}]*))?\}", lambda m: m.group(1) or "", str(value))
+    return re.sub(
+        r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::?-([^}]*))?\}", lambda m: m.group(1) or "", str(value)
+    )
 
 
 def environment(service: dict[str, Any]) -> dict[str, str]:
@@ -64,8 +72,11 @@ def environment(service: dict[str, Any]) -> dict[str, str]:
 
 def active(profiles: set[str]) -> dict[str, dict[str, Any]]:
     """The services ``docker compose --profile P ... up`` starts."""
-    return {name: svc for name, svc in services().items()
-            if not svc.get("profiles") or profiles & set(svc["profiles"])}
+    return {
+        name: svc
+        for name, svc in services().items()
+        if not svc.get("profiles") or profiles & set(svc["profiles"])
+    }
 
 
 def runs_stage(svc: dict[str, Any]) -> str | None:
@@ -77,8 +88,12 @@ def runs_stage(svc: dict[str, Any]) -> str | None:
 
 
 def gpu_reservations(svc: dict[str, Any]) -> list[dict[str, Any]]:
-    devices = (((svc.get("deploy") or {}).get("resources") or {}).get("reservations") or {}).get("devices") or []
-    return [d for d in devices if d.get("driver") == "nvidia" or "gpu" in (d.get("capabilities") or [])]
+    devices = (((svc.get("deploy") or {}).get("resources") or {}).get("reservations") or {}).get(
+        "devices"
+    ) or []
+    return [
+        d for d in devices if d.get("driver") == "nvidia" or "gpu" in (d.get("capabilities") or [])
+    ]
 
 
 def host_ports(svc: dict[str, Any]) -> list[str]:
@@ -128,8 +143,14 @@ def container(deployment: dict[str, Any]) -> dict[str, Any]:
 
 
 def deployment_for(stage: str) -> dict[str, Any]:
-    found = [d for d in k8s("Deployment").values() if container(d).get("args", [])[:3] == ["worker", "--stage", stage]]
-    assert len(found) == 1, f"expected one Deployment running `worker --stage {stage}`, found {len(found)}"
+    found = [
+        d
+        for d in k8s("Deployment").values()
+        if container(d).get("args", [])[:3] == ["worker", "--stage", stage]
+    ]
+    assert len(found) == 1, (
+        f"expected one Deployment running `worker --stage {stage}`, found {len(found)}"
+    )
     return found[0]
 
 
@@ -140,7 +161,12 @@ def pod_env(deployment: dict[str, Any]) -> dict[str, str]:
     env: dict[str, str] = {}
     for src in c.get("envFrom", []):
         if "configMapRef" in src:
-            env.update({k: str(v) for k, v in k8s("ConfigMap")[src["configMapRef"]["name"]]["data"].items()})
+            env.update(
+                {
+                    k: str(v)
+                    for k, v in k8s("ConfigMap")[src["configMapRef"]["name"]]["data"].items()
+                }
+            )
         if "secretRef" in src:
             secret = secrets.get(src["secretRef"]["name"])
             if secret is not None:
@@ -154,7 +180,11 @@ def source_topic(s: Settings, stage: str) -> str:
 
 
 def topic_partitions(s: Settings, topic: str) -> int:
-    return s.topics.partitions if topic in (s.topics.raw, s.topics.scored, s.topics.dlq) else s.internal_partitions
+    return (
+        s.topics.partitions
+        if topic in (s.topics.raw, s.topics.scored, s.topics.dlq)
+        else s.internal_partitions
+    )
 
 
 def port_of(c: dict[str, Any], ref: int | str) -> int:
@@ -186,15 +216,20 @@ def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
 def dockerignored(rel: str) -> bool:
     """Whether .dockerignore keeps ``rel`` (or a folder above it) out of the build context."""
     ignore = ROOT / ".dockerignore"
-    patterns = [p.strip() for p in ignore.read_text().splitlines() if p.strip() and not p.startswith("#")]
+    patterns = [
+        p.strip() for p in ignore.read_text().splitlines() if p.strip() and not p.startswith("#")
+    ]
     parts = Path(rel).parts
     candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
     excluded = False
     for pattern in patterns:
         negate = pattern.startswith("!")
         pat = pattern.lstrip("!").strip("/")
-        hit = any(fnmatch.fnmatchcase(c, pat) or (pat.startswith("**/") and fnmatch.fnmatchcase(c.split("/")[-1], pat[3:]))
-                  for c in candidates)
+        hit = any(
+            fnmatch.fnmatchcase(c, pat)
+            or (pat.startswith("**/") and fnmatch.fnmatchcase(c.split("/")[-1], pat[3:]))
+            for c in candidates
+        )
         if hit:
             excluded = not negate
     return excluded
@@ -218,6 +253,7 @@ def is_setting_var(name: str) -> bool:
 
 # --- docker-compose.yml -------------------------------------------------------------------
 
+
 def test_each_agent_service_runs_its_stage() -> None:
     svcs = services()
     for name, stage in AGENT_SERVICES.items():
@@ -229,7 +265,9 @@ def test_each_agent_service_runs_its_stage() -> None:
 def test_scalable_services_publish_no_fixed_host_port_and_have_no_container_name() -> None:
     svcs = services()
     for name in SCALABLE:
-        assert host_ports(svcs[name]) == [], f"{name} publishes a host port: `--scale {name}=3` would clash"
+        assert host_ports(svcs[name]) == [], (
+            f"{name} publishes a host port: `--scale {name}=3` would clash"
+        )
         assert "container_name" not in svcs[name], f"{name}: a container_name cannot be scaled"
 
 
@@ -237,7 +275,9 @@ def test_workers_serve_metrics_where_their_healthcheck_and_env_say() -> None:
     for name in AGENT_SERVICES:
         svc = services()[name]
         env = environment(svc)
-        assert env["STREAMFLOW_METRICS_HOST"] == "0.0.0.0", f"{name}: metrics must listen beyond the container"
+        assert env["STREAMFLOW_METRICS_HOST"] == "0.0.0.0", (
+            f"{name}: metrics must listen beyond the container"
+        )
         port = int(env["STREAMFLOW_METRICS_PORT"])
         assert worker_healthcheck_port(svc) == port
         assert str(port) in [str(p) for p in svc.get("expose", [])]
@@ -246,7 +286,9 @@ def test_workers_serve_metrics_where_their_healthcheck_and_env_say() -> None:
 def test_every_service_has_a_healthcheck() -> None:
     for name, svc in services().items():
         hc = svc.get("healthcheck")
-        assert hc and not hc.get("disable") and hc.get("test") and hc["test"][0] != "NONE", f"{name}: no healthcheck"
+        assert hc and not hc.get("disable") and hc.get("test") and hc["test"][0] != "NONE", (
+            f"{name}: no healthcheck"
+        )
 
 
 def test_workers_wait_for_a_healthy_kafka_at_their_bootstrap_address() -> None:
@@ -257,9 +299,13 @@ def test_workers_wait_for_a_healthy_kafka_at_their_bootstrap_address() -> None:
         svc = svcs[name]
         env = environment(svc)
         deps = svc["depends_on"]
-        assert deps.get("kafka", {}).get("condition") == "service_healthy" or \
-            all(svcs[d].get("depends_on", {}).get("kafka", {}).get("condition") == "service_healthy" for d in deps), name
-        assert env["STREAMFLOW_KAFKA_BOOTSTRAP"] in advertised, f"{name}: {env['STREAMFLOW_KAFKA_BOOTSTRAP']} is not advertised"
+        assert deps.get("kafka", {}).get("condition") == "service_healthy" or all(
+            svcs[d].get("depends_on", {}).get("kafka", {}).get("condition") == "service_healthy"
+            for d in deps
+        ), name
+        assert env["STREAMFLOW_KAFKA_BOOTSTRAP"] in advertised, (
+            f"{name}: {env['STREAMFLOW_KAFKA_BOOTSTRAP']} is not advertised"
+        )
         # wait_ready gets a few health-check intervals' worth, not the 10 s default
         assert float(env["STREAMFLOW_KAFKA_CONNECT_TIMEOUT_S"]) >= 20
     # The collector produces only once clean has created the topics with their partition counts.
@@ -276,7 +322,9 @@ def test_kafka_is_kraft_with_an_internal_and_a_host_listener() -> None:
     assert host, "no listener advertised for clients on the host"
     assert host[0].rsplit(":", 1)[1] in host_ports(kafka)
     cluster_id = env["CLUSTER_ID"]
-    assert len(base64.urlsafe_b64decode(cluster_id + "==")) == 16, "CLUSTER_ID must be a base64 UUID"
+    assert len(base64.urlsafe_b64decode(cluster_id + "==")) == 16, (
+        "CLUSTER_ID must be a base64 UUID"
+    )
     assert int(env["KAFKA_NUM_PARTITIONS"]) == settings().topics.partitions
 
 
@@ -285,15 +333,21 @@ def test_drain_fits_in_the_stop_grace_period() -> None:
     for name in AGENT_SERVICES:
         grace = services()[name]["stop_grace_period"]
         m = re.fullmatch(r"(\d+)s", grace)
-        assert m and int(m.group(1)) > drain, f"{name}: stop_grace_period {grace} <= runtime.drain_timeout_s {drain}"
+        assert m and int(m.group(1)) > drain, (
+            f"{name}: stop_grace_period {grace} <= runtime.drain_timeout_s {drain}"
+        )
 
 
-@pytest.mark.parametrize("profiles", [set(), {"cpu"}, {"gpu"}, {"cpu", "registry", "http"}, {"gpu", "registry", "http"}])
+@pytest.mark.parametrize(
+    "profiles", [set(), {"cpu"}, {"gpu"}, {"cpu", "registry", "http"}, {"gpu", "registry", "http"}]
+)
 def test_profiles_are_consistent(profiles: set[str]) -> None:
     on = active(profiles)
     for name, svc in on.items():
         for dep in svc.get("depends_on") or {}:
-            assert dep in on, f"with profiles {sorted(profiles)}, {name} depends on {dep}, which does not start"
+            assert dep in on, (
+                f"with profiles {sorted(profiles)}, {name} depends on {dep}, which does not start"
+            )
     inference = [n for n, s in on.items() if runs_stage(s) == "inference"]
     if profiles & {"cpu", "gpu"}:
         assert len(inference) == 1, f"profiles {sorted(profiles)}: inference services {inference}"
@@ -328,7 +382,9 @@ def test_compose_paths_exist() -> None:
             if source.startswith((".", "/")):
                 assert (ROOT / source).exists(), f"{name}: volume source {source} does not exist"
             else:
-                assert source in (compose().get("volumes") or {}), f"{name}: named volume {source} not declared"
+                assert source in (compose().get("volumes") or {}), (
+                    f"{name}: named volume {source} not declared"
+                )
 
 
 def test_environment_variable_names_are_settings() -> None:
@@ -337,9 +393,15 @@ def test_environment_variable_names_are_settings() -> None:
         names |= {k for k in environment(svc) if k.startswith(ENV_PREFIX)}
     for _, doc in k8s_docs():
         if doc["kind"] in ("ConfigMap", "Secret"):
-            names |= {k for k in {**doc.get("data", {}), **doc.get("stringData", {})} if k.startswith(ENV_PREFIX)}
+            names |= {
+                k
+                for k in {**doc.get("data", {}), **doc.get("stringData", {})}
+                if k.startswith(ENV_PREFIX)
+            }
         if doc["kind"] == "Deployment":
-            names |= {e["name"] for e in container(doc).get("env", []) if e["name"].startswith(ENV_PREFIX)}
+            names |= {
+                e["name"] for e in container(doc).get("env", []) if e["name"].startswith(ENV_PREFIX)
+            }
     for path in DOCKER_DIR.glob("Dockerfile.*"):
         for instr, args in dockerfile_instructions(path):
             if instr == "ENV":
@@ -393,18 +455,28 @@ def test_metrics_port_matches_the_prometheus_scrape_config(profiles: set[str]) -
                 continue
             stages_scraped.add(stage)
             want = int(environment(services()[service])["STREAMFLOW_METRICS_PORT"])
-            assert ports == {want}, f"Prometheus scrapes {host} on {ports}, {service} serves metrics on {want}"
-    assert stages_scraped == set(STAGES), f"profiles {sorted(profiles)}: Prometheus scrapes stages {stages_scraped}"
-    mounted = {str(v).split(":")[1] for v in services()["prometheus"]["volumes"] if str(v).startswith("./")}
+            assert ports == {want}, (
+                f"Prometheus scrapes {host} on {ports}, {service} serves metrics on {want}"
+            )
+    assert stages_scraped == set(STAGES), (
+        f"profiles {sorted(profiles)}: Prometheus scrapes stages {stages_scraped}"
+    )
+    mounted = {
+        str(v).split(":")[1] for v in services()["prometheus"]["volumes"] if str(v).startswith("./")
+    }
     for rule_file in config.get("rule_files", []):
-        assert str(Path("/etc/prometheus") / rule_file) in mounted, f"rule file {rule_file} is not mounted"
+        assert str(Path("/etc/prometheus") / rule_file) in mounted, (
+            f"rule file {rule_file} is not mounted"
+        )
 
 
 def test_grafana_provisioning_points_at_the_compose_services() -> None:
     provisioning = ROOT / "deploy" / "grafana" / "provisioning"
     if not provisioning.is_dir():
         pytest.skip("deploy/grafana/provisioning not written yet")
-    mounts = {str(v).split(":")[1] for v in services()["grafana"]["volumes"] if str(v).startswith("./")}
+    mounts = {
+        str(v).split(":")[1] for v in services()["grafana"]["volumes"] if str(v).startswith("./")
+    }
     prometheus_port = services()["prometheus"]["ports"][0].split(":")[-1]
     for path in provisioning.rglob("*.y*ml"):
         doc = yaml.safe_load(path.read_text()) or {}
@@ -417,14 +489,21 @@ def test_grafana_provisioning_points_at_the_compose_services() -> None:
 
 # --- deploy/docker ------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("flavour", ["cpu", "gpu"])
 def test_dockerfile(flavour: str) -> None:
     path = DOCKER_DIR / f"Dockerfile.{flavour}"
     instructions = dockerfile_instructions(path)
     copies = [args.split() for instr, args in instructions if instr == "COPY"]
-    sources = [src for parts in copies if not any(p.startswith("--from") for p in parts)
-               for src in [p for p in parts if not p.startswith("--")][:-1]]
-    assert {"pyproject.toml", "README.md", "streamflow", "pipelines", "schemas", "models"} <= set(sources)
+    sources = [
+        src
+        for parts in copies
+        if not any(p.startswith("--from") for p in parts)
+        for src in [p for p in parts if not p.startswith("--")][:-1]
+    ]
+    assert {"pyproject.toml", "README.md", "streamflow", "pipelines", "schemas", "models"} <= set(
+        sources
+    )
     for src in sources:
         assert (ROOT / src).exists(), f"{path.name}: COPY {src}: not in the repository"
         assert not dockerignored(src), f"{path.name}: COPY {src}: excluded by .dockerignore"
@@ -438,13 +517,22 @@ def test_dockerfile(flavour: str) -> None:
     entrypoint = [args for instr, args in instructions if instr == "ENTRYPOINT"]
     assert entrypoint[-1] == '["streamflow"]'
     user = [args for instr, args in instructions if instr == "USER"]
-    assert user and user[-1].split(":")[0] not in ("root", "0"), "the image must run as a non-root user"
+    assert user and user[-1].split(":")[0] not in ("root", "0"), (
+        "the image must run as a non-root user"
+    )
     bases = [args.split()[0] for instr, args in instructions if instr == "FROM"]
     if flavour == "gpu":
         text = path.read_text()
         base = re.search(r"ARG BASE_IMAGE=(\S+)", text)
-        assert base and base.group(1).startswith("nvidia/cuda:") and "cudnn" in base.group(1) and "runtime" in base.group(1)
-        assert re.search(r"ARG ORT_GPU_VERSION=\d+\.\d+\.\d+", text), "pin onnxruntime-gpu to the CUDA of the base image"
+        assert (
+            base
+            and base.group(1).startswith("nvidia/cuda:")
+            and "cudnn" in base.group(1)
+            and "runtime" in base.group(1)
+        )
+        assert re.search(r"ARG ORT_GPU_VERSION=\d+\.\d+\.\d+", text), (
+            "pin onnxruntime-gpu to the CUDA of the base image"
+        )
         assert '"onnxruntime-gpu==${ORT_GPU_VERSION}"' in pip
     else:
         assert any("python:3.11" in b or b == "${PYTHON_IMAGE}" for b in bases)
@@ -458,6 +546,7 @@ def test_dockerignore_keeps_the_build_context_small() -> None:
 
 # --- deploy/k8s ---------------------------------------------------------------------------
 
+
 def test_manifests_parse_and_kustomization_lists_them() -> None:
     docs = k8s_docs()
     for path, doc in docs:
@@ -469,7 +558,9 @@ def test_manifests_parse_and_kustomization_lists_them() -> None:
         assert (K8S_DIR / res).is_file(), res
     listed = set(resources) | {"kustomization.yaml"}
     on_disk = {p.name for p in K8S_DIR.glob("*.yaml")}
-    assert on_disk - listed == {"secret-kafka.example.yaml"}, "every manifest but the Secret example is applied"
+    assert on_disk - listed == {"secret-kafka.example.yaml"}, (
+        "every manifest but the Secret example is applied"
+    )
     namespaces = k8s("Namespace")
     assert kustomization()["namespace"] in namespaces
 
@@ -491,20 +582,24 @@ def test_scaledobjects_follow_the_consumer_groups_and_topics_streamflow_computes
         [trigger] = so["spec"]["triggers"]
         meta = trigger["metadata"]
         assert trigger["type"] == "kafka"
-        assert all(isinstance(v, str) for v in meta.values()), "KEDA trigger metadata values are strings"
+        assert all(isinstance(v, str) for v in meta.values()), (
+            "KEDA trigger metadata values are strings"
+        )
         assert meta["consumerGroup"] == s.group_id(stage)
         assert meta["topic"] == source_topic(s, stage)
         assert meta["bootstrapServers"] == bootstrap
         assert int(meta["lagThreshold"]) > 0
         assert 1 <= so["spec"]["minReplicaCount"] <= so["spec"]["maxReplicaCount"]
-        assert so["spec"]["maxReplicaCount"] <= topic_partitions(s, meta["topic"]), \
+        assert so["spec"]["maxReplicaCount"] <= topic_partitions(s, meta["topic"]), (
             f"{stage}: replicas beyond the partition count of {meta['topic']} would sit idle"
+        )
 
 
 def test_pipeline_configmap_is_the_pipeline_file() -> None:
     cm = k8s("ConfigMap")["streamflow-pipeline"]
-    assert cm["data"]["telemetry.toml"] == PIPELINE.read_text(), \
+    assert cm["data"]["telemetry.toml"] == PIPELINE.read_text(), (
         "deploy/k8s/configmap-pipeline.yaml is stale: run python deploy/k8s/render_pipeline_configmap.py"
+    )
 
 
 def test_pods_mount_the_pipeline_where_streamflow_looks_for_it() -> None:
@@ -526,7 +621,9 @@ def test_pod_environments_load() -> None:
     for stage in STAGES:
         env = pod_env(deployment_for(stage))
         env.pop(PIPELINE_VAR)
-        loaded = load_settings(PIPELINE, environ={k: v for k, v in env.items() if k.startswith(ENV_PREFIX)})
+        loaded = load_settings(
+            PIPELINE, environ={k: v for k, v in env.items() if k.startswith(ENV_PREFIX)}
+        )
         assert loaded.metrics.host == "0.0.0.0"
         assert loaded.group_id(stage) == s.group_id(stage)
 
@@ -552,14 +649,18 @@ def test_ports_probes_and_services_agree() -> None:
         assert port_of(c, "metrics") == metrics_port
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             get = c[probe]["httpGet"]
-            assert port_of(c, get["port"]) == metrics_port and get["path"] == "/metrics", f"{stage} {probe}"
+            assert port_of(c, get["port"]) == metrics_port and get["path"] == "/metrics", (
+                f"{stage} {probe}"
+            )
         pod_labels = d["spec"]["template"]["metadata"]["labels"]
         assert d["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
         [svc] = [v for v in svcs.values() if v["spec"]["selector"].items() <= pod_labels.items()]
         [port] = svc["spec"]["ports"]
         assert port_of(c, port["targetPort"]) == metrics_port
         monitor = k8s("ServiceMonitor")["streamflow"]
-        assert monitor["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+        assert (
+            monitor["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+        )
         assert {e["port"] for e in monitor["spec"]["endpoints"]} == {port["name"]}
         assert kustomization()["namespace"] in monitor["spec"]["namespaceSelector"]["matchNames"]
 
@@ -568,7 +669,9 @@ def test_images_are_built_from_deploy_docker() -> None:
     built = images_built_here()
     for stage in STAGES:
         image = container(deployment_for(stage))["image"]
-        assert image in built, f"{stage}: image {image} is not one built from deploy/docker/ ({sorted(built)})"
+        assert image in built, (
+            f"{stage}: image {image} is not one built from deploy/docker/ ({sorted(built)})"
+        )
         assert built[image].endswith("Dockerfile.gpu" if stage == "inference" else "Dockerfile.cpu")
 
 
@@ -577,18 +680,25 @@ def test_resources_gpu_and_graceful_stop() -> None:
     for stage in STAGES:
         d = deployment_for(stage)
         res = container(d)["resources"]
-        assert {"cpu", "memory"} <= set(res["requests"]) and {"cpu", "memory"} <= set(res["limits"]), stage
+        assert {"cpu", "memory"} <= set(res["requests"]) and {"cpu", "memory"} <= set(
+            res["limits"]
+        ), stage
         assert d["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > drain
         assert "replicas" not in d["spec"], f"{stage}: KEDA owns the replica count"
         gpus = res["limits"].get("nvidia.com/gpu")
         assert gpus == (1 if stage == "inference" else None), stage
     inference = deployment_for("inference")
     assert pod_env(inference)["STREAMFLOW_RUNTIME_DEVICE"] == "cuda"
-    assert any(t.get("key") == "nvidia.com/gpu" for t in inference["spec"]["template"]["spec"]["tolerations"])
+    assert any(
+        t.get("key") == "nvidia.com/gpu"
+        for t in inference["spec"]["template"]["spec"]["tolerations"]
+    )
 
 
 def test_secret_example_holds_placeholders_only() -> None:
     [secret] = [d for _, d in k8s_docs() if d["kind"] == "Secret"]
     values = secret["stringData"]
-    assert values and all(re.fullmatch(r"<[^>]+>", v) for v in values.values()), "placeholders, never real values"
+    assert values and all(re.fullmatch(r"<[^>]+>", v) for v in values.values()), (
+        "placeholders, never real values"
+    )
     assert f"{ENV_PREFIX}KAFKA_SASL_PASSWORD" in values

@@ -45,8 +45,13 @@ from tests.conftest import PIPELINE, ROOT
 
 SETTINGS = load_settings(PIPELINE, environ={})
 AVRO = RecordCodec(str(ROOT / "schemas/telemetry_reading.avsc"))
-GOOD: dict[str, Any] = {"device_id": "d", "timestamp": 1, "cpu_temp_c": 50.0, "power_w": 300.0,
-                        "cpu_util_pct": 5.0}
+GOOD: dict[str, Any] = {
+    "device_id": "d",
+    "timestamp": 1,
+    "cpu_temp_c": 50.0,
+    "power_w": 300.0,
+    "cpu_util_pct": 5.0,
+}
 
 
 def ctx(settings: Settings = SETTINGS, stage: str = "clean") -> StageContext:
@@ -55,8 +60,12 @@ def ctx(settings: Settings = SETTINGS, stage: str = "clean") -> StageContext:
 
 
 def raw(values: Sequence[bytes | None]) -> list[SimpleNamespace]:
-    return [SimpleNamespace(value=v, key=b"k", offset=i, timestamp=7, headers=[], topic="raw",
-                            partition=0) for i, v in enumerate(values)]
+    return [
+        SimpleNamespace(
+            value=v, key=b"k", offset=i, timestamp=7, headers=[], topic="raw", partition=0
+        )
+        for i, v in enumerate(values)
+    ]
 
 
 def js(**fields: Any) -> bytes:
@@ -71,21 +80,38 @@ def clean_letters(handler: CleanHandler, values: Sequence[bytes | None]) -> list
 
 def batch(features: np.ndarray) -> RecordBatch:
     n = len(features)
-    return RecordBatch("raw", 0, np.arange(n, dtype=np.int64), np.zeros(n, np.int64),
-                       BytesColumn.from_list([b"k"] * n), BytesColumn.from_list([b"v"] * n),
-                       BytesColumn.from_list([b"d"] * n), np.ones(n, np.int64),
-                       np.asarray(features, dtype=np.float32))
+    return RecordBatch(
+        "raw",
+        0,
+        np.arange(n, dtype=np.int64),
+        np.zeros(n, np.int64),
+        BytesColumn.from_list([b"k"] * n),
+        BytesColumn.from_list([b"v"] * n),
+        BytesColumn.from_list([b"d"] * n),
+        np.ones(n, np.int64),
+        np.asarray(features, dtype=np.float32),
+    )
 
 
 def every_dead_letter(monkeypatch: pytest.MonkeyPatch) -> list[OutMessage]:
     """A dead letter from every place that writes one."""
     letters: list[OutMessage] = []
     # clean: undecodable (DecodeError) and invalid (ValidationError) records
-    letters += clean_letters(CleanHandler(ctx()), [
-        b"", b"x" * (SETTINGS.limits.max_message_bytes + 1), b'{"device_id": ',
-        json.dumps({k: v for k, v in GOOD.items() if k != "device_id"}).encode(),
-        js(device_id="X").replace(b'"X"', b'"\xff"'), js(cpu_temp_c="hot"), AVRO.encode(GOOD)[:3],
-        js(cpu_temp_c=None), js(power_w=float("nan")), js(power_w=-50.0)])
+    letters += clean_letters(
+        CleanHandler(ctx()),
+        [
+            b"",
+            b"x" * (SETTINGS.limits.max_message_bytes + 1),
+            b'{"device_id": ',
+            json.dumps({k: v for k, v in GOOD.items() if k != "device_id"}).encode(),
+            js(device_id="X").replace(b'"X"', b'"\xff"'),
+            js(cpu_temp_c="hot"),
+            AVRO.encode(GOOD)[:3],
+            js(cpu_temp_c=None),
+            js(power_w=float("nan")),
+            js(power_w=-50.0),
+        ],
+    )
     registry = {"input.schema_registry_url": "mock://test-errors"}
     wire = CleanHandler(ctx(load_settings(PIPELINE, registry, environ={})))
     letters += clean_letters(wire, [b"\x00" + (4242).to_bytes(4, "big") + AVRO.encode(GOOD)])
@@ -119,8 +145,9 @@ def every_dead_letter(monkeypatch: pytest.MonkeyPatch) -> list[OutMessage]:
     c.shed([Chunk("raw", 0, raw([js()]), 1)], raw=True)
     internal = raw([encode_record_batch(batch(features[:1])), b"SFB1 not a batch"])
     c.shed([Chunk("p.internal.normalized", 0, internal, 2)], raw=False)
-    assert decode_batches([Chunk("p.internal.normalized", 0, internal[1:], 1)],
-                          "inference", "dlq")[1]
+    assert decode_batches([Chunk("p.internal.normalized", 0, internal[1:], 1)], "inference", "dlq")[
+        1
+    ]
 
     # deliver: a result the sink topic refuses for good
     too_large = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE)
@@ -130,7 +157,8 @@ def every_dead_letter(monkeypatch: pytest.MonkeyPatch) -> list[OutMessage]:
 
 
 def test_every_error_class_a_dead_letter_names_is_a_class_in_streamflow_errors(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     letters = every_dead_letter(monkeypatch)
     names = {dict(m.headers or [])[H_ERROR_CLASS].decode() for m in letters}
     for name in names:
@@ -142,7 +170,8 @@ def test_every_error_class_a_dead_letter_names_is_a_class_in_streamflow_errors(
 
 
 def test_every_reason_code_is_given_where_a_record_is_refused(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     headers = [dict(m.headers or []) for m in every_dead_letter(monkeypatch)]
     given = {h[H_REASON_CODE].decode(): h[H_REASON].decode() for h in headers}
     assert set(given) == set(REASON_CODES) == {c.value for c in ReasonCode}, given

@@ -27,16 +27,22 @@ def test_each_step_reads_what_the_one_before_it_writes() -> None:
     assert source_topic(s, STEPS[0]) == s.topics.raw and sink_topic(s, STEPS[-1]) == s.topics.scored
     for before, after in zip(STEPS, STEPS[1:], strict=False):
         assert source_topic(s, after) == sink_topic(s, before)
-    assert [sink_topic(s, step) for step in STEPS[:-1]] == [f"{s.name}.internal.cleaned",
-                                                              f"{s.name}.internal.normalized"]
+    assert [sink_topic(s, step) for step in STEPS[:-1]] == [
+        f"{s.name}.internal.cleaned",
+        f"{s.name}.internal.normalized",
+    ]
     assert source_topic(s, CHAINED) == s.topics.raw
 
 
 def test_the_topics_created_are_the_user_facing_ones_and_one_per_step_output() -> None:
     s = SETTINGS
     names = [t.name for t in pipeline_topics(s)]
-    assert names == [s.topics.raw, s.topics.scored, s.topics.dlq,
-                     *(sink_topic(s, step) for step in STEPS if step.output)]
+    assert names == [
+        s.topics.raw,
+        s.topics.scored,
+        s.topics.dlq,
+        *(sink_topic(s, step) for step in STEPS if step.output),
+    ]
 
 
 def test_the_topology_picks_the_processes_and_every_step_has_a_handler() -> None:
@@ -49,5 +55,8 @@ def test_the_topology_picks_the_processes_and_every_step_has_a_handler() -> None
 
 
 def test_an_unknown_stage_names_the_choices() -> None:
-    with pytest.raises(ConfigError, match="unknown stage 'enrich' .one of clean, normalize, inference, chained, all"):
+    with pytest.raises(
+        ConfigError,
+        match="unknown stage 'enrich' .one of clean, normalize, inference, chained, all",
+    ):
         step_named("enrich")

@@ -106,8 +106,9 @@ class ModelKind(Protocol):
         """Kind-specific metrics for one scoring call (``xs``: the inputs, one per width)."""
         ...
 
-    def results(self, batch: RecordBatch, outputs: np.ndarray, model: LoadedModel,
-                latency_ms: np.ndarray) -> list[bytes]:
+    def results(
+        self, batch: RecordBatch, outputs: np.ndarray, model: LoadedModel, latency_ms: np.ndarray
+    ) -> list[bytes]:
         """One encoded result per row of ``batch``, from the model's outputs."""
         ...
 
@@ -191,8 +192,10 @@ def input_fields(s: Settings) -> tuple[dict[str, set[str]], list[str]]:
         if name not in fields:
             p.append(f"input.{key}: {name!r} is not a field of {s.input.schema}")
     if s.input.timestamp_field in fields and not fields[s.input.timestamp_field] & {"long", "int"}:
-        p.append(f"input.timestamp_field: {s.input.timestamp_field!r} must be a long (epoch ms) "
-                 f"in {s.input.schema}")
+        p.append(
+            f"input.timestamp_field: {s.input.timestamp_field!r} must be a long (epoch ms) "
+            f"in {s.input.schema}"
+        )
     return fields, p
 
 
@@ -205,8 +208,10 @@ def check_result_schema(s: Settings, result_fields: Sequence[str]) -> list[str]:
     except (OSError, json.JSONDecodeError) as exc:
         return [f"output.schema: cannot read {s.output.schema}: {exc}"]
     names = {f["name"] for f in schema.get("fields", [])}
-    return [f"output.schema: {s.output.schema} lacks field {n!r}, which every result carries"
-            for n in sorted(set(result_fields) - names)]
+    return [
+        f"output.schema: {s.output.schema} lacks field {n!r}, which every result carries"
+        for n in sorted(set(result_fields) - names)
+    ]
 
 
 def model_signature(s: Settings) -> tuple[dict[str, Any], dict[str, Any], Any, list[str]]:
@@ -216,7 +221,12 @@ def model_signature(s: Settings) -> tuple[dict[str, Any], dict[str, Any], Any, l
     try:
         import onnxruntime as ort
     except ImportError:
-        return {}, {}, None, ["model: ONNX Runtime is not installed (pip install 'streamflow[cpu]')"]
+        return (
+            {},
+            {},
+            None,
+            ["model: ONNX Runtime is not installed (pip install 'streamflow[cpu]')"],
+        )
     try:
         sess = ort.InferenceSession(s.model.path, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT's own exception types

@@ -50,18 +50,26 @@ class TabularKind:
         if self._decoder is None:
             i = self.settings.input
             self._decoder = ReadingDecoder(
-                i.schema, self.settings.feature_names, format=i.format, key_field=i.key_field,
-                timestamp_field=i.timestamp_field, schema_registry_url=i.schema_registry_url,
-                limits=self.settings.limits)
+                i.schema,
+                self.settings.feature_names,
+                format=i.format,
+                key_field=i.key_field,
+                timestamp_field=i.timestamp_field,
+                schema_registry_url=i.schema_registry_url,
+                limits=self.settings.limits,
+            )
         return self._decoder
 
     @property
     def encoder(self) -> ResultEncoder:  # only the inference step encodes (and registers a schema)
         if self._encoder is None:
             s = self.settings
-            self._encoder = ResultEncoder(s.output.schema, format=s.output.format,
-                                          schema_registry_url=s.input.schema_registry_url,
-                                          topic=s.topics.scored)
+            self._encoder = ResultEncoder(
+                s.output.schema,
+                format=s.output.format,
+                schema_registry_url=s.input.schema_registry_url,
+                topic=s.topics.scored,
+            )
         return self._encoder
 
     @staticmethod
@@ -73,8 +81,14 @@ class TabularKind:
         dec = self.decoder.decode_batch(values, keys)
         res = clean(dec.values, dec.missing, self.rules)
         ok = res.ok & np.fromiter((e is None for e in dec.errors), dtype=bool, count=len(values))
-        return Cleaned(ok, paired(dec.errors, dec.codes), paired(res.reasons, res.codes),
-                       dec.device_ids, np.asarray(dec.event_ms, np.int64), res.values)
+        return Cleaned(
+            ok,
+            paired(dec.errors, dec.codes),
+            paired(res.reasons, res.codes),
+            dec.device_ids,
+            np.asarray(dec.event_ms, np.int64),
+            res.values,
+        )
 
     def prepare(self, batch: RecordBatch, stage: StageMetrics) -> Prepared:
         res = normalize(batch.features, self.norm)
@@ -97,11 +111,19 @@ class TabularKind:
     def observe(self, xs: Sequence[np.ndarray], stage: StageMetrics) -> None:
         pass
 
-    def results(self, batch: RecordBatch, outputs: np.ndarray, model: LoadedModel,
-                latency_ms: np.ndarray) -> list[bytes]:
+    def results(
+        self, batch: RecordBatch, outputs: np.ndarray, model: LoadedModel, latency_ms: np.ndarray
+    ) -> list[bytes]:
         labels = np.where(outputs >= self.threshold, "anomaly", "normal").tolist()
-        return self.encoder.encode_batch(batch.device_id_list(), batch.event_ms, outputs, labels,
-                                         model.name, model.version, latency_ms)
+        return self.encoder.encode_batch(
+            batch.device_id_list(),
+            batch.event_ms,
+            outputs,
+            labels,
+            model.name,
+            model.version,
+            latency_ms,
+        )
 
     def describe(self) -> str:
         return f"{len(self.settings.features)} features"
@@ -115,34 +137,50 @@ class TabularKind:
         fields, p = input_fields(s)
         for i, f in enumerate(s.features if fields else ()):
             if f.name not in fields:
-                p.append(f"features[{i}] ({f.name}): not a field of the input schema {s.input.schema}")
+                p.append(
+                    f"features[{i}] ({f.name}): not a field of the input schema {s.input.schema}"
+                )
             elif not fields[f.name] & NUMERIC:
-                p.append(f"features[{i}] ({f.name}): field type {sorted(fields[f.name])} is not numeric "
-                         f"in {s.input.schema}")
+                p.append(
+                    f"features[{i}] ({f.name}): field type {sorted(fields[f.name])} is not numeric "
+                    f"in {s.input.schema}"
+                )
         p += check_result_schema(s, RESULT_FIELDS)
         inputs, outputs, sess, problems = model_signature(s)
         p += problems
         if sess is None:
             return p
         if s.model.input not in inputs:
-            p.append(f"model.input: {s.model.input!r} is not an input of {s.model.path} "
-                     f"(inputs: {', '.join(inputs)})")
+            p.append(
+                f"model.input: {s.model.input!r} is not an input of {s.model.path} "
+                f"(inputs: {', '.join(inputs)})"
+            )
         else:
             inp = inputs[s.model.input]
             if inp.type != "tensor(float)":
-                p.append(f"model.input: {s.model.input!r} has type {inp.type}; the pipeline feeds tensor(float)")
+                p.append(
+                    f"model.input: {s.model.input!r} has type {inp.type}; the pipeline feeds tensor(float)"
+                )
             shape = inp.shape
             if len(shape) != 2:
-                p.append(f"model.input: {s.model.input!r} has shape {shape}; expected [batch, {len(s.features)}]")
+                p.append(
+                    f"model.input: {s.model.input!r} has shape {shape}; expected [batch, {len(s.features)}]"
+                )
             elif isinstance(shape[1], int) and shape[1] != len(s.features):
-                p.append(f"features: {len(s.features)} features configured but model input {s.model.input!r} "
-                         f"takes {shape[1]} ({s.model.path})")
+                p.append(
+                    f"features: {len(s.features)} features configured but model input {s.model.input!r} "
+                    f"takes {shape[1]} ({s.model.path})"
+                )
         for name in s.model.outputs:
             if name not in outputs:
-                p.append(f"model.outputs: {name!r} is not an output of {s.model.path} "
-                         f"(outputs: {', '.join(outputs)})")
+                p.append(
+                    f"model.outputs: {name!r} is not an output of {s.model.path} "
+                    f"(outputs: {', '.join(outputs)})"
+                )
         order = sess.get_modelmeta().custom_metadata_map.get("features")
         if order and order.split(",") != s.feature_names:
-            p.append(f"features: the order differs from the one the model was trained with "
-                     f"({s.model.path} metadata: {order})")
+            p.append(
+                f"features: the order differs from the one the model was trained with "
+                f"({s.model.path} metadata: {order})"
+            )
         return p

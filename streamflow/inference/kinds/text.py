@@ -61,7 +61,9 @@ class CentroidHead:
         norms = np.linalg.norm(e, axis=1, keepdims=True)
         sims = (e / np.where(norms > 0, norms, 1.0)) @ self.centroids.T
         best = sims.argmax(axis=1)
-        return [self.names[i] for i in best.tolist()], sims[np.arange(len(e)), best].astype(np.float64)
+        return [self.names[i] for i in best.tolist()], sims[np.arange(len(e)), best].astype(
+            np.float64
+        )
 
 
 @dataclass
@@ -79,7 +81,9 @@ class PaddingTally:
         if self.fed:
             g.labels(stage.pipeline, stage.stage, "bucketed").set(1.0 - self.tokens / self.fed)
         if self.fed_unbucketed:
-            g.labels(stage.pipeline, stage.stage, "unbucketed").set(1.0 - self.tokens / self.fed_unbucketed)
+            g.labels(stage.pipeline, stage.stage, "unbucketed").set(
+                1.0 - self.tokens / self.fed_unbucketed
+            )
 
 
 class TextEmbeddingKind:
@@ -99,24 +103,35 @@ class TextEmbeddingKind:
     def decoder(self) -> TextDecoder:
         if self._decoder is None:
             i = self.settings.input
-            self._decoder = TextDecoder(i.schema, i.text_field, format=i.format, key_field=i.key_field,
-                                        timestamp_field=i.timestamp_field,
-                                        schema_registry_url=i.schema_registry_url, limits=self.settings.limits)
+            self._decoder = TextDecoder(
+                i.schema,
+                i.text_field,
+                format=i.format,
+                key_field=i.key_field,
+                timestamp_field=i.timestamp_field,
+                schema_registry_url=i.schema_registry_url,
+                limits=self.settings.limits,
+            )
         return self._decoder
 
     @property
     def encoder(self) -> TextResultEncoder:
         if self._encoder is None:
             s = self.settings
-            self._encoder = TextResultEncoder(s.output.schema, format=s.output.format,
-                                              schema_registry_url=s.input.schema_registry_url,
-                                              topic=s.topics.scored)
+            self._encoder = TextResultEncoder(
+                s.output.schema,
+                format=s.output.format,
+                schema_registry_url=s.input.schema_registry_url,
+                topic=s.topics.scored,
+            )
         return self._encoder
 
     @property
     def tokenizer(self) -> TextTokenizer:
         if self._tokenizer is None:
-            self._tokenizer = TextTokenizer(self.settings.model.tokenizer, self.settings.model.max_tokens)
+            self._tokenizer = TextTokenizer(
+                self.settings.model.tokenizer, self.settings.model.max_tokens
+            )
         return self._tokenizer
 
     @staticmethod
@@ -124,16 +139,22 @@ class TextEmbeddingKind:
         """The text pipeline's own keys; its tokenizer must exist."""
         p: list[str] = []
         if not s.input.text_field:
-            p.append("input.text_field: model.kind = text-embedding needs the field holding the text")
+            p.append(
+                "input.text_field: model.kind = text-embedding needs the field holding the text"
+            )
         if not 2 <= s.model.max_tokens <= 512:
             p.append(f"model.max_tokens: must be within 2..512, got {s.model.max_tokens}")
         if s.model.bucket_rows < 1:
             p.append(f"model.bucket_rows: must be >= 1, got {s.model.bucket_rows}")
         if s.model.bucket_tokens < s.model.max_tokens:
-            p.append(f"model.bucket_tokens: must be >= model.max_tokens ({s.model.max_tokens}), "
-                     f"got {s.model.bucket_tokens}")
+            p.append(
+                f"model.bucket_tokens: must be >= model.max_tokens ({s.model.max_tokens}), "
+                f"got {s.model.bucket_tokens}"
+            )
         if len(s.labels) < 2:
-            p.append("labels: model.kind = text-embedding needs at least two labels, each with example texts")
+            p.append(
+                "labels: model.kind = text-embedding needs at least two labels, each with example texts"
+            )
         if s.features:
             p.append("features: a text-embedding model takes the text field, not [[features]]")
         if not s.model.tokenizer:
@@ -144,14 +165,25 @@ class TextEmbeddingKind:
 
     def clean(self, values: Sequence[bytes | None], keys: Sequence[bytes | None]) -> Cleaned:
         tdec = self.decoder.decode_batch(values, keys)
-        ok, reasons, codes = clean_texts(tdec.texts, self.settings.input.text_field,
-                                         self.settings.limits.max_string_length)
+        ok, reasons, codes = clean_texts(
+            tdec.texts, self.settings.input.text_field, self.settings.limits.max_string_length
+        )
         ok &= np.fromiter((e is None for e in tdec.errors), dtype=bool, count=len(values))
-        texts = BytesColumn.from_list([t.encode() if good and isinstance(t, str) else b""
-                                       for t, good in zip(tdec.texts, ok.tolist(), strict=True)])
-        return Cleaned(ok, paired(tdec.errors, tdec.codes), paired(reasons, codes), tdec.device_ids,
-                       np.asarray(tdec.event_ms, np.int64),
-                       np.zeros((len(values), 0), dtype=np.float32), texts)
+        texts = BytesColumn.from_list(
+            [
+                t.encode() if good and isinstance(t, str) else b""
+                for t, good in zip(tdec.texts, ok.tolist(), strict=True)
+            ]
+        )
+        return Cleaned(
+            ok,
+            paired(tdec.errors, tdec.codes),
+            paired(reasons, codes),
+            tdec.device_ids,
+            np.asarray(tdec.event_ms, np.int64),
+            np.zeros((len(values), 0), dtype=np.float32),
+            texts,
+        )
 
     def prepare(self, batch: RecordBatch, stage: StageMetrics) -> Prepared:
         """One batch per length bucket, shortest first; the texts stay behind (the model needs ids)."""
@@ -164,8 +196,16 @@ class TextEmbeddingKind:
         tb = tokenize_buckets(texts, self.tokenizer, m.bucket_rows, m.bucket_tokens)
         self.padding.add(stage, tb.tokens, tb.fed, tb.fed_unbucketed)
         extra = {**batch.extra, "pad_id": str(tb.pad_id)}
-        return Prepared([replace(batch.select(rows), features=ids, texts=None, stage="normalize", extra=extra)
-                         for rows, ids in zip(tb.rows, tb.ids, strict=True)], none, [])
+        return Prepared(
+            [
+                replace(
+                    batch.select(rows), features=ids, texts=None, stage="normalize", extra=extra
+                )
+                for rows, ids in zip(tb.rows, tb.ids, strict=True)
+            ],
+            none,
+            [],
+        )
 
     def start(self, model: LoadedModel) -> None:
         """Label each embedding with the nearest centroid of the labels' examples, embedded by
@@ -191,12 +231,23 @@ class TextEmbeddingKind:
         width = max((x.shape[1] for x in xs), default=0)
         self.padding.add(stage, tokens, sum(x.size for x in xs), rows * width)
 
-    def results(self, batch: RecordBatch, outputs: np.ndarray, model: LoadedModel,
-                latency_ms: np.ndarray) -> list[bytes]:
-        assert isinstance(model.head, CentroidHead), "a text-embedding model is started with its head"
+    def results(
+        self, batch: RecordBatch, outputs: np.ndarray, model: LoadedModel, latency_ms: np.ndarray
+    ) -> list[bytes]:
+        assert isinstance(model.head, CentroidHead), (
+            "a text-embedding model is started with its head"
+        )
         labels, label_scores = model.head.label(outputs)
-        return self.encoder.encode_batch(batch.device_id_list(), batch.event_ms, outputs, labels, label_scores,
-                                         model.name, model.version, latency_ms)
+        return self.encoder.encode_batch(
+            batch.device_id_list(),
+            batch.event_ms,
+            outputs,
+            labels,
+            label_scores,
+            model.name,
+            model.version,
+            latency_ms,
+        )
 
     def describe(self) -> str:
         return f"text field {self.settings.input.text_field}, {len(self.settings.labels)} labels"
@@ -204,7 +255,9 @@ class TextEmbeddingKind:
     def sample_inputs(self, records: int, n_features: int) -> np.ndarray:
         """Token ids of ``sample_tokens``-token texts, as float32 (the internal batch's features)."""
         rng = np.random.default_rng(0)
-        ids = rng.integers(1996, 29000, size=(records, self.sample_tokens))  # ordinary BERT WordPiece tokens
+        ids = rng.integers(
+            1996, 29000, size=(records, self.sample_tokens)
+        )  # ordinary BERT WordPiece tokens
         ids[:, 0], ids[:, -1] = 101, 102  # [CLS] ... [SEP]
         return ids.astype(np.float32)
 
@@ -215,8 +268,10 @@ class TextEmbeddingKind:
         if fields and t not in fields:
             p.append(f"input.text_field: {t!r} is not a field of {s.input.schema}")
         elif fields and (not fields[t] & {"string"} or fields[t] - {"string", "null"}):
-            p.append(f"input.text_field: {t!r} must be a string (or null) in {s.input.schema}, "
-                     f"not {sorted(fields[t])}")
+            p.append(
+                f"input.text_field: {t!r} must be a string (or null) in {s.input.schema}, "
+                f"not {sorted(fields[t])}"
+            )
         p += check_result_schema(s, TEXT_RESULT_FIELDS)
         inputs, outputs, sess, problems = model_signature(s)
         p += problems
@@ -224,18 +279,26 @@ class TextEmbeddingKind:
             return p
         for name in TEXT_INPUTS:
             if name not in inputs:
-                p.append(f"model.kind: a text-embedding model takes input {name!r}; {s.model.path} has "
-                         f"{', '.join(inputs)}")
+                p.append(
+                    f"model.kind: a text-embedding model takes input {name!r}; {s.model.path} has "
+                    f"{', '.join(inputs)}"
+                )
             elif inputs[name].type != "tensor(int64)" or len(inputs[name].shape) != 2:
-                p.append(f"model.kind: input {name!r} of {s.model.path} is {inputs[name].type} "
-                         f"{inputs[name].shape}; the pipeline feeds tensor(int64) [batch, tokens]")
+                p.append(
+                    f"model.kind: input {name!r} of {s.model.path} is {inputs[name].type} "
+                    f"{inputs[name].shape}; the pipeline feeds tensor(int64) [batch, tokens]"
+                )
         for name in s.model.outputs[:1]:
             if name not in outputs:
-                p.append(f"model.outputs: {name!r} is not an output of {s.model.path} "
-                         f"(outputs: {', '.join(outputs)})")
+                p.append(
+                    f"model.outputs: {name!r} is not an output of {s.model.path} "
+                    f"(outputs: {', '.join(outputs)})"
+                )
             elif outputs[name].type != "tensor(float)" or len(outputs[name].shape) != 2:
-                p.append(f"model.outputs: {name!r} of {s.model.path} is {outputs[name].type} "
-                         f"{outputs[name].shape}; expected an embedding, tensor(float) [batch, dim]")
+                p.append(
+                    f"model.outputs: {name!r} of {s.model.path} is {outputs[name].type} "
+                    f"{outputs[name].shape}; expected an embedding, tensor(float) [batch, dim]"
+                )
         if Path(s.model.tokenizer).is_file():
             try:
                 TextTokenizer(s.model.tokenizer, s.model.max_tokens)

@@ -12,11 +12,14 @@ from streamflow.settings.loading import load_settings
 from tests.conftest import PIPELINE
 
 HANDLER = CleanHandler(SimpleNamespace(settings=load_settings(PIPELINE, environ={})))  # type: ignore[arg-type]
-GOOD = json.dumps({"device_id": "d", "timestamp": 1, "cpu_temp_c": 50.0, "power_w": 300.0,
-                   "cpu_util_pct": 5.0}).encode()
+GOOD = json.dumps(
+    {"device_id": "d", "timestamp": 1, "cpu_temp_c": 50.0, "power_w": 300.0, "cpu_util_pct": 5.0}
+).encode()
 
 
-def msg(value: bytes | None, key: bytes | None = b"k", offset: int = 0, headers: list | None = None) -> SimpleNamespace:  # type: ignore[type-arg]
+def msg(
+    value: bytes | None, key: bytes | None = b"k", offset: int = 0, headers: list | None = None
+) -> SimpleNamespace:  # type: ignore[type-arg]
     return SimpleNamespace(value=value, key=key, offset=offset, timestamp=7, headers=headers or [])
 
 
@@ -24,21 +27,35 @@ def test_large_records_weigh_more_so_the_fetch_buffer_holds_few_of_them() -> Non
     assert HANDLER.weight(msg(GOOD)) == 1 and HANDLER.weight(msg(None, None)) == 1
     assert HANDLER.weight(msg(b"x" * 1_000_000)) == 1 + 1_000_001 // 2048
     budget = 2 * HANDLER.max_weight  # what the chunk buffer holds before fetching waits
-    assert budget // HANDLER.weight(msg(b"x" * 1_000_000)) < 10  # 1 MB records: a handful, not 4,000
+    assert (
+        budget // HANDLER.weight(msg(b"x" * 1_000_000)) < 10
+    )  # 1 MB records: a handful, not 4,000
 
 
 def test_a_record_too_large_to_dead_letter_whole_keeps_its_start_and_sizes() -> None:
     big, key = b"{" + b"y" * 3_000_000, b"K" * 70_000
     _, rejected = HANDLER.process("raw", 2, [msg(big, key, offset=9), msg(b"\xff" * 10, offset=10)])
     r, small = rejected
-    assert r.reason == f"message of {len(big) + len(key)} bytes exceeds max_message_bytes 1048576 (key 70000 bytes)"
-    assert r.value == big[:TRUNCATED_DEAD_LETTER_BYTES] and r.key == key[:TRUNCATED_DEAD_LETTER_BYTES]
+    assert (
+        r.reason
+        == f"message of {len(big) + len(key)} bytes exceeds max_message_bytes 1048576 (key 70000 bytes)"
+    )
+    assert (
+        r.value == big[:TRUNCATED_DEAD_LETTER_BYTES] and r.key == key[:TRUNCATED_DEAD_LETTER_BYTES]
+    )
     out = dead_letter(r, "dlq")
     assert dict(out.headers or [])["sf-truncated"] == b"key 70000 bytes, value 3000001 bytes"
-    assert small.value == b"\xff" * 10 and "sf-truncated" not in dict(dead_letter(small, "dlq").headers or [])
+    assert small.value == b"\xff" * 10 and "sf-truncated" not in dict(
+        dead_letter(small, "dlq").headers or []
+    )
 
 
 def test_a_replayed_record_that_fails_again_keeps_its_replay_count() -> None:
     bad = GOOD.replace(b"300.0", b"NaN")
-    _, rejected = HANDLER.process("raw", 0, [msg(bad, headers=[("sf-replayed", b"2"), ("other", b"x")]), msg(bad)])
-    assert [dict(dead_letter(r, "dlq").headers or []).get("sf-replayed") for r in rejected] == [b"2", None]
+    _, rejected = HANDLER.process(
+        "raw", 0, [msg(bad, headers=[("sf-replayed", b"2"), ("other", b"x")]), msg(bad)]
+    )
+    assert [dict(dead_letter(r, "dlq").headers or []).get("sf-replayed") for r in rejected] == [
+        b"2",
+        None,
+    ]

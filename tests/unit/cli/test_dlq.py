@@ -16,15 +16,25 @@ from streamflow.cli.dlq import (
 from streamflow.errors import ConfigError
 
 
-def letter(partition: int = 0, offset: int = 5, ts: int = 1000, stage: str = "clean",
-           reason: str = "power_w: value -50.0 out of range [0, 5000]", code: str = "out_of_range") -> DeadLetter:
-    return DeadLetter(partition, offset, ts, b"k", b"v", stage, "ValidationError", reason, code, "raw/0@1", 0, "")
+def letter(
+    partition: int = 0,
+    offset: int = 5,
+    ts: int = 1000,
+    stage: str = "clean",
+    reason: str = "power_w: value -50.0 out of range [0, 5000]",
+    code: str = "out_of_range",
+) -> DeadLetter:
+    return DeadLetter(
+        partition, offset, ts, b"k", b"v", stage, "ValidationError", reason, code, "raw/0@1", 0, ""
+    )
 
 
 def test_since_takes_durations_epoch_ms_and_iso_times() -> None:
     now = 1_800_000_000_000
     assert parse_since("15m", now) == now - 900_000
-    assert parse_since("2h", now) == now - 7_200_000 and parse_since("1.5d", now) == now - 129_600_000
+    assert (
+        parse_since("2h", now) == now - 7_200_000 and parse_since("1.5d", now) == now - 129_600_000
+    )
     assert parse_since("1764000000000", now) == 1764000000000
     assert parse_since("2025-11-24T16:00:00Z", now) == 1764000000000
     assert parse_since("2025-11-24T16:00:00", now) == 1764000000000  # no zone: UTC
@@ -50,9 +60,14 @@ def test_a_selection_filters_on_every_criterion_given() -> None:
 
 
 def test_reasons_that_differ_in_values_count_together() -> None:
-    assert mask_numbers("power_w: value -50.0 out of range [0, 5000]") == "power_w: value # out of range [#, #]"
-    assert mask_numbers("message of 3000004 bytes exceeds max_message_bytes 1048576 (key 4 bytes)") == \
-        "message of # bytes exceeds max_message_bytes # (key # bytes)"
+    assert (
+        mask_numbers("power_w: value -50.0 out of range [0, 5000]")
+        == "power_w: value # out of range [#, #]"
+    )
+    assert (
+        mask_numbers("message of 3000004 bytes exceeds max_message_bytes 1048576 (key 4 bytes)")
+        == "message of # bytes exceeds max_message_bytes # (key # bytes)"
+    )
     assert mask_numbers("cpu_temp_c: non-finite value nan") == "cpu_temp_c: non-finite value nan"
 
 
@@ -60,4 +75,6 @@ def test_previews_are_text_when_utf8_and_hex_otherwise() -> None:
     assert preview(b'{"a": 1}\n', 100) == '{"a": 1}\\n'
     assert preview(b"\xff\x00\x01", 100) == "hex ff 00 01"
     assert preview(b"x" * 50, 10) == "xxxxxxxxxx... (50 bytes)"
-    assert preview("é".encode() * 10, 5) == "éé... (20 bytes)"  # a character cut at the limit is not binary
+    assert (
+        preview("é".encode() * 10, 5) == "éé... (20 bytes)"
+    )  # a character cut at the limit is not binary

@@ -24,13 +24,37 @@ SCHEMAS = Path(__file__).resolve().parents[3] / "schemas"
 READING = str(SCHEMAS / "telemetry_reading.avsc")
 RESULT = str(SCHEMAS / "scored_result.avsc")
 SAMPLES = {
-    "telemetry_reading.avsc": {"device_id": "rack1-node1", "timestamp": 1764000000000,
-                               **{m: float(i) for i, m in enumerate(MEASUREMENTS)}, "status": "ok"},
-    "scored_result.avsc": {"device_id": "rack1-node1", "timestamp": 1764000000000, "score": 0.25,
-                           "label": "normal", "model_name": "m", "model_version": "1", "latency_ms": 3.5},
-    "text_record.avsc": {"id": "t-1", "timestamp": 1764000000000, "source": "mail", "text": "Disk full 🔥 café"},
-    "text_result.avsc": {"id": "t-1", "timestamp": 1764000000000, "embedding": [0.5, -0.25, 0.0], "label": "disk",
-                         "label_score": 0.75, "model_name": "m", "model_version": "1", "latency_ms": 3.5},
+    "telemetry_reading.avsc": {
+        "device_id": "rack1-node1",
+        "timestamp": 1764000000000,
+        **{m: float(i) for i, m in enumerate(MEASUREMENTS)},
+        "status": "ok",
+    },
+    "scored_result.avsc": {
+        "device_id": "rack1-node1",
+        "timestamp": 1764000000000,
+        "score": 0.25,
+        "label": "normal",
+        "model_name": "m",
+        "model_version": "1",
+        "latency_ms": 3.5,
+    },
+    "text_record.avsc": {
+        "id": "t-1",
+        "timestamp": 1764000000000,
+        "source": "mail",
+        "text": "Disk full 🔥 café",
+    },
+    "text_result.avsc": {
+        "id": "t-1",
+        "timestamp": 1764000000000,
+        "embedding": [0.5, -0.25, 0.0],
+        "label": "disk",
+        "label_score": 0.75,
+        "model_name": "m",
+        "model_version": "1",
+        "latency_ms": 3.5,
+    },
 }
 
 
@@ -76,7 +100,9 @@ def test_decode_batch_gives_values_or_a_precise_reason_per_row() -> None:
     assert dec.errors[11] == "message of 2000000 bytes exceeds max_message_bytes 1048576"
     assert dec.missing[0].tolist() == [name == "gpu_temp_c" for name in MEASUREMENTS]
     assert dec.values[1].tolist() == [float(i) for i in range(16)]
-    assert np.isnan(dec.values[2, 0]) and not dec.missing[2, 0]  # NaN is a value, not a missing field
+    assert (
+        np.isnan(dec.values[2, 0]) and not dec.missing[2, 0]
+    )  # NaN is a value, not a missing field
     assert dec.device_ids[:2] == ["rack1-node1", "rack1-node1"] and dec.event_ms[0] == 1764000000000
 
 
@@ -95,20 +121,34 @@ def test_wire_format_with_a_schema_registry() -> None:
 
 def test_result_encoder_matches_the_result_schema() -> None:
     enc = ResultEncoder(RESULT)
-    out = enc.encode_batch(["a", "b"], np.array([1, 2]), np.array([0.1, 0.9]), ["normal", "anomaly"], "m", "1",
-                           np.array([2.0, 3.0]))
+    out = enc.encode_batch(
+        ["a", "b"],
+        np.array([1, 2]),
+        np.array([0.1, 0.9]),
+        ["normal", "anomaly"],
+        "m",
+        "1",
+        np.array([2.0, 3.0]),
+    )
     codec = RecordCodec(RESULT)
     assert [codec.decode(b)["label"] for b in out] == ["normal", "anomaly"]
     assert codec.decode(out[1])["score"] == 0.9
 
 
 def batch(n: int) -> RecordBatch:
-    return RecordBatch("raw", 3, np.arange(n, dtype=np.int64), np.arange(n, dtype=np.int64) * 2,
-                       BytesColumn.from_list([None if i % 3 == 0 else bytes([i % 256]) * i for i in range(n)]),
-                       BytesColumn.from_list([b"v" * i for i in range(n)]),
-                       BytesColumn.from_list([f"d{i}".encode() for i in range(n)]),
-                       np.arange(n, dtype=np.int64) + 7, np.random.default_rng(0).random((n, 16), dtype=np.float32),
-                       stage="normalize", extra={"k": "v"})
+    return RecordBatch(
+        "raw",
+        3,
+        np.arange(n, dtype=np.int64),
+        np.arange(n, dtype=np.int64) * 2,
+        BytesColumn.from_list([None if i % 3 == 0 else bytes([i % 256]) * i for i in range(n)]),
+        BytesColumn.from_list([b"v" * i for i in range(n)]),
+        BytesColumn.from_list([f"d{i}".encode() for i in range(n)]),
+        np.arange(n, dtype=np.int64) + 7,
+        np.random.default_rng(0).random((n, 16), dtype=np.float32),
+        stage="normalize",
+        extra={"k": "v"},
+    )
 
 
 @pytest.mark.parametrize("n", [0, 1, 257])
@@ -117,7 +157,12 @@ def test_record_batches_round_trip_exactly(n: int) -> None:
     data = encode_record_batch(b)
     assert record_batch_length(data) == n
     got = decode_record_batch(data)
-    assert (got.source_topic, got.source_partition, got.stage, got.extra) == ("raw", 3, "normalize", {"k": "v"})
+    assert (got.source_topic, got.source_partition, got.stage, got.extra) == (
+        "raw",
+        3,
+        "normalize",
+        {"k": "v"},
+    )
     for name in ("offsets", "ingest_ms", "event_ms", "features"):
         np.testing.assert_array_equal(getattr(got, name), getattr(b, name))
     for name in ("keys", "values", "device_ids"):
@@ -133,7 +178,9 @@ def test_large_batches_are_split_under_the_size_limit_in_order() -> None:
     np.testing.assert_array_equal(np.concatenate([g.offsets for g in got]), b.offsets)
     assert sum((g.values.to_list() for g in got), []) == b.values.to_list()
     assert encode_record_batches(b, len(whole)) == [whole]
-    assert encode_record_batches(batch(1), 10) == [encode_record_batch(batch(1))]  # one row goes alone
+    assert encode_record_batches(batch(1), 10) == [
+        encode_record_batch(batch(1))
+    ]  # one row goes alone
 
 
 def test_truncated_or_foreign_batches_are_decode_errors() -> None:
@@ -146,13 +193,32 @@ def test_truncated_or_foreign_batches_are_decode_errors() -> None:
 def encode_sfb1(b: RecordBatch) -> bytes:
     """An internal batch as streamflow wrote them before named columns (SFB1: a fixed order)."""
     cols = [b.keys, b.values, b.device_ids] + ([b.texts] if b.texts is not None else [])
-    arrays = [np.ascontiguousarray(a, t) for a, t in ((b.offsets, np.int64), (b.ingest_ms, np.int64),
-                                                     (b.event_ms, np.int64), (b.features, np.float32))]
+    arrays = [
+        np.ascontiguousarray(a, t)
+        for a, t in (
+            (b.offsets, np.int64),
+            (b.ingest_ms, np.int64),
+            (b.event_ms, np.int64),
+            (b.features, np.float32),
+        )
+    ]
     for col in cols:
-        arrays += [np.ascontiguousarray(col.ends, np.int64), np.ascontiguousarray(col.null, np.bool_)]
+        arrays += [
+            np.ascontiguousarray(col.ends, np.int64),
+            np.ascontiguousarray(col.null, np.bool_),
+        ]
     blobs = [a.tobytes() for a in arrays] + [col.data for col in cols]
-    header = json.dumps({"t": b.source_topic, "p": b.source_partition, "s": b.stage, "n": len(b),
-                         "f": int(b.features.shape[1]), "x": b.extra, "l": [len(x) for x in blobs]}).encode()
+    header = json.dumps(
+        {
+            "t": b.source_topic,
+            "p": b.source_partition,
+            "s": b.stage,
+            "n": len(b),
+            "f": int(b.features.shape[1]),
+            "x": b.extra,
+            "l": [len(x) for x in blobs],
+        }
+    ).encode()
     return b"".join([b"SFB1", len(header).to_bytes(4, "big"), header, *blobs])
 
 
@@ -160,7 +226,12 @@ def encode_sfb1(b: RecordBatch) -> bytes:
 def test_batches_written_before_named_columns_still_decode(n: int) -> None:
     b = batch(n)
     got = decode_record_batch(encode_sfb1(b))
-    assert (got.source_topic, got.source_partition, got.stage, got.extra) == ("raw", 3, "normalize", {"k": "v"})
+    assert (got.source_topic, got.source_partition, got.stage, got.extra) == (
+        "raw",
+        3,
+        "normalize",
+        {"k": "v"},
+    )
     for name in ("offsets", "ingest_ms", "event_ms", "features"):
         np.testing.assert_array_equal(getattr(got, name), getattr(b, name))
     for name in ("keys", "values", "device_ids"):
@@ -171,17 +242,19 @@ def test_batches_written_before_named_columns_still_decode(n: int) -> None:
 def test_a_column_the_reader_does_not_know_is_carried_by_name_not_position() -> None:
     data = encode_record_batch(batch(3))
     hlen = int.from_bytes(data[4:8], "big")
-    header = json.loads(data[8:8 + hlen])
+    header = json.loads(data[8 : 8 + hlen])
     header["c"].reverse()  # the same columns in another order: found by name
-    body, pos, blobs = data[8 + hlen:], 0, []
-    for _, _, lengths, _ in json.loads(data[8:8 + hlen])["c"]:
+    body, pos, blobs = data[8 + hlen :], 0, []
+    for _, _, lengths, _ in json.loads(data[8 : 8 + hlen])["c"]:
         part = []
         for ln in lengths:
-            part.append(body[pos:pos + ln])
+            part.append(body[pos : pos + ln])
             pos += ln
         blobs.append(b"".join(part))
     raw = json.dumps(header).encode()
-    got = decode_record_batch(b"SFB2" + len(raw).to_bytes(4, "big") + raw + b"".join(reversed(blobs)))
+    got = decode_record_batch(
+        b"SFB2" + len(raw).to_bytes(4, "big") + raw + b"".join(reversed(blobs))
+    )
     np.testing.assert_array_equal(got.features, batch(3).features)
     assert got.device_ids.to_list() == batch(3).device_ids.to_list()
 
@@ -211,7 +284,9 @@ def test_registry_ids_that_are_not_avro_are_bad_records_but_a_silent_registry_is
     proto = reg.client.register_schema("p", Schema('syntax = "proto3"; message M {}', "PROTOBUF"))
     dec = ReadingDecoder(READING, MEASUREMENTS, schema_registry_url=url)
     body = RecordCodec(READING).encode(reading())
-    with pytest.raises(DecodeError, match=f"registry: schema id {proto} is a PROTOBUF schema, not Avro"):
+    with pytest.raises(
+        DecodeError, match=f"registry: schema id {proto} is a PROTOBUF schema, not Avro"
+    ):
         dec.decode_one(b"\x00" + proto.to_bytes(4, "big") + body)
     calls = []
     real = reg.client.get_schema
@@ -223,7 +298,9 @@ def test_registry_ids_that_are_not_avro_are_bad_records_but_a_silent_registry_is
     reg.client.get_schema = down  # type: ignore[method-assign]
     try:
         with pytest.raises(InfrastructureError, match="did not answer for schema id 77") as e:
-            dec.decode_batch([b"\x00" + (77).to_bytes(4, "big") + body])  # not dead-lettered: the stage stops
+            dec.decode_batch(
+                [b"\x00" + (77).to_bytes(4, "big") + body]
+            )  # not dead-lettered: the stage stops
         assert e.value.retriable
     finally:
         reg.client.get_schema = real  # type: ignore[method-assign]
@@ -236,7 +313,8 @@ def test_registry_ids_that_are_not_avro_are_bad_records_but_a_silent_registry_is
     try:
         for _ in range(3):  # an unknown id is asked for once, not once per record
             assert dec.decode_batch([b"\x00" + (4343).to_bytes(4, "big") + body]).errors == [
-                "registry: unknown schema id 4343"]
+                "registry: unknown schema id 4343"
+            ]
     finally:
         reg.client.get_schema = real  # type: ignore[method-assign]
     assert calls == [77, 4343]
@@ -251,5 +329,7 @@ def test_avro_that_starts_like_json_is_still_avro() -> None:
     dec = ReadingDecoder(READING, MEASUREMENTS).decode_batch([data, b" {not json"])
     assert dec.errors[0] is None and dec.device_ids[0] == "{rack1-node1-abc"
     assert dec.errors[1] is not None and dec.errors[1].startswith("json: invalid JSON")
-    assert ReadingDecoder(READING, MEASUREMENTS).decode_batch([b"Infinity", b"NaN"]).errors == [
-        "json: top-level value is a number, not an object"] * 2
+    assert (
+        ReadingDecoder(READING, MEASUREMENTS).decode_batch([b"Infinity", b"NaN"]).errors
+        == ["json: top-level value is a number, not an object"] * 2
+    )

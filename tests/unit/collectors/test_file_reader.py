@@ -16,7 +16,9 @@ def test_json_lines_with_a_bad_line_keep_going(tmp_path: Path) -> None:
 
 def test_csv_empty_cells_are_null_and_numbers_are_numbers(tmp_path: Path) -> None:
     p = tmp_path / "r.csv"
-    p.write_text("device_id,timestamp,cpu_temp_c,status\nrack1,1700000000000,55.5,\nrack2,1700000000001,,ok\n")
+    p.write_text(
+        "device_id,timestamp,cpu_temp_c,status\nrack1,1700000000000,55.5,\nrack2,1700000000001,,ok\n"
+    )
     rows = [r[1] for r in read_records(p)]
     assert rows == [
         {"device_id": "rack1", "timestamp": 1700000000000, "cpu_temp_c": 55.5, "status": None},

@@ -29,7 +29,9 @@ def test_bad_lines_are_listed_by_number() -> None:
     records, errors = parse_body(b'{"a": 1}\n{"a": \n[1]\n{"a": 4}\n')
     assert records == [{"a": 1}, {"a": 4}]
     assert [e["line"] for e in errors] == [2, 3]
-    assert errors[0]["error"].startswith("invalid JSON") and errors[1]["error"] == "not a JSON object"
+    assert (
+        errors[0]["error"].startswith("invalid JSON") and errors[1]["error"] == "not a JSON object"
+    )
     assert parse_body(b"  ")[1] == [{"line": 1, "error": "empty body"}]
 
 
@@ -64,8 +66,11 @@ class FakeRaw:
 
 @pytest.fixture()
 def server() -> Iterator[tuple[CollectorServer, FakeRaw]]:
-    s = load_settings(PIPELINE, {"collector.token": TOKEN, "collector.max_body_bytes": "200",
-                                 "collector.port": "0"}, environ={})
+    s = load_settings(
+        PIPELINE,
+        {"collector.token": TOKEN, "collector.max_body_bytes": "200", "collector.port": "0"},
+        environ={},
+    )
     raw = FakeRaw()
     srv = CollectorServer(s, raw)  # type: ignore[arg-type]
     threading.Thread(target=srv.serve_forever, daemon=True).start()
@@ -73,8 +78,13 @@ def server() -> Iterator[tuple[CollectorServer, FakeRaw]]:
     srv.close()
 
 
-def request(srv: CollectorServer, method: str, path: str, body: bytes = b"",
-            headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+def request(
+    srv: CollectorServer,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, Any]]:
     conn = http.client.HTTPConnection(*srv.server_address[:2], timeout=10)
     conn.request(method, path, body=body if method == "POST" else None, headers=headers or {})
     resp = conn.getresponse()
@@ -93,8 +103,12 @@ def test_binds_localhost_unless_told(server: tuple[CollectorServer, FakeRaw]) ->
 def test_a_request_without_the_token_is_refused(server: tuple[CollectorServer, FakeRaw]) -> None:
     srv, raw = server
     assert request(srv, "POST", "/records", b'{"a": 1}')[0] == 401
-    assert request(srv, "POST", "/records", b'{"a": 1}', {"Authorization": "Bearer wrong"})[0] == 401
-    assert request(srv, "POST", "/records", b'{"a": 1}', {"Authorization": f"Basic {TOKEN}"})[0] == 401
+    assert (
+        request(srv, "POST", "/records", b'{"a": 1}', {"Authorization": "Bearer wrong"})[0] == 401
+    )
+    assert (
+        request(srv, "POST", "/records", b'{"a": 1}', {"Authorization": f"Basic {TOKEN}"})[0] == 401
+    )
     assert raw.sent == []
     assert request(srv, "GET", "/healthz") == (200, {"status": "ok", "topic": "t.raw"})
 
@@ -108,20 +122,29 @@ def test_too_big_is_refused_from_content_length(server: tuple[CollectorServer, F
 
 def test_good_records_are_produced_and_counted(server: tuple[CollectorServer, FakeRaw]) -> None:
     srv, raw = server
-    status, body = request(srv, "POST", "/records", b'{"device_id": "d1"}\n{"device_id": "d2", "bad": 1}\n', AUTH)
+    status, body = request(
+        srv, "POST", "/records", b'{"device_id": "d1"}\n{"device_id": "d2", "bad": 1}\n', AUTH
+    )
     assert (status, body) == (200, {"accepted": 2, "topic": "t.raw"})
     assert raw.sent[0] == (b'avro:{"device_id": "d1"}', b"d1")
-    assert raw.sent[1] == (b'{"device_id": "d2", "bad": 1}', b"d2")  # not the schema: JSON, to be dead-lettered
+    assert raw.sent[1] == (
+        b'{"device_id": "d2", "bad": 1}',
+        b"d2",
+    )  # not the schema: JSON, to be dead-lettered
 
 
 def test_a_bad_line_rejects_the_whole_body(server: tuple[CollectorServer, FakeRaw]) -> None:
     srv, raw = server
-    status, body = request(srv, "POST", "/records", b'{"device_id": "d1"}\nnope\n{"x": 1}\n7\n', AUTH)
+    status, body = request(
+        srv, "POST", "/records", b'{"device_id": "d1"}\nnope\n{"x": 1}\n7\n', AUTH
+    )
     assert status == 400 and body["lines"] == [2, 4] and body["accepted"] == 0
     assert raw.sent == []
 
 
-def test_the_token_is_never_logged(server: tuple[CollectorServer, FakeRaw], caplog: pytest.LogCaptureFixture) -> None:
+def test_the_token_is_never_logged(
+    server: tuple[CollectorServer, FakeRaw], caplog: pytest.LogCaptureFixture
+) -> None:
     srv, _ = server
     with caplog.at_level(logging.DEBUG):
         request(srv, "POST", "/records", b'{"a": 1}', AUTH)

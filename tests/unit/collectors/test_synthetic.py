@@ -13,8 +13,9 @@ from tests.conftest import PIPELINE
 def test_same_seed_same_readings() -> None:
     a = TelemetryGenerator(seed=5).sample(500)
     b = TelemetryGenerator(seed=5).sample(500)
-    assert [s.record for s in a] == [s.record for s in b] or json.dumps([s.record for s in a]) == json.dumps(
-        [s.record for s in b])  # NaN != NaN, but serialises the same
+    assert [s.record for s in a] == [s.record for s in b] or json.dumps(
+        [s.record for s in a]
+    ) == json.dumps([s.record for s in b])  # NaN != NaN, but serialises the same
 
 
 def test_rates_kinds_and_ranges() -> None:

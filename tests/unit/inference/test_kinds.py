@@ -11,8 +11,12 @@ from streamflow.settings.loading import load_settings
 from tests.conftest import PIPELINE, ROOT
 
 
-@pytest.mark.parametrize("path, name", [(PIPELINE, "tabular"), (ROOT / "pipelines" / "text.toml", "text-embedding")])
-def test_each_pipeline_gets_its_kind_and_the_kind_describes_its_inputs(path: object, name: str) -> None:
+@pytest.mark.parametrize(
+    "path, name", [(PIPELINE, "tabular"), (ROOT / "pipelines" / "text.toml", "text-embedding")]
+)
+def test_each_pipeline_gets_its_kind_and_the_kind_describes_its_inputs(
+    path: object, name: str
+) -> None:
     s = load_settings(str(path), environ={})
     kind: ModelKind = kind_for(s)
     assert kind.name == name == s.model.kind

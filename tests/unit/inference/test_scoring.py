@@ -44,7 +44,9 @@ def test_non_finite_scores_are_errors() -> None:
         def run(self, x: np.ndarray) -> np.ndarray:
             return np.where(x[:, 0] > 5, np.nan, 0.1)
 
-    _, errors = score_rows(NanModel(), np.arange(10, dtype=np.float32).reshape(10, 1), max_batch=100)  # type: ignore[arg-type]
+    _, errors = score_rows(
+        NanModel(), np.arange(10, dtype=np.float32).reshape(10, 1), max_batch=100
+    )  # type: ignore[arg-type]
     assert sorted(errors) == [6, 7, 8, 9]
     assert errors[6] == "model fake produced a non-finite score"
 
@@ -62,17 +64,27 @@ def test_a_real_onnx_model_failing_on_some_rows_fails_only_those(tmp_path) -> No
     nodes = [
         helper.make_node("Slice", ["x", "zero", "one", "one"], ["col"]),  # x[:, 0:1]
         helper.make_node("Cast", ["col"], ["idx"], to=TensorProto.INT64),
-        helper.make_node("Gather", ["table", "idx"], ["score"], axis=0),  # out of bounds: ORT raises
+        helper.make_node(
+            "Gather", ["table", "idx"], ["score"], axis=0
+        ),  # out of bounds: ORT raises
     ]
     graph = helper.make_graph(
-        nodes, "poison", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2])],
+        nodes,
+        "poison",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2])],
         [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["n", 1])],
-        initializer=[table, helper.make_tensor("zero", TensorProto.INT64, [1], [0]),
-                     helper.make_tensor("one", TensorProto.INT64, [1], [1])])
+        initializer=[
+            table,
+            helper.make_tensor("zero", TensorProto.INT64, [1], [0]),
+            helper.make_tensor("one", TensorProto.INT64, [1], [1]),
+        ],
+    )
     path = tmp_path / "poison.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    model = LoadedModel(session, "poison", "1", "", str(path), "CPUExecutionProvider", "x", ["score"], 2)
+    model = LoadedModel(
+        session, "poison", "1", "", str(path), "CPUExecutionProvider", "x", ["score"], 2
+    )
 
     x = np.zeros((64, 2), dtype=np.float32)
     x[:, 0] = np.arange(64) % 10

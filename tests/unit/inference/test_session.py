@@ -11,7 +11,9 @@ GPU_BUILD = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecution
 def test_auto_prefers_tensorrt_then_cuda_then_cpu() -> None:
     assert candidate_providers("auto", GPU_BUILD) == GPU_BUILD
     assert candidate_providers("auto", ["CUDAExecutionProvider", "CPUExecutionProvider"]) == [
-        "CUDAExecutionProvider", "CPUExecutionProvider"]
+        "CUDAExecutionProvider",
+        "CPUExecutionProvider",
+    ]
     assert candidate_providers("auto", CPU_ONLY) == CPU_ONLY
 
 
@@ -21,7 +23,9 @@ def test_cpu_never_uses_a_gpu() -> None:
 
 @pytest.mark.parametrize("device", ["cuda", "tensorrt"])
 def test_demanding_a_gpu_on_a_cpu_build_refuses_to_start(device: str) -> None:
-    with pytest.raises(ModelError, match=f"runtime.device = '{device}' but this ONNX Runtime build has no"):
+    with pytest.raises(
+        ModelError, match=f"runtime.device = '{device}' but this ONNX Runtime build has no"
+    ):
         candidate_providers(device, CPU_ONLY)
 
 
@@ -45,7 +49,9 @@ def test_a_pinned_sha256_that_does_not_match_refuses_to_start() -> None:
     from tests.conftest import PIPELINE
 
     s = load_settings(PIPELINE, {"model.sha256": "0" * 64}, environ={})
-    with pytest.raises(ModelError, match="model.sha256: .* has sha256 [0-9a-f]{64}, the pipeline pins 0{64}"):
+    with pytest.raises(
+        ModelError, match="model.sha256: .* has sha256 [0-9a-f]{64}, the pipeline pins 0{64}"
+    ):
         load_model(s)
 
 
@@ -54,9 +60,16 @@ def test_gpu_providers_get_the_device_the_engine_cache_and_fp16_from_the_pipelin
     from streamflow.settings.loading import load_settings
     from tests.conftest import PIPELINE
 
-    s = load_settings(PIPELINE, {"runtime.device_id": "1", "runtime.fp16": "true",
-                                 "runtime.trt_cache_dir": str(tmp_path)}, environ={})
-    opts = dict(provider_options(s, ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]))
+    s = load_settings(
+        PIPELINE,
+        {"runtime.device_id": "1", "runtime.fp16": "true", "runtime.trt_cache_dir": str(tmp_path)},
+        environ={},
+    )
+    opts = dict(
+        provider_options(
+            s, ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+        )
+    )
     assert opts["TensorrtExecutionProvider"]["device_id"] == 1
     assert opts["TensorrtExecutionProvider"]["trt_fp16_enable"] is True
     assert opts["TensorrtExecutionProvider"]["trt_engine_cache_path"] == str(tmp_path)

@@ -24,7 +24,9 @@ class ScriptedProducer:
         self.rounds = rounds
         self.sent: list[list[OutMessage]] = []
 
-    def send(self, messages: Sequence[OutMessage], loop: asyncio.AbstractEventLoop) -> asyncio.Future[list[Failure]]:
+    def send(
+        self, messages: Sequence[OutMessage], loop: asyncio.AbstractEventLoop
+    ) -> asyncio.Future[list[Failure]]:
         self.sent.append(list(messages))
         errors = self.rounds.pop(0) if self.rounds else {}
         fut: asyncio.Future[list[Failure]] = loop.create_future()
@@ -36,15 +38,23 @@ def msgs(*values: bytes, topic: str = "p.scored") -> list[OutMessage]:
     return [OutMessage(topic, v) for v in values]
 
 
-def run(producer: Any, messages: list[OutMessage], dead_letter_for: Any = None) -> list[tuple[str, str, int]]:
+def run(
+    producer: Any, messages: list[OutMessage], dead_letter_for: Any = None
+) -> list[tuple[str, str, int]]:
     retries: list[tuple[str, str, int]] = []
 
     def on_retry(topic: str, err: KafkaError, n: int) -> None:
         retries.append((topic, err.name(), n))
 
-    asyncio.run(deliver(producer, messages, backoff=FAST,
-                        dead_letter_for=dead_letter_for or (lambda m, e: OutMessage("p.dlq", m.value)),
-                        on_retry=on_retry))
+    asyncio.run(
+        deliver(
+            producer,
+            messages,
+            backoff=FAST,
+            dead_letter_for=dead_letter_for or (lambda m, e: OutMessage("p.dlq", m.value)),
+            on_retry=on_retry,
+        )
+    )
     return retries
 
 
@@ -52,7 +62,11 @@ def test_transient_failures_are_sent_again_until_delivered_and_only_they() -> No
     timed_out, down = KafkaError._MSG_TIMED_OUT, KafkaError._ALL_BROKERS_DOWN
     producer = ScriptedProducer([{b"b": timed_out, b"c": timed_out}, {b"c": down}, {}])
     retries = run(producer, msgs(b"a", b"b", b"c"))
-    assert [[m.value for m in r] for r in producer.sent] == [[b"a", b"b", b"c"], [b"b", b"c"], [b"c"]]
+    assert [[m.value for m in r] for r in producer.sent] == [
+        [b"a", b"b", b"c"],
+        [b"b", b"c"],
+        [b"c"],
+    ]
     assert retries == [("p.scored", "_MSG_TIMED_OUT", 2), ("p.scored", "_ALL_BROKERS_DOWN", 1)]
 
 
@@ -72,7 +86,9 @@ def test_a_refused_message_with_nowhere_to_go_fails_the_stage() -> None:
 def test_errors_are_sorted_into_transient_and_permanent() -> None:
     assert is_transient(KafkaError(KafkaError._MSG_TIMED_OUT))
     assert is_transient(KafkaError(KafkaError.NOT_LEADER_FOR_PARTITION))
-    assert is_transient(KafkaError(KafkaError.PRODUCER_FENCED))  # epoch bumped after a timeout (Tansu)
+    assert is_transient(
+        KafkaError(KafkaError.PRODUCER_FENCED)
+    )  # epoch bumped after a timeout (Tansu)
     assert is_transient(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED))  # until the ACL is fixed
     assert not is_transient(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
     assert not is_transient(KafkaError(KafkaError.INVALID_RECORD))

@@ -148,7 +148,9 @@ def test_a_preferred_batch_size_is_cut_at_once_and_smaller_waits_for_the_delay()
         rest = await buf.take(0.05, preferred=(8, 32))  # 8 left: a preferred size too
         assert sum(c.weight for c in rest) == 8
         await buf.put("t", 0, recs(40, 5))
-        small = await buf.take(0.05, preferred=(8, 32))  # under every preferred size: waits the delay
+        small = await buf.take(
+            0.05, preferred=(8, 32)
+        )  # under every preferred size: waits the delay
         assert sum(c.weight for c in small) == 5 and buf.waited_s >= 0.05
         assert asyncio.get_running_loop().time() - t0 < 1.0
 
@@ -162,9 +164,14 @@ def test_under_reject_what_arrives_at_a_full_queue_is_shed_behind_it_in_order() 
         await buf.put("t", 0, recs(10, 7))  # the queue is full: shed
         assert [c.shed for _, c in buf._chunks] == [False, False, True, True]
         first, second = await buf.take(0.0), await buf.take(0.0)
-        assert offsets(first) == [(0, [0, 1, 2, 3, 4])] and offsets(second) == [(0, [5, 6, 7, 8, 9])]
+        assert offsets(first) == [(0, [0, 1, 2, 3, 4])] and offsets(second) == [
+            (0, [5, 6, 7, 8, 9])
+        ]
         shed = await buf.take(60.0)  # shed chunks go at once, no waiting for a batch to fill
-        assert all(c.shed for c in shed) and offsets(shed) == [(0, [10, 11, 12, 13, 14]), (0, [15, 16])]
+        assert all(c.shed for c in shed) and offsets(shed) == [
+            (0, [10, 11, 12, 13, 14]),
+            (0, [15, 16]),
+        ]
         await buf.put("t", 0, recs(17, 3))  # room again: admitted
         assert not (await buf.take(0.0))[0].shed
 

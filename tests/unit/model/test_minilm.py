@@ -31,7 +31,8 @@ SENTENCES = [
     "Power draw 420 W, CPU at 91.5 °C and climbing; throttling expected within minutes.",
     "Café naïve façade 🔥",
     "the backup job finished without errors",
-    "A much longer message about a slow disk: " + "latency went up again and the queue kept growing, " * 6,
+    "A much longer message about a slow disk: "
+    + "latency went up again and the queue kept growing, " * 6,
 ]
 
 
@@ -51,7 +52,9 @@ def tok(exported: minilm.ExportResult) -> TextTokenizer:
     return TextTokenizer(exported.path.parent / "tokenizer.json")
 
 
-def test_export_writes_model_tokenizer_and_its_record(exported: minilm.ExportResult, session: object) -> None:
+def test_export_writes_model_tokenizer_and_its_record(
+    exported: minilm.ExportResult, session: object
+) -> None:
     out = exported.path.parent
     rec = json.loads((out / "minilm.json").read_text())
     assert not exported.cached
@@ -62,13 +65,21 @@ def test_export_writes_model_tokenizer_and_its_record(exported: minilm.ExportRes
     assert (meta["name"], meta["version"]) == (minilm.MODEL_NAME, minilm.MODEL_VERSION)
     assert meta["weights_sha256"] == minilm.WEIGHTS_SHA256
     inputs = {i.name: (i.type, i.shape) for i in session.get_inputs()}  # type: ignore[attr-defined]
-    assert inputs == {"input_ids": ("tensor(int64)", ["batch", "seq"]),
-                      "attention_mask": ("tensor(int64)", ["batch", "seq"])}
+    assert inputs == {
+        "input_ids": ("tensor(int64)", ["batch", "seq"]),
+        "attention_mask": ("tensor(int64)", ["batch", "seq"]),
+    }
     [out_meta] = session.get_outputs()  # type: ignore[attr-defined]
-    assert (out_meta.name, out_meta.type, out_meta.shape) == ("embedding", "tensor(float)", ["batch", 384])
+    assert (out_meta.name, out_meta.type, out_meta.shape) == (
+        "embedding",
+        "tensor(float)",
+        ["batch", 384],
+    )
 
 
-def test_padded_batch_matches_the_numpy_reference_and_each_text_alone(session: object, tok: TextTokenizer) -> None:
+def test_padded_batch_matches_the_numpy_reference_and_each_text_alone(
+    session: object, tok: TextTokenizer
+) -> None:
     weights, cfg = minilm.load_weights(SRC), minilm.read_config(SRC)
     ids, mask = tok.encode(SENTENCES)
     assert mask.sum(1).min() < ids.shape[1]  # the batch really has padding
@@ -88,7 +99,9 @@ def test_meaning_decides_which_sentence_is_closer(session: object, tok: TextToke
         assert minilm.cosine(e[0], e[1]) > minilm.cosine(e[0], e[2]) + 0.2, (anchor, near, far)
 
 
-def test_a_second_export_finds_the_cached_model(exported: minilm.ExportResult, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_second_export_finds_the_cached_model(
+    exported: minilm.ExportResult, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = exported.path.parent
     t0 = time.perf_counter()
     again = minilm.export(out)
@@ -98,7 +111,9 @@ def test_a_second_export_finds_the_cached_model(exported: minilm.ExportResult, c
     assert "is up to date" in capsys.readouterr().out
 
 
-def test_a_changed_model_file_is_not_taken_for_the_cached_one(exported: minilm.ExportResult, tmp_path: Path) -> None:
+def test_a_changed_model_file_is_not_taken_for_the_cached_one(
+    exported: minilm.ExportResult, tmp_path: Path
+) -> None:
     copy = tmp_path / "copy"
     shutil.copytree(exported.path.parent, copy)
     assert minilm._cached(copy) is not None
@@ -107,8 +122,9 @@ def test_a_changed_model_file_is_not_taken_for_the_cached_one(exported: minilm.E
     assert minilm._cached(copy) is None
 
 
-def test_export_refuses_a_graph_that_disagrees_with_the_reference(monkeypatch: pytest.MonkeyPatch,
-                                                                   tmp_path: Path) -> None:
+def test_export_refuses_a_graph_that_disagrees_with_the_reference(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     rng = np.random.default_rng(0)
     monkeypatch.setattr(minilm, "reference_embedding", lambda w, cfg, ids: rng.normal(size=384))
     with pytest.raises(ModelError, match="disagrees with the numpy reference"):
@@ -116,8 +132,9 @@ def test_export_refuses_a_graph_that_disagrees_with_the_reference(monkeypatch: p
     assert not list(tmp_path.iterdir())
 
 
-def test_missing_weights_package_is_a_clean_cli_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_weights_package_is_a_clean_cli_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setattr(minilm, "PACKAGE", "no_such_weights_package")
     assert main(["model", "export", "minilm", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err

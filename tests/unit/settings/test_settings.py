@@ -17,7 +17,11 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_the_shipped_pipeline_loads() -> None:
     s = load_settings(PIPELINE, environ={})
     assert s.name == "telemetry"
-    assert (s.topics.raw, s.topics.scored, s.topics.dlq) == ("telemetry.raw", "telemetry.scored", "telemetry.dlq")
+    assert (s.topics.raw, s.topics.scored, s.topics.dlq) == (
+        "telemetry.raw",
+        "telemetry.scored",
+        "telemetry.dlq",
+    )
     assert len(s.features) == 16
     assert all(f.mean is not None and f.std for f in s.features if "zscore" in f.normalize)
     assert s.metrics.port == 9108 and s.metrics.host == "127.0.0.1"
@@ -46,7 +50,10 @@ def test_unknown_keys_are_reported_with_a_suggestion(tmp_path: Path) -> None:
 
 
 def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
-    p = write(tmp_path, '\n[[features]]\nname = "extra"\nout_of_range = "explode"\nnormalize = "zscore+cube"\n')
+    p = write(
+        tmp_path,
+        '\n[[features]]\nname = "extra"\nout_of_range = "explode"\nnormalize = "zscore+cube"\n',
+    )
     p.write_text(p.read_text().replace('device = "auto"', 'device = "quantum"'))
     with pytest.raises(ConfigError) as e:
         load_settings(p, environ={})
@@ -59,9 +66,14 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
 
 
 def test_topology_and_in_flight_limits_are_checked() -> None:
-    assert load_settings(PIPELINE, {"runtime.topology": "chained"}, environ={}).runtime.topology == "chained"
+    assert (
+        load_settings(PIPELINE, {"runtime.topology": "chained"}, environ={}).runtime.topology
+        == "chained"
+    )
     with pytest.raises(ConfigError) as e:
-        load_settings(PIPELINE, {"runtime.topology": "mesh", "batching.max_in_flight": "0"}, environ={})
+        load_settings(
+            PIPELINE, {"runtime.topology": "mesh", "batching.max_in_flight": "0"}, environ={}
+        )
     assert "runtime.topology: must be 'stages' or 'chained', got 'mesh'" in str(e.value)
     assert "batching.max_in_flight: must be >= 1, got 0" in str(e.value)
 
@@ -82,10 +94,20 @@ def test_not_toml_is_a_config_error(tmp_path: Path) -> None:
 
 def test_input_limits_are_checked_at_start_up() -> None:
     s = load_settings(PIPELINE, environ={"STREAMFLOW_LIMITS_MAX_STRING_LENGTH": "256"})
-    assert (s.limits.max_message_bytes, s.limits.max_string_length, s.limits.max_array_length) == (1_048_576, 256, 4096)
+    assert (s.limits.max_message_bytes, s.limits.max_string_length, s.limits.max_array_length) == (
+        1_048_576,
+        256,
+        4096,
+    )
     with pytest.raises(ConfigError) as e:
-        load_settings(PIPELINE, {"limits.max_array_length": "0", "limits.max_message_bytes": "5000000"}, environ={})
+        load_settings(
+            PIPELINE,
+            {"limits.max_array_length": "0", "limits.max_message_bytes": "5000000"},
+            environ={},
+        )
     assert "limits.max_array_length: must be >= 1, got 0" in str(e.value)
-    assert ("limits.max_message_bytes: 5000000 is more than kafka.max_message_bytes 1048576, the largest message "
-            "streamflow produces (raise both)") in str(e.value)
+    assert (
+        "limits.max_message_bytes: 5000000 is more than kafka.max_message_bytes 1048576, the largest message "
+        "streamflow produces (raise both)"
+    ) in str(e.value)
     assert str(PIPELINE) in str(e.value)

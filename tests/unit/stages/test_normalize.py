@@ -25,4 +25,6 @@ def test_each_method_matches_its_formula() -> None:
 def test_unnormalizable_rows_are_rejected_with_the_column() -> None:
     res = normalize(np.array([[12.0, 25.0, -2.0, 1.0], [10.0, 0.0, 0.0, 0.0]]), NORM)
     assert res.ok.tolist() == [False, True]
-    assert res.reasons[0] is not None and res.reasons[0].startswith("c: value -2.0 cannot be normalized")
+    assert res.reasons[0] is not None and res.reasons[0].startswith(
+        "c: value -2.0 cannot be normalized"
+    )

@@ -28,7 +28,10 @@ def test_texts_become_int64_ids_and_mask_padded_to_the_longest() -> None:
     assert ids.shape == mask.shape and ids.shape[0] == 3
     assert ids[0, :3].tolist() == [101, 7632, 102]  # [CLS] hi [SEP], lower-cased
     assert ids[0, 3:].tolist() == [0] * (ids.shape[1] - 3)
-    assert mask.sum(1).tolist() == tok.lengths(["Hi", "hi there", "The server is overheating."]).tolist()
+    assert (
+        mask.sum(1).tolist()
+        == tok.lengths(["Hi", "hi there", "The server is overheating."]).tolist()
+    )
     assert mask[2].all() and ids[2, -1] == 102  # the longest row has no padding
 
 
