@@ -1,4 +1,5 @@
-"""A Kafka-protocol TCP proxy in front of the embedded broker that can hold one client's produce requests.
+"""A Kafka-protocol TCP proxy in front of the embedded broker that can hold one client's
+produce requests.
 
 The broker advertises the proxy's address, so every connection goes through it. Requests are
 framed (int32 size) and their header read (api key, client id); a Produce request from a held
@@ -67,6 +68,14 @@ class StallingProxy:
             self.loop.run_forever()
         finally:
             server.close()
+            # Everything the proxy opened is closed with its loop: tests turn ResourceWarnings
+            # (an unclosed loop or socket) into errors.
+            pending = asyncio.all_tasks(self.loop)
+            for task in pending:
+                task.cancel()
+            self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            self.loop.run_until_complete(server.wait_closed())
+            self.loop.close()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
