@@ -127,7 +127,8 @@ class Metrics:
             ),
             end_to_end=Histogram(
                 "streamflow_end_to_end_latency_seconds",
-                "From the raw message's Kafka timestamp to the result's delivery to the sink topic.",
+                "From the raw message's Kafka timestamp to the result's delivery "
+                "to the sink topic.",
                 ["pipeline"],
                 buckets=LATENCY_BUCKETS,
                 registry=r,
@@ -183,8 +184,8 @@ class Metrics:
             ),
             model_info=Gauge(
                 "streamflow_model_info",
-                "The model in use (value 1): name, version, sha256, the provider it runs on and the "
-                "configured runtime.device.",
+                "The model in use (value 1): name, version, sha256, the provider it runs on "
+                "and the configured runtime.device.",
                 ["pipeline", "model", "version", "sha256", "provider", "device"],
                 registry=r,
                 multiprocess_mode="livemax",

@@ -78,7 +78,8 @@ def source_topic(settings: Settings, step: Step) -> str:
 
 
 def sink_topic(settings: Settings, step: Step) -> str:
-    """Where ``step`` sends what it passes on: its internal topic, or the sink topic for the last."""
+    """Where ``step`` sends what it passes on: its internal topic, or the sink topic for the
+    last."""
     return internal_topic(settings, step) if step.output else settings.topics.scored
 
 

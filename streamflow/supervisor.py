@@ -178,7 +178,8 @@ def run_all(pipelines: list[tuple[Settings, list[str]]], bootstrap: str, stage: 
     first = pipelines[0][0]
     for g in groups:
         print(
-            f"streamflow: pipeline {g.settings.name}: stages {', '.join(g.stages)} running against {bootstrap}",
+            f"streamflow: pipeline {g.settings.name}: stages {', '.join(g.stages)} "
+            f"running against {bootstrap}",
             flush=True,
         )
     print(

@@ -1,4 +1,5 @@
-"""The chained topology: every step of ``STEPS``, in turn, in one agent on each batch of raw records.
+"""The chained topology: every step of ``STEPS``, in turn, in one agent on each batch of raw
+records.
 
 The same handlers as the staged topology, called in memory instead of through the internal
 topics: one consume and one produce per record instead of one per step. Each step still

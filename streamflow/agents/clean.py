@@ -91,7 +91,8 @@ class CleanHandler(StepHandler):
                     key[:cut] if key is not None else None,
                     value[:cut] if value is not None else None,
                 )
-            # A record `streamflow dlq replay` sent back keeps its replay count in its next dead letter.
+            # A record `streamflow dlq replay` sent back keeps its replay count in its next dead
+            # letter.
             headers += tuple(
                 (k, v) for k, v in getattr(m, "headers", None) or () if k == H_REPLAYED
             )

@@ -1,4 +1,5 @@
-"""What every step's handler shares: its settings, instruments and producer, delivery and bookkeeping."""
+"""What every step's handler shares: its settings, instruments and producer, delivery and
+bookkeeping."""
 
 from __future__ import annotations
 
@@ -93,7 +94,8 @@ class StageContext:
 
     def shed(self, chunks: Sequence[Any], *, raw: bool) -> asyncio.Future[None]:
         """Dead-letter every record of ``chunks``, which arrived while the stage's queue was full
-        (``batching.queue_policy = "reject"``); ``raw``: they are raw messages, else internal batches."""
+        (``batching.queue_policy = "reject"``); ``raw``: they are raw messages, else internal
+        batches."""
         started = time.perf_counter()
         b = self.settings.batching
         reason = Reason(

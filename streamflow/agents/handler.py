@@ -101,7 +101,8 @@ class StepHandler:
         return self.ctx.send(messages)
 
     async def run(self, inputs: Sequence[Any], dead: list[OutMessage]) -> StepOutput:
-        """``transform``, its rejections dead-lettered into ``dead`` and accounted under this stage."""
+        """``transform``, its rejections dead-lettered into ``dead`` and accounted under this
+        stage."""
         started = time.perf_counter()
         n = count(inputs)
         out = await self.transform(inputs)

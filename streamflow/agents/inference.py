@@ -111,7 +111,8 @@ class InferenceHandler(StepHandler):
         if not sum(len(b) for b in batches):
             return out, rejected, delivered
         model = self.watcher.current()  # the whole batch is scored and named by this one (hot swap)
-        # One call per feature width: tabular batches share theirs, text buckets each have their own.
+        # One call per feature width: tabular batches share theirs, text buckets each have
+        # their own.
         widths = sorted({b.features.shape[1] for b in batches if len(b)})
         batches = sorted(
             (b for b in batches if len(b)), key=lambda b: widths.index(b.features.shape[1])

@@ -1,4 +1,5 @@
-"""The faust shell of one step: one faust app (and consumer group) per step, so each scales on its own.
+"""The faust shell of one step: one faust app (and consumer group) per step, so each scales on
+its own.
 
 ``run_stage`` runs one step's handler (``agents/handler.py``) in this process. faust owns
 group membership, assignment and commits; the ``streamflow://`` transport hands fetched
@@ -44,7 +45,8 @@ def build_handler(stage: str, ctx: StageContext) -> Handler:
 
 
 class StageWorker:
-    """One step's handler inside a faust app: take batches, hand them over pipelined, ack in order."""
+    """One step's handler inside a faust app: take batches, hand them over pipelined, ack in
+    order."""
 
     def __init__(self, settings: Settings, stage: str, bootstrap: str) -> None:
         self.settings, self.stage, self.bootstrap = settings, stage, bootstrap
@@ -61,7 +63,8 @@ class StageWorker:
         self.app = make_app(settings, stage, bootstrap)
         # The consumer hands fetched records straight to this buffer (kafka/transport.py); when it
         # is full a slow stage stops the fetching. Where a model runs (inference, chained) its size
-        # and policy are batching.max_queue_records and queue_policy; the other steps hold two batches.
+        # and policy are batching.max_queue_records and queue_policy; the other steps hold two
+        # batches.
         model_step = step_named(stage).model
         b = settings.batching
         self.buffer = ChunkBuffer(

@@ -6,13 +6,14 @@ chained topology, one process), ``limit`` (a plain confluent-kafka batch loop) a
 
 1. Backlog: N synthetic records (with their malformed ones, the same ones every run) are
    produced to a raw topic on a fresh embedded broker per run (the broker slows down as it
-   accumulates batches, so a shared one would favour whoever runs first). The system consumes it, and a separate consumer reads its
-   result and dead-letter topics until every record is accounted for. Reported: records/s
-   (first to last result), CPU µs per record of the system's processes and, separately, of
-   the embedded broker (both sampled every 20 ms and read between the first and the last
-   result, so start-up is not counted), peak worker RSS. ``--repeat`` runs each system
-   several times, interleaved, and reports the median. Checked: scored + dead-lettered ==
-   produced, and a sample of scores equals a direct ONNX Runtime computation on the same raw bytes.
+   accumulates batches, so a shared one would favour whoever runs first). The system
+   consumes it, and a separate consumer reads its result and dead-letter topics until every
+   record is accounted for. Reported: records/s (first to last result), CPU µs per record of
+   the system's processes and, separately, of the embedded broker (both sampled every 20 ms
+   and read between the first and the last result, so start-up is not counted), peak worker
+   RSS. ``--repeat`` runs each system several times, interleaved, and reports the median.
+   Checked: scored + dead-lettered == produced, and a sample of scores equals a direct ONNX
+   Runtime computation on the same raw bytes.
 2. Latency: each system on a fresh topic fed at fixed rates. End-to-end latency is the
    result's arrival at the separate consumer minus the raw message's Kafka timestamp.
 3. Optional scaling: 1, 2, 4 processes per stage on the backlog, for each streamflow topology.
@@ -221,7 +222,8 @@ def backlog_run(
     print(
         f"    {b.records_per_s:,.0f} records/s, {b.cpu_us_per_record:.0f} CPU µs/record "
         f"(broker {b.broker_cpu_us_per_record}), RSS {b.rss_mb:.0f} MB, "
-        f"accounted {b.accounted}/{records}, scores max error {err:.2e}; CPU µs/record by process {by_proc}",
+        f"accounted {b.accounted}/{records}, scores max error {err:.2e}; "
+        f"CPU µs/record by process {by_proc}",
         flush=True,
     )
     return b
@@ -281,7 +283,8 @@ def latency_run(
         round(broker_pct, 1) if broker_pct is not None else None,
     )
     print(
-        f"  {kind} at {rate:,.0f}/s: p50 {lat.p50_ms} p95 {lat.p95_ms} p99 {lat.p99_ms} max {lat.max_ms} ms; "
+        f"  {kind} at {rate:,.0f}/s: p50 {lat.p50_ms} p95 {lat.p95_ms} p99 {lat.p99_ms} "
+        f"max {lat.max_ms} ms; "
         f"CPU {lat.cpu_pct:.0f}% of a core, broker {lat.broker_cpu_pct}%"
         + (f"  SATURATED ({t.accounted}/{n} in time)" if lat.saturated else ""),
         flush=True,

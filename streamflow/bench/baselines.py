@@ -55,7 +55,8 @@ class Work:
     def run(
         self, msgs: Sequence[RawMessage], scored: str, dlq: str
     ) -> list[tuple[str, bytes, bytes | None, Headers]]:
-        """(topic, partition, offset, ingest_ms, key, value) -> (topic, value, key, headers) to produce."""
+        """(topic, partition, offset, ingest_ms, key, value) -> (topic, value, key, headers) to
+        produce."""
         dec = self.decoder.decode_batch([m[5] for m in msgs])
         c = clean(dec.values, dec.missing, self.rules)
         n = normalize(c.values, self.norm)

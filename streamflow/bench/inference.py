@@ -1,4 +1,5 @@
-"""``streamflow bench inference``: the inference agent against a bare ``session.run`` on the same batches.
+"""``streamflow bench inference``: the inference agent against a bare ``session.run`` on the
+same batches.
 
 For each batch size B, the same model-ready feature rows are scored twice in this process:
 
@@ -14,7 +15,8 @@ that costs more per record than that work (a transformer) approaches 1. Optional
 whole pipeline's end-to-end latency at a fixed input rate (the ``bench e2e`` latency run).
 
 A text-embedding pipeline gets token ids instead of feature rows: every record a text of
-32 tokens ([CLS], random WordPiece ids, [SEP]; ``TextEmbeddingKind.sample_inputs``), as one length bucket hands them on.
+32 tokens ([CLS], random WordPiece ids, [SEP]; ``TextEmbeddingKind.sample_inputs``), as one
+length bucket hands them on.
 """
 
 from __future__ import annotations
@@ -154,7 +156,8 @@ def bench_inference(
     x = bench_inputs(settings, model, records)
     result = InferenceBench(model.name, model.provider, records)
     print(
-        f"inference bench: model {model.name} {model.version} on {model.provider}, up to {records:,} records "
+        f"inference bench: model {model.name} {model.version} on {model.provider}, "
+        f"up to {records:,} records "
         f"(at most {CALLS_PER_SIZE} calls) per batch size, the agent pipelined with "
         f"max_in_flight={settings.batching.max_in_flight}"
         + f"; inputs: {kind_for(settings).describe()}",
@@ -179,7 +182,8 @@ def bench_inference(
                 row = Row(b, round(raw), round(agent), round(agent / raw, 4))
                 result.rows.append(row)
                 print(
-                    f"  batch {b:>5}: raw session.run {raw:>12,.0f} rec/s   agent {agent:>9,.0f} rec/s   "
+                    f"  batch {b:>5}: raw session.run {raw:>12,.0f} rec/s   "
+                    f"agent {agent:>9,.0f} rec/s   "
                     f"efficiency {row.efficiency:.3f}",
                     flush=True,
                 )

@@ -46,18 +46,21 @@ def to_json(result: Any) -> dict[str, Any]:
 def markdown(result: Any) -> str:
     reps = max((len(b.runs_records_per_s) for b in result.backlog), default=1)
     lines = [
-        f"Backlog of {result.records:,} records ({result.machine.get('cpus')} CPUs, same run, same records, "
-        f"a fresh embedded broker per run unless a bootstrap is set{f', median of {reps}' if reps > 1 else ''})",
+        f"Backlog of {result.records:,} records ({result.machine.get('cpus')} CPUs, "
+        "same run, same records, a fresh embedded broker per run unless a bootstrap is set"
+        f"{f', median of {reps}' if reps > 1 else ''})",
         "",
-        "| system | records/s | CPU µs/record | broker CPU µs/record | peak worker RSS MB | accounted "
+        "| system | records/s | CPU µs/record | broker CPU µs/record "
+        "| peak worker RSS MB | accounted "
         "| scores max error |",
         "|---|---|---|---|---|---|---|",
     ]
     for b in result.backlog:
         broker = "-" if b.broker_cpu_us_per_record is None else f"{b.broker_cpu_us_per_record:.0f}"
         lines.append(
-            f"| {LABELS.get(b.system, b.system)} | {b.records_per_s:,.0f} | {b.cpu_us_per_record:.0f} | "
-            f"{broker} | {b.rss_mb:.0f} | {b.accounted:,}/{b.records:,} | {b.scores_max_abs_error:.1e} |"
+            f"| {LABELS.get(b.system, b.system)} | {b.records_per_s:,.0f} "
+            f"| {b.cpu_us_per_record:.0f} | {broker} | {b.rss_mb:.0f} "
+            f"| {b.accounted:,}/{b.records:,} | {b.scores_max_abs_error:.1e} |"
         )
     for kind, ratios in result.ratios.items():
         lines += [
@@ -89,14 +92,16 @@ def markdown(result: Any) -> str:
     if result.latency:
         lines += [
             "",
-            "| system | input rate/s | p50 ms | p95 ms | p99 ms | max ms | CPU % of a core | broker CPU % |",
+            "| system | input rate/s | p50 ms | p95 ms | p99 ms | max ms "
+            "| CPU % of a core | broker CPU % |",
             "|---|---|---|---|---|---|---|---|",
         ]
         for lat in result.latency:
             sat = " (saturated)" if lat.saturated else ""
             lines.append(
-                f"| {lat.system} | {lat.rate:,.0f}{sat} | {lat.p50_ms} | {lat.p95_ms} | {lat.p99_ms} | "
-                f"{lat.max_ms} | {lat.cpu_pct:.0f} | {lat.broker_cpu_pct if lat.broker_cpu_pct is not None else '-'} |"
+                f"| {lat.system} | {lat.rate:,.0f}{sat} | {lat.p50_ms} | {lat.p95_ms} "
+                f"| {lat.p99_ms} | {lat.max_ms} | {lat.cpu_pct:.0f} "
+                f"| {lat.broker_cpu_pct if lat.broker_cpu_pct is not None else '-'} |"
             )
     return "\n".join(lines) + "\n"
 

@@ -28,7 +28,8 @@ from streamflow.settings import Settings
 
 
 def codec_for(settings: Settings, topic: str) -> RecordCodec | None:
-    """The codec of a pipeline topic: results for scored, readings for raw; None for the DLQ (raw bytes)."""
+    """The codec of a pipeline topic: results for scored, readings for raw; None for the DLQ
+    (raw bytes)."""
     t = settings.topics
     if topic == t.scored:
         return RecordCodec(
@@ -56,7 +57,10 @@ def render(msg: Any, codec: RecordCodec | None, dlq: bool, show_headers: bool) -
             "reason": headers.get(H_REASON),
             "reason_code": headers.get(H_REASON_CODE),
             "stage": headers.get(H_STAGE),
-            "source": f"{headers.get(H_SOURCE_TOPIC)}/{headers.get(H_SOURCE_PARTITION)}@{headers.get(H_SOURCE_OFFSET)}",
+            "source": (
+                f"{headers.get(H_SOURCE_TOPIC)}/{headers.get(H_SOURCE_PARTITION)}"
+                f"@{headers.get(H_SOURCE_OFFSET)}"
+            ),
             "value": value.decode("utf-8", "backslashreplace"),
         }
     elif codec is not None:

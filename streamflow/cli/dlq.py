@@ -152,7 +152,8 @@ def inspect(
         print(f"  {n:8d}  {stage:10s} {reason}", file=out)
     if summary.replayed or summary.truncated:
         print(
-            f"\n{summary.replayed} replayed before (sf-replayed), {summary.truncated} truncated (sf-truncated: "
+            f"\n{summary.replayed} replayed before (sf-replayed), "
+            f"{summary.truncated} truncated (sf-truncated: "
             "too large to keep whole, never replayed)",
             file=out,
         )

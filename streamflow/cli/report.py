@@ -43,7 +43,8 @@ class Panels:
 
 
 class MetricsRecorder(threading.Thread):
-    """Scrapes a metrics endpoint every ``interval_s`` and appends streamflow's samples to ``path``."""
+    """Scrapes a metrics endpoint every ``interval_s`` and appends streamflow's samples to
+    ``path``."""
 
     def __init__(self, url: str, path: Path, interval_s: float = 1.0) -> None:
         super().__init__(name="streamflow-metrics-recorder", daemon=True)

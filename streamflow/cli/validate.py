@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     s = load_settings(path, overrides(args))
     print(
-        f"{path}: ok (pipeline {s.name}: {kind_for(s).describe()}, model {s.model.name} {s.model.version}, "
+        f"{path}: ok (pipeline {s.name}: {kind_for(s).describe()}, "
+        f"model {s.model.name} {s.model.version}, "
         f"topics {s.topics.raw} -> {s.topics.scored}, dead letters {s.topics.dlq})"
     )
     return 0

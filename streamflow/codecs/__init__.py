@@ -4,7 +4,8 @@
   wire format (magic byte 0 + 4-byte schema id + Avro) when a schema registry URL is set,
   through confluent-kafka's schema-registry client.
 - JSON: one object per message, the same field names as the Avro schema.
-- Text records (``TextDecoder``) and text-embedding results (``TextResultEncoder``) for text pipelines.
+- Text records (``TextDecoder``) and text-embedding results (``TextResultEncoder``) for text
+  pipelines.
 - Columnar record batches for the internal topics (``SFB2``): a JSON header naming each column, raw
   numpy buffers, decoded zero-copy.
 

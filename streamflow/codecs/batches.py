@@ -1,5 +1,6 @@
 """Columnar record batches for the internal topics (``SFB2``): a JSON header naming each column,
-then raw numpy buffers, decoded zero-copy. ``SFB1`` messages (a fixed count of buffers) still decode."""
+then raw numpy buffers, decoded zero-copy. ``SFB1`` messages (a fixed count of buffers) still
+decode."""
 
 from __future__ import annotations
 
@@ -130,6 +131,7 @@ def decode_record_batch(data: bytes) -> RecordBatch:
                     )
                 parts.append(view[pos : pos + int(ln)])
                 pos += int(ln)
+            arr: np.ndarray | BytesColumn
             if kind == "i8":
                 arr = np.frombuffer(parts[0], dtype=np.int64)
             elif kind == "f4":

@@ -86,20 +86,23 @@ def _read_code(
             f"{indent}p += {size}",
         ]
     # string / bytes: a length, checked against the message (a length no message could hold is a
-    # corrupt or truncated record) and then the limit (a real, too long value), before anything is sliced
+    # corrupt or truncated record) and then the limit (a real, too long value), before anything
+    # is sliced
     decode = ".decode()" if t == "string" else ""
     where = f"field {field}: " if field else ""
     lines = [
         f"{indent}ln, p = _varint(b, p)",
         f"{indent}if ln < 0: raise DecodeError(f'avro: {where}negative length {{ln}}',"
         " INVALID_AVRO)",
-        f"{indent}if p + ln > n: raise DecodeError(f'avro: {where}length prefix larger than the message "
+        f"{indent}if p + ln > n: raise DecodeError(f'avro: {where}length prefix larger "
+        "than the message "
         f"({{ln}} bytes, {{n - p}} left)', INVALID_AVRO)",
     ]
     if max_len is not None:
         kind = "string" if t == "string" else "bytes value"
         lines.append(
-            f"{indent}if ln > {max_len}: raise DecodeError(f'avro: {where}{kind} of {{ln}} bytes exceeds "
+            f"{indent}if ln > {max_len}: raise DecodeError(f'avro: {where}{kind} of {{ln}} "
+            "bytes exceeds "
             f"max_string_length {max_len}', TOO_LARGE)"
         )
     return lines + [f"{indent}{target} = b[p:p + ln]{decode}", f"{indent}p += ln"]
@@ -143,7 +146,8 @@ def compile_reader(schema: Any, *, max_string_length: int | None = None) -> Read
             lines += _read_code(bt, target, "        ", name, max_string_length)  # type: ignore[arg-type]
         lines += [
             "    else:",
-            f"        raise DecodeError(f'avro: field {name}: union branch {{c // 2 if c % 2 == 0 else -(c + 1) // 2}}"
+            f"        raise DecodeError(f'avro: field {name}: union branch "
+            "{c // 2 if c % 2 == 0 else -(c + 1) // 2}"
             " out of range', INVALID_AVRO)",
         ]
     lines += [
@@ -382,7 +386,8 @@ def _str(v: str) -> bytes:
 
 
 def compile_writer(schema: Any) -> Writer | None:
-    """``write(v0, v1, ...) -> bytes`` for a flat record ``schema``, values in field order; else ``None``."""
+    """``write(v0, v1, ...) -> bytes`` for a flat record ``schema``, values in field order;
+    else ``None``."""
     if not isinstance(schema, dict) or schema.get("type") != "record" or not schema.get("fields"):
         return None
     parts: list[str] = []

@@ -1,4 +1,5 @@
-"""Raw input messages (Avro, wire format or JSON) -> feature columns, or a precise reason per row."""
+"""Raw input messages (Avro, wire format or JSON) -> feature columns, or a precise reason per
+row."""
 
 from __future__ import annotations
 
@@ -152,7 +153,8 @@ class ReadingDecoder:
             try:
                 return self._json(value)
             except DecodeError:
-                # Avro can start like JSON too: a device_id of 16 bytes starting with "{" is b" {...".
+                # Avro can start like JSON too: a device_id of 16 bytes starting with "{" is
+                # b" {...".
                 try:
                     return self._avro(value)
                 except DecodeError:
@@ -377,5 +379,6 @@ class ReadingDecoder:
 
 
 def _is_object(value: bytes) -> bool:
-    """Whether a message starts like a JSON object: '{' after whitespace and a UTF-8 byte-order mark."""
+    """Whether a message starts like a JSON object: '{' after whitespace and a UTF-8 byte-order
+    mark."""
     return value.removeprefix(_BOM).lstrip()[:1] == b"{"

@@ -1,4 +1,5 @@
-"""Raw input messages (Avro, wire format or JSON) -> the text field of each record, or a reason per row."""
+"""Raw input messages (Avro, wire format or JSON) -> the text field of each record, or a reason
+per row."""
 
 from __future__ import annotations
 

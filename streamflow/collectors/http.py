@@ -35,7 +35,8 @@ MAX_REPORTED_ERRORS = 20
 
 
 def parse_body(body: bytes) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(records, errors) of a request body; each error is {"line": n, "error": why} (1-based lines)."""
+    """(records, errors) of a request body; each error is {"line": n, "error": why} (1-based
+    lines)."""
     text = body.decode("utf-8", errors="replace")
     stripped = text.strip()
     if not stripped:
@@ -91,7 +92,8 @@ class _Delivery:
 
 
 class CollectorServer(ThreadingHTTPServer):
-    """The HTTP server; ``serve_forever()`` in a thread, ``close()`` stops it and flushes the producer."""
+    """The HTTP server; ``serve_forever()`` in a thread, ``close()`` stops it and flushes the
+    producer."""
 
     daemon_threads = True
     block_on_close = False
@@ -164,7 +166,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _linger(self, max_s: float = 1.0, max_bytes: int = 64 << 20) -> None:
         """After a reply sent without reading the body: stop writing, then discard what the client
-        still sends for a moment, so closing does not reset the connection before it reads the reply."""
+        still sends for a moment, so closing does not reset the connection before it reads the
+        reply."""
         try:
             self.wfile.flush()
             self.connection.shutdown(socket.SHUT_WR)
@@ -252,8 +255,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(
                 503,
                 {
-                    "error": f"{failed} of {len(records)} record(s) not acknowledged by the broker; "
-                    "retry",
+                    "error": (
+                        f"{failed} of {len(records)} record(s) not acknowledged by the broker; "
+                        "retry"
+                    ),
                     "delivered": len(records) - failed,
                     "failed": failed,
                 },
@@ -276,7 +281,8 @@ def run_http(
             bound,
         )
     print(
-        f"streamflow collect http: listening on {server.url} (POST /records, GET /healthz), producing to "
+        f"streamflow collect http: listening on {server.url} (POST /records, GET /healthz), "
+        "producing to "
         f"{raw.topic}; " + ("bearer token required" if server.token else "no token required"),
         flush=True,
     )

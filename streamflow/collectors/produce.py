@@ -34,7 +34,8 @@ class ProduceStats:
 
 
 class RawProducer:
-    """Encodes records with the pipeline's input schema and produces them keyed by ``input.key_field``."""
+    """Encodes records with the pipeline's input schema and produces them keyed by
+    ``input.key_field``."""
 
     def __init__(self, settings: Settings, bootstrap: str) -> None:
         self.settings = settings
@@ -96,7 +97,8 @@ def run_synthetic(
     anomaly_rate: float = 0.01,
     devices: int = 200,
 ) -> ProduceStats:
-    """Produce ``records`` synthetic readings (0: until ``stop``) at ``rate`` per second (0: as fast as possible)."""
+    """Produce ``records`` synthetic readings (0: until ``stop``) at ``rate`` per second (0: as
+    fast as possible)."""
     from streamflow.collectors.synthetic import TelemetryGenerator
     from streamflow.collectors.texts import TextGenerator
     from streamflow.inference.kinds import kind_class

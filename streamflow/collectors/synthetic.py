@@ -1,4 +1,5 @@
-"""Synthetic data-center telemetry: many devices, daily cycles, noise, real anomalies, malformed records.
+"""Synthetic data-center telemetry: many devices, daily cycles, noise, real anomalies, malformed
+records.
 
 Pure: numbers and dicts, no Kafka and no bytes (the collector encodes). Seeded and
 vectorised: a batch of n readings is drawn with numpy, then turned into dicts once.

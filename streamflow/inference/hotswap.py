@@ -1,4 +1,5 @@
-"""Hot swap: a new model file is loaded and warmed beside the running one, then used from the next batch.
+"""Hot swap: a new model file is loaded and warmed beside the running one, then used from the
+next batch.
 
 The inference stage asks ``current()`` at the start of every batch and scores the whole
 batch with the model it got, naming that model's version in every result. The watcher

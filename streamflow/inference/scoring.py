@@ -34,7 +34,8 @@ def score_rows(
         except Exception as exc:  # ORT raises its own exception types
             if hi - lo == 1:
                 errors[lo] = (
-                    f"model {model.name} failed on this record: {type(exc).__name__}: {str(exc)[:300]}"
+                    f"model {model.name} failed on this record: "
+                    f"{type(exc).__name__}: {str(exc)[:300]}"
                 )
                 return
             mid = (lo + hi) // 2

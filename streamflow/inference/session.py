@@ -56,13 +56,15 @@ def candidate_providers(device: str, available: list[str]) -> list[str]:
         if first not in available:
             raise ModelError(
                 f"runtime.device = {device!r} but this ONNX Runtime build has no {first} "
-                f"(available: {', '.join(available)}). Install the gpu extra on a GPU host, or set runtime.device = 'auto' or 'cpu'."
+                f"(available: {', '.join(available)}). Install the gpu extra on a GPU host, "
+                "or set runtime.device = 'auto' or 'cpu'."
             )
     return [p for p in wanted if p in available]
 
 
 def provider_options(settings: Settings, providers: list[str]) -> list[tuple[str, dict[str, Any]]]:
-    """Each provider with its options from ``[runtime]``: the GPU, TensorRT's engine cache and FP16."""
+    """Each provider with its options from ``[runtime]``: the GPU, TensorRT's engine cache and
+    FP16."""
     r = settings.runtime
     out: list[tuple[str, dict[str, Any]]] = []
     for name in providers:
@@ -145,7 +147,8 @@ def load_model(settings: Settings) -> LoadedModel:
     digest = sha256_of(m.path)
     if m.sha256 and digest != m.sha256.lower():
         raise ModelError(
-            f"model.sha256: {m.path} has sha256 {digest}, the pipeline pins {m.sha256}; refusing to start"
+            f"model.sha256: {m.path} has sha256 {digest}, the pipeline pins {m.sha256}; "
+            "refusing to start"
         )
     available = list(ort.get_available_providers())
     providers = candidate_providers(settings.runtime.device, available)

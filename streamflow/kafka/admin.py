@@ -35,8 +35,9 @@ def admin_client(bootstrap: str, settings: Settings | None = None, **extra: Any)
 def wait_ready(
     bootstrap: str, timeout_s: float = 10.0, *, settings: Settings | None = None
 ) -> None:
-    """Return once a broker answers a metadata request at ``bootstrap``, else raise BrokerUnavailable
-    saying why the client could not connect (refused, TLS handshake, authentication)."""
+    """Return once a broker answers a metadata request at ``bootstrap``, else raise
+    BrokerUnavailable saying why the client could not connect (refused, TLS handshake,
+    authentication)."""
     deadline = time.monotonic() + timeout_s
     reasons: list[
         str

@@ -54,7 +54,8 @@ def secrets_of(k: KafkaSettings) -> list[str]:
 
 
 def mask(text: str, k: KafkaSettings) -> str:
-    """``text`` with every secret of ``k`` replaced by ``MASK`` (for messages built from client errors)."""
+    """``text`` with every secret of ``k`` replaced by ``MASK`` (for messages built from client
+    errors)."""
     for sec in secrets_of(k):
         text = text.replace(sec, MASK)
     return text
@@ -71,7 +72,8 @@ def redacting_logger(name: str, secrets: Iterable[str] = ()) -> logging.Logger:
 
 
 def security_config(k: KafkaSettings) -> dict[str, Any]:
-    """librdkafka properties for ``kafka.security_protocol``, TLS and SASL (nothing for PLAINTEXT)."""
+    """librdkafka properties for ``kafka.security_protocol``, TLS and SASL (nothing for
+    PLAINTEXT)."""
     proto = k.security_protocol
     conf: dict[str, Any] = {}
     if proto == "PLAINTEXT":
@@ -260,7 +262,8 @@ def producer_config(settings: Settings, bootstrap: str, **extra: Any) -> dict[st
             "message.max.bytes": max(k.max_message_bytes, 1_000_000) + 65_536,
             "socket.connection.setup.timeout.ms": int(k.connect_timeout_s * 1000),
             "message.timeout.ms": int(k.delivery_timeout_s * 1000),
-            "partitioner": "murmur2_random",  # the Java client's partitioner: same key -> same partition as other clients
+            # the Java client's partitioner: same key -> same partition as other clients
+            "partitioner": "murmur2_random",
         }
     )
     conf.update(extra)

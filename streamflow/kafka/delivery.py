@@ -1,4 +1,5 @@
-"""Delivering a stage's output: retried while the broker cannot take it, dead-lettered when it never will.
+"""Delivering a stage's output: retried while the broker cannot take it, dead-lettered when it
+never will.
 
 librdkafka already retries inside ``kafka.delivery_timeout_s`` (in order: the producer is
 idempotent). What is still not acknowledged after that is sorted by its error:

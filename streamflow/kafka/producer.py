@@ -133,12 +133,18 @@ class BatchProducer:
                         )
                     else:
                         produce(
-                            m.topic, m.value, m.key, headers=m.headers, on_delivery=on_delivery(m)
-                        )  # type: ignore[arg-type]
+                            m.topic,
+                            m.value,
+                            m.key,
+                            headers=m.headers,  # type: ignore[arg-type]
+                            on_delivery=on_delivery(m),
+                        )
                     break
                 except BufferError:
                     # Local queue full: the broker is slower than we produce. Waiting here (the
                     # poll thread drains the queue) is the backpressure that keeps memory bounded.
+                    # produce_blocking(serve_callbacks=False) does the same; inlined here, the hot
+                    # path, to save a call per message.
                     time.sleep(0.005)
         return fut
 

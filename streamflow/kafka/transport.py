@@ -61,7 +61,8 @@ class ChunkBuffer:
         policy: str = "wait",
     ) -> None:
         self.batch_weight = batch_weight  # what the stage takes at once; chunks are cut to fit
-        # The queue: buffered beyond this, fetching waits ("wait") or what arrives is shed ("reject").
+        # The queue: buffered beyond this, fetching waits ("wait") or what arrives is shed
+        # ("reject").
         self.max_weight = max_weight or capacity_batches * batch_weight
         self.policy = policy
         # Under "reject", shed chunks queue behind the admitted ones (acks stay in offset order)
@@ -143,7 +144,8 @@ class ChunkBuffer:
         or ``within`` seconds after the oldest buffered chunk arrived; ``[]`` after ``wake()``.
 
         ``preferred`` (ascending weights): as soon as one of them is buffered, cut the largest
-        that fits without waiting longer. ``waited_s`` tells how long the oldest taken chunk waited."""
+        that fits without waiting longer. ``waited_s`` tells how long the oldest taken chunk
+        waited."""
         max_weight = self.batch_weight
         while not self._chunks:
             if self._woken:
@@ -209,7 +211,8 @@ class ChunkBuffer:
 
 
 class ChunkedApp(faust.App):
-    """A faust app whose consumer delivers fetched chunks to ``chunk_buffer`` (set before it starts)."""
+    """A faust app whose consumer delivers fetched chunks to ``chunk_buffer`` (set before it
+    starts)."""
 
     chunk_buffer: ChunkBuffer
 
@@ -269,7 +272,8 @@ class ChunkingConsumer(faust_aiokafka.Consumer):
             expected = r.offset + 1
 
     def ack_chunk(self, chunk: Chunk) -> None:
-        """Mark every offset of ``chunk`` safe to commit (what ``Consumer.ack`` does per message)."""
+        """Mark every offset of ``chunk`` safe to commit (what ``Consumer.ack`` does per
+        message)."""
         tp = TP(chunk.topic, chunk.partition)
         with ack_lock:
             committed = self._committed_offset[tp]
@@ -285,7 +289,8 @@ class ChunkingConsumer(faust_aiokafka.Consumer):
 
 
 def _bare_record(self: Any, tp: Any, record: Any) -> Any:
-    """aiokafka's C record (``offset``, ``timestamp`` in ms, ``key``, ``value``, ``headers``) as is."""
+    """aiokafka's C record (``offset``, ``timestamp`` in ms, ``key``, ``value``, ``headers``) as
+    is."""
     return record
 
 
@@ -314,7 +319,8 @@ _FETCH_MAX_WAIT_MS = 10
 
 
 def patch_fetch_wait(max_wait_ms: int) -> None:
-    """faust's aiokafka driver hard-codes fetch_max_wait_ms=1500; use ours (kafka.fetch_max_wait_ms).
+    """faust's aiokafka driver hard-codes fetch_max_wait_ms=1500; use ours
+    (kafka.fetch_max_wait_ms).
 
     On the embedded broker a parked fetch is not woken by new data, so every hop would cost
     up to ~750 ms otherwise.

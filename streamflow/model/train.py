@@ -282,7 +282,8 @@ def main() -> None:
         + ", ".join(f"{k} {v:.4f}" for k, v in m["auc_by_kind"].items())
     )
     print(
-        f"mean score: normal {m['mean_score_normal']:.4f}, anomalous {m['mean_score_anomaly']:.4f}; "
+        f"mean score: normal {m['mean_score_normal']:.4f}, "
+        f"anomalous {m['mean_score_anomaly']:.4f}; "
         f"trained in {m['seconds']} s; wrote {a.out}/model.onnx and stats.json"
     )
 

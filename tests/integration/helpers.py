@@ -38,7 +38,8 @@ def read_topic(
     idle_s: float = 2.0,
     conf: dict[str, Any] | None = None,
 ) -> list[Msg]:
-    """Every message of ``topic`` from the beginning; stops at ``until`` messages or after ``idle_s`` of silence.
+    """Every message of ``topic`` from the beginning; stops at ``until`` messages or after
+    ``idle_s`` of silence.
     ``conf``: more client settings (TLS, SASL)."""
     c = Consumer(
         {
@@ -107,7 +108,8 @@ def running_pipeline(
     pipeline: Path = PIPELINE,
     environ: Mapping[str, str] | None = None,
 ) -> Iterator[tuple[Settings, LocalPipeline]]:
-    """The pipeline's stage processes (``LocalPipeline``) with ``overrides``, consuming, stopped after."""
+    """The pipeline's stage processes (``LocalPipeline``) with ``overrides``, consuming,
+    stopped after."""
     settings = load_settings(pipeline, overrides, environ=environ)
     pipe = LocalPipeline(settings, argv_for(overrides, pipeline))
     pipe.start()

@@ -62,8 +62,8 @@ def test_a_stalled_sink_keeps_the_worker_memory_bounded(
                 peak, growth = max(samples), max(samples[half:]) - max(samples[:half])
                 print(
                     f"\nstalled sink {STALL_S:.0f} s with {N} records waiting: inference RSS "
-                    f"{samples[0]:.0f} -> peak {peak:.0f} MB (bound {RSS_BOUND_MB:.0f}), second-half growth "
-                    f"{growth:+.1f} MB; {during} results out during the stall"
+                    f"{samples[0]:.0f} -> peak {peak:.0f} MB (bound {RSS_BOUND_MB:.0f}), "
+                    f"second-half growth {growth:+.1f} MB; {during} results out during the stall"
                 )
                 assert during < N // 10, "the sink was not stalled"
                 assert not pipe.stages.dead()

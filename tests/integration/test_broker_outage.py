@@ -1,4 +1,5 @@
-"""The broker stops answering mid-run (SIGSTOP: a hung broker or a network partition) and comes back.
+"""The broker stops answering mid-run (SIGSTOP: a hung broker or a network partition) and
+comes back.
 
 The workers must say so, keep running with their state, retry what they could not deliver
 and carry on when it returns: every record comes out, none of them exits.
@@ -50,9 +51,9 @@ def test_workers_ride_out_a_broker_outage_and_lose_nothing(
                 raw = RawProducer(
                     feeder_settings, broker.bootstrap
                 )  # librdkafka's 30 s: it waits the outage out
-                # As fast as it goes: every stage is saturated, so each has output in flight when the
-                # broker freezes (at a modest rate a stage is often idle between batches, and an idle
-                # stage has nothing to retry).
+                # As fast as it goes: every stage is saturated, so each has output in flight when
+                # the broker freezes (at a modest rate a stage is often idle between batches, and
+                # an idle stage has nothing to retry).
                 feeder = threading.Thread(
                     target=lambda: stats.append(run_synthetic(raw, rate=0, records=N, seed=5))
                 )

@@ -62,6 +62,7 @@ def test_a_worker_stopped_mid_stream_and_restarted_loses_nothing(
         # the worker stops, so its replacement repeats nothing.
         repeated = sorted(k for k, n in (scored + dead).items() if n > 1)
         print(
-            f"{stage}: {len(scored) + len(dead)} records out, {len(repeated)} repeated: {repeated[:10]}"
+            f"{stage}: {len(scored) + len(dead)} records out, "
+            f"{len(repeated)} repeated: {repeated[:10]}"
         )
         assert not repeated, f"records repeated after a drained stop; logs in {pipe.log_dir}"

@@ -167,7 +167,8 @@ def test_inspect_counts_and_replay_resends_after_the_fix(
             == LARGE
         )
 
-        # records that are really bad fail again, and carry their replay count to the dead-letter topic
+        # records that are really bad fail again, and carry their replay count to the
+        # dead-letter topic
         since = str(int(time.time() * 1000))
         r = streamflow("dlq", "replay", "--reason", "non_finite", *sets(base))
         assert r.stdout.startswith(f"replayed {NAN} dead letter(s)"), r.stdout + r.stderr

@@ -141,7 +141,8 @@ def reading(rnd: random.Random, i: int) -> dict[str, Any]:
     return rec
 
 
-# Each category: (make the i-th message -> (key, value), the sf-reason it must get, its sf-reason-code).
+# Each category: (make the i-th message -> (key, value), the sf-reason it must get,
+# its sf-reason-code).
 Make = Callable[[random.Random, int], tuple[bytes | None, bytes | None]]
 ANY_DECODE = r"(avro|json|registry): .+|empty message.*"
 
@@ -176,7 +177,8 @@ CATEGORIES: dict[str, tuple[Make, str, set[str]]] = {
     ),
     "truncated avro": (
         lambda rnd, i: (b"k", wire(avro(reading(rnd, i))[: 1 + i * 3])),
-        r"avro: (truncated record \(EOF\)|field \w+: length prefix larger than the message \(\d+ bytes, \d+ left\))",
+        r"avro: (truncated record \(EOF\)|field \w+: length prefix larger than the message "
+        r"\(\d+ bytes, \d+ left\))",
         {"invalid_avro"},
     ),
     "huge length prefix": (
@@ -349,7 +351,8 @@ def test_hostile_input_is_dead_lettered_and_the_workers_stay_up(
     assert pipe.stages is not None and pipe.stages.dead() == [], pipe.stages.dead()
     rss = {stage: (vm(p.pid, "VmRSS"), vm(p.pid, "VmHWM")) for stage, p in pipe.stages.procs}
     print(
-        f"\ninputs tried per category, all dead-lettered: {dict(per_cat)}; good records scored: {len(scored)}"
+        f"\ninputs tried per category, all dead-lettered: {dict(per_cat)}; "
+        f"good records scored: {len(scored)}"
     )
     print(
         "worker RSS now / peak (kB): "

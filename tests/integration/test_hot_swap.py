@@ -1,4 +1,5 @@
-"""Hot swap: a new model file mid-stream is picked up between batches, nothing dropped or scored twice."""
+"""Hot swap: a new model file mid-stream is picked up between batches, nothing dropped or
+scored twice."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""`streamflow collect http` as a user runs it: the real CLI process, the real broker, the pipeline scoring."""
+"""`streamflow collect http` as a user runs it: the real CLI process, the real broker, the
+pipeline scoring."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The whole pipeline on a real broker: 20,000 synthetic records with faults in, every one accounted for.
+"""The whole pipeline on a real broker: 20,000 synthetic records with faults in, every one
+accounted for.
 
 The stages run as real worker processes (the same ones `streamflow up` starts); the test
 only produces to the raw topic and reads the scored and dead-letter topics and the
@@ -47,7 +48,8 @@ def by_source(msgs: list[Msg]) -> dict[tuple[int, int], Msg]:
 
 
 def reference_scores(raw_values: list[bytes]) -> np.ndarray:
-    """Scores computed directly: plain-Python feature prep from the pipeline file, then one ORT run."""
+    """Scores computed directly: plain-Python feature prep from the pipeline file, then one
+    ORT run."""
     spec = tomllib.loads(PIPELINE.read_text())
     stats = json.loads((ROOT / "models/telemetry-anomaly/stats.json").read_text())["features"]
     schema = fastavro.parse_schema(

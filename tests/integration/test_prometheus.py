@@ -68,7 +68,8 @@ def promtool(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_promtool_check_config() -> None:
-    """The compose scrape config is valid, and its rule_files (relative to it) resolve to alerts.yml."""
+    """The compose scrape config is valid, and its rule_files (relative to it) resolve to
+    alerts.yml."""
     r = promtool("check", "config", str(PROM_DIR / "prometheus.yml"))
     assert r.returncode == 0, r.stdout + r.stderr
     assert "1 rule files found" in r.stdout + r.stderr
@@ -170,7 +171,8 @@ def test_dashboard_is_complete_and_consistent() -> None:
 
 
 class Prometheus:
-    """A prometheus server on a free port, scraping ``target`` every second, with ``rules`` loaded."""
+    """A prometheus server on a free port, scraping ``target`` every second, with ``rules``
+    loaded."""
 
     def __init__(self, binary: str, d: Path, target: str, rules: Path) -> None:
         self.binary = binary
@@ -484,7 +486,10 @@ def test_dashboard_and_alert_queries_on_a_live_pipeline(
         assert (
             sum(stats[0].faults.values()) > 0.01 * RECORDS
         )  # faults were injected: dead letters exist
-        lag = f'max(streamflow_consumer_lag_records{{pipeline="{name}"}}) + max(streamflow_consumer_lag_seconds{{pipeline="{name}"}})'
+        lag = (
+            f'max(streamflow_consumer_lag_records{{pipeline="{name}"}}) + '
+            f'max(streamflow_consumer_lag_seconds{{pipeline="{name}"}})'
+        )
         drained = wait_for(
             lambda: (r := prom.query(lag)) and r[0][1] == 0, timeout_s=60, interval_s=0.5
         )
@@ -557,6 +562,7 @@ def test_dashboard_and_alert_queries_on_a_live_pipeline(
     table.print()
     ratio = sum(stats[0].faults.values()) / RECORDS
     print(
-        f"\n{RECORDS} records at {RATE}/s, {sum(stats[0].faults.values())} injected faults ({ratio:.2%})"
+        f"\n{RECORDS} records at {RATE}/s, "
+        f"{sum(stats[0].faults.values())} injected faults ({ratio:.2%})"
     )
     assert not table.failures, "\n".join(table.failures)

@@ -1,4 +1,5 @@
-"""batching.queue_policy = "reject": a model slower than the input sheds what arrives at a full queue.
+"""batching.queue_policy = "reject": a model slower than the input sheds what arrives at a
+full queue.
 
 The model here is a real ONNX graph made slow on purpose (24 layers 2048 wide: about a
 millisecond per record on this machine). Fed faster than it scores, the inference stage admits
@@ -24,7 +25,8 @@ N = 6000
 
 
 def slow_model(path: Path, width: int = 2048, layers: int = 24) -> None:
-    """About 1 ms per record on one thread here; one shared 2048x2048 weight keeps the file at 16 MB."""
+    """About 1 ms per record on one thread here; one shared 2048x2048 weight keeps the file at
+    16 MB."""
     rng = np.random.default_rng(0)
     inits = [
         numpy_helper.from_array((rng.normal(size=(16, width)) / 4).astype(np.float32), "w_in"),
@@ -63,9 +65,9 @@ def test_a_full_queue_under_reject_dead_letters_what_arrives(
     pipeline_overrides: dict[str, str], tmp_path: Path
 ) -> None:
     slow_model(tmp_path / "slow.onnx")
-    # Chained: the model's queue is fed straight from the raw backlog at fetch speed, far faster than
-    # the model scores, whatever else the machine is doing (through the stages, the upstream stages'
-    # pace on a busy machine decided whether the queue ever filled).
+    # Chained: the model's queue is fed straight from the raw backlog at fetch speed, far faster
+    # than the model scores, whatever else the machine is doing (through the stages, the upstream
+    # stages' pace on a busy machine decided whether the queue ever filled).
     overrides = {
         **pipeline_overrides,
         "runtime.topology": "chained",
@@ -97,8 +99,9 @@ def test_a_full_queue_under_reject_dead_letters_what_arrives(
         scored, dead = result
         shed = [m for m in dead.values() if m.headers["sf-reason-code"] == b"queue_full"]
         print(
-            f"\nqueue_policy=reject, max_queue_records=256, slow model: {N} records, {len(scored)} scored, "
-            f"{len(shed)} shed (queue_full), {len(dead) - len(shed)} other dead letters"
+            f"\nqueue_policy=reject, max_queue_records=256, slow model: {N} records, "
+            f"{len(scored)} scored, {len(shed)} shed (queue_full), "
+            f"{len(dead) - len(shed)} other dead letters"
         )
         assert len(set(scored) | set(dead)) == N and not set(scored) & set(dead)
         assert (

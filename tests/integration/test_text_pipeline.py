@@ -1,4 +1,5 @@
-"""The text pipeline on a real broker: ~300 texts in, embeddings and labels out, bad ones dead-lettered.
+"""The text pipeline on a real broker: ~300 texts in, embeddings and labels out, bad ones
+dead-lettered.
 
 The stages run as real worker processes (as `streamflow up --pipeline pipelines/text.toml`
 starts them); every embedding is checked against the exported model run directly on the

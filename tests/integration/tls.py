@@ -20,10 +20,14 @@ from streamflow.broker import EmbeddedBroker, die_with_parent, free_port, stop_p
 
 
 def require_tool(name: str, package: str) -> str:
-    """The tool's path; in CI a missing tool fails the test (`make test` installs it), elsewhere it skips."""
+    """The tool's path; in CI a missing tool fails the test (`make test` installs it), elsewhere
+    it skips."""
     path = shutil.which(name)
     if path is None:
-        why = f"{name} is not installed (apt-get install {package}; `make system-tools` does it as root)"
+        why = (
+            f"{name} is not installed (apt-get install {package}; "
+            "`make system-tools` does it as root)"
+        )
         if os.environ.get("CI"):
             pytest.fail(f"{why}: it must be there in CI")
         pytest.skip(why)
@@ -130,7 +134,8 @@ def tls_broker(d: Path) -> Iterator[TlsBroker]:
         try:
             if not _wait_port(tls_port, 10):
                 pytest.fail(
-                    f"stunnel did not listen on {tls_port}: {(d / 'stunnel.log').read_text()[-2000:]}"
+                    f"stunnel did not listen on {tls_port}: "
+                    f"{(d / 'stunnel.log').read_text()[-2000:]}"
                 )
             yield TlsBroker(f"127.0.0.1:{tls_port}", ca, broker)
         finally:

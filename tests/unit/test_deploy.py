@@ -57,7 +57,8 @@ def settings() -> Settings:
 
 
 def interpolate(value: Any) -> str:
-    """Compose's ``${VAR:-default}`` / ``${VAR-default}`` / ``${VAR}`` with nothing set in the shell."""
+    """Compose's ``${VAR:-default}`` / ``${VAR-default}`` / ``${VAR}`` with nothing set in the
+    shell."""
     return re.sub(
         r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::?-([^}]*))?\}", lambda m: m.group(1) or "", str(value)
     )
@@ -97,7 +98,8 @@ def gpu_reservations(svc: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def host_ports(svc: dict[str, Any]) -> list[str]:
-    """Host ports a service publishes (short syntax 'HOST:CONTAINER', 'IP:HOST:CONTAINER', or long)."""
+    """Host ports a service publishes (short syntax 'HOST:CONTAINER', 'IP:HOST:CONTAINER', or
+    long)."""
     out = []
     for p in svc.get("ports") or []:
         if isinstance(p, dict):
@@ -155,7 +157,8 @@ def deployment_for(stage: str) -> dict[str, Any]:
 
 
 def pod_env(deployment: dict[str, Any]) -> dict[str, str]:
-    """The environment a stage's container gets: envFrom ConfigMaps and (example) Secrets, then env."""
+    """The environment a stage's container gets: envFrom ConfigMaps and (example) Secrets, then
+    env."""
     c = container(deployment)
     secrets = {d["metadata"]["name"]: d for _, d in k8s_docs() if d["kind"] == "Secret"}
     env: dict[str, str] = {}
@@ -236,7 +239,8 @@ def dockerignored(rel: str) -> bool:
 
 
 def images_built_here() -> dict[str, str]:
-    """image tag -> Dockerfile (relative to the repo) of the compose services built from deploy/docker/."""
+    """image tag -> Dockerfile (relative to the repo) of the compose services built from
+    deploy/docker/."""
     out = {}
     for svc in services().values():
         build = svc.get("build")
@@ -598,7 +602,8 @@ def test_scaledobjects_follow_the_consumer_groups_and_topics_streamflow_computes
 def test_pipeline_configmap_is_the_pipeline_file() -> None:
     cm = k8s("ConfigMap")["streamflow-pipeline"]
     assert cm["data"]["telemetry.toml"] == PIPELINE.read_text(), (
-        "deploy/k8s/configmap-pipeline.yaml is stale: run python deploy/k8s/render_pipeline_configmap.py"
+        "deploy/k8s/configmap-pipeline.yaml is stale: "
+        "run python deploy/k8s/render_pipeline_configmap.py"
     )
 
 

@@ -153,7 +153,8 @@ def settings_problems(settings: Settings) -> list[str]:
 
 
 def file_problems(settings: Settings) -> list[str]:
-    """Every cross-file problem of the pipeline (``streamflow validate``, and each worker at start)."""
+    """Every cross-file problem of the pipeline (``streamflow validate``, and each worker at
+    start)."""
     return kind_for(settings).check_files()
 
 

@@ -159,16 +159,19 @@ class TabularKind:
             inp = inputs[s.model.input]
             if inp.type != "tensor(float)":
                 p.append(
-                    f"model.input: {s.model.input!r} has type {inp.type}; the pipeline feeds tensor(float)"
+                    f"model.input: {s.model.input!r} has type {inp.type}; "
+                    "the pipeline feeds tensor(float)"
                 )
             shape = inp.shape
             if len(shape) != 2:
                 p.append(
-                    f"model.input: {s.model.input!r} has shape {shape}; expected [batch, {len(s.features)}]"
+                    f"model.input: {s.model.input!r} has shape {shape}; "
+                    f"expected [batch, {len(s.features)}]"
                 )
             elif isinstance(shape[1], int) and shape[1] != len(s.features):
                 p.append(
-                    f"features: {len(s.features)} features configured but model input {s.model.input!r} "
+                    f"features: {len(s.features)} features configured "
+                    f"but model input {s.model.input!r} "
                     f"takes {shape[1]} ({s.model.path})"
                 )
         for name in s.model.outputs:

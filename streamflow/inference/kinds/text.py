@@ -43,7 +43,8 @@ def model_inputs(ids: np.ndarray, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass(frozen=True)
 class CentroidHead:
-    """Nearest labelled centroid by cosine: the labels' example embeddings, averaged and normalised."""
+    """Nearest labelled centroid by cosine: the labels' example embeddings, averaged and
+    normalised."""
 
     names: tuple[str, ...]
     centroids: np.ndarray  # float32 [labels, dim], unit length
@@ -68,7 +69,8 @@ class CentroidHead:
 
 @dataclass
 class PaddingTally:
-    """Tokens fed to a text model since the stage started, for ``streamflow_padding_waste_ratio``."""
+    """Tokens fed to a text model since the stage started, for
+    ``streamflow_padding_waste_ratio``."""
 
     tokens: int = 0  # real tokens
     fed: int = 0  # with padding, as fed (bucketed)
@@ -153,7 +155,8 @@ class TextEmbeddingKind:
             )
         if len(s.labels) < 2:
             p.append(
-                "labels: model.kind = text-embedding needs at least two labels, each with example texts"
+                "labels: model.kind = text-embedding needs at least two labels, "
+                "each with example texts"
             )
         if s.features:
             p.append("features: a text-embedding model takes the text field, not [[features]]")
@@ -186,7 +189,8 @@ class TextEmbeddingKind:
         )
 
     def prepare(self, batch: RecordBatch, stage: StageMetrics) -> Prepared:
-        """One batch per length bucket, shortest first; the texts stay behind (the model needs ids)."""
+        """One batch per length bucket, shortest first; the texts stay behind (the model needs
+        ids)."""
         none = np.zeros(0, np.int64)
         if not len(batch):
             return Prepared([], none, [])
@@ -253,7 +257,8 @@ class TextEmbeddingKind:
         return f"text field {self.settings.input.text_field}, {len(self.settings.labels)} labels"
 
     def sample_inputs(self, records: int, n_features: int) -> np.ndarray:
-        """Token ids of ``sample_tokens``-token texts, as float32 (the internal batch's features)."""
+        """Token ids of ``sample_tokens``-token texts, as float32 (the internal batch's
+        features)."""
         rng = np.random.default_rng(0)
         ids = rng.integers(
             1996, 29000, size=(records, self.sample_tokens)

@@ -36,9 +36,9 @@ def test_a_record_too_large_to_dead_letter_whole_keeps_its_start_and_sizes() -> 
     big, key = b"{" + b"y" * 3_000_000, b"K" * 70_000
     _, rejected = HANDLER.process("raw", 2, [msg(big, key, offset=9), msg(b"\xff" * 10, offset=10)])
     r, small = rejected
-    assert (
-        r.reason
-        == f"message of {len(big) + len(key)} bytes exceeds max_message_bytes 1048576 (key 70000 bytes)"
+    assert r.reason == (
+        f"message of {len(big) + len(key)} bytes exceeds max_message_bytes 1048576 "
+        "(key 70000 bytes)"
     )
     assert (
         r.value == big[:TRUNCATED_DEAD_LETTER_BYTES] and r.key == key[:TRUNCATED_DEAD_LETTER_BYTES]

@@ -1,4 +1,5 @@
-"""streamflow report's own rate and quantile arithmetic (streamflow/report.py), on recorded samples."""
+"""streamflow report's own rate and quantile arithmetic (streamflow/report.py), on recorded
+samples."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ def test_histogram_quantile_interpolates_like_promql() -> None:
 
 
 def write_samples(path: Path, seconds: int) -> None:
-    """1,000 records/s through clean, 990 ok to inference, 10 dead letters/s; every result between 10 and 50 ms."""
+    """1,000 records/s through clean, 990 ok to inference, 10 dead letters/s; every result
+    between 10 and 50 ms."""
     with path.open("w") as out:
         for t in range(seconds + 1):
             m = [

@@ -132,7 +132,8 @@ def test_damaged_bytes_are_rejected_whenever_fastavro_rejects_them(
         try:
             got = read(value)
         except DecodeError:
-            continue  # stricter than fastavro is allowed (e.g. a non-utf-8 string fastavro let through)
+            # stricter than fastavro is allowed (e.g. a non-utf-8 string fastavro let through)
+            continue
         assert same(got, expected)
 
 

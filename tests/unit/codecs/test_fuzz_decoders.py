@@ -1,4 +1,5 @@
-"""Hostile input, generated: every message is either a valid reading or dead-lettered with a precise reason.
+"""Hostile input, generated: every message is either a valid reading or dead-lettered with a
+precise reason.
 
 Each category runs generated messages through the clean stage's own code (decode + clean,
 ``CleanHandler.process`` with the shipped pipeline's settings) and checks, per message:
@@ -57,19 +58,23 @@ FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCh
 
 # The reasons a decoder may give, each naming what is wrong and where.
 AVRO_REASON = (
-    r"avro: (truncated record \(EOF\)|(field \w+: )?(negative length -?\d+|length prefix larger than the "
-    r"message \(\d+ bytes, \d+ left\)|(string|bytes value) of \d+ bytes exceeds max_string_length \d+|union branch -?\d+ out of "
-    r"range)|\d+ trailing bytes after the record \(wrong schema\?\)|varint longer than 10 bytes|string is "
-    r"not utf-8 \(.+\)|boolean byte \d+ is neither 0 nor 1|varint larger than 64 bits)"
+    r"avro: (truncated record \(EOF\)|(field \w+: )?(negative length -?\d+|"
+    r"length prefix larger than the message \(\d+ bytes, \d+ left\)|"
+    r"(string|bytes value) of \d+ bytes exceeds max_string_length \d+|"
+    r"union branch -?\d+ out of range)|\d+ trailing bytes after the record \(wrong schema\?\)|"
+    r"varint longer than 10 bytes|string is not utf-8 \(.+\)|"
+    r"boolean byte \d+ is neither 0 nor 1|varint larger than 64 bits)"
     r"(; it starts like the Confluent wire format \(magic byte 0, schema id \d+\) but "
     r"input.schema_registry_url is not set)?"
 )
 JSON_REASON = (
     r"json: (invalid JSON: .+|not utf-8 \(.+ at byte \d+\)|nested too deeply|missing field \w+|"
-    r"top-level value is (an object|an array|a string|a boolean|null|a number)( nested too deeply)?, "
-    r"not an object|field \w+: (expected (a number|a string|an integer \(epoch ms\)), got .+|.+ is too "
-    r"large for a number|.+ does not fit a 64-bit integer \(epoch ms\)|string of \d+ characters exceeds "
-    r"max_string_length \d+|not valid unicode \(lone surrogate .+ at character \d+\)))"
+    r"top-level value is (an object|an array|a string|a boolean|null|a number)"
+    r"( nested too deeply)?, not an object|"
+    r"field \w+: (expected (a number|a string|an integer \(epoch ms\)), got .+|"
+    r".+ is too large for a number|.+ does not fit a 64-bit integer \(epoch ms\)|"
+    r"string of \d+ characters exceeds max_string_length \d+|"
+    r"not valid unicode \(lone surrogate .+ at character \d+\)))"
 )
 CLEAN_REASON = (
     r"(missing required field \w+|\w+: non-finite value (nan|inf|-inf)|\w+: value \S+ out of range "
@@ -166,7 +171,8 @@ def test_truncated_avro_and_json(rec: dict[str, Any], data: st.DataObject) -> No
     reasons = judge("truncated", [avro[:cut_a], text[:cut_j]])
     assert_reasons(
         reasons[:1],
-        r"avro: (truncated record \(EOF\)|field \w+: length prefix larger than the message \(\d+ bytes, \d+ left\))"
+        r"avro: (truncated record \(EOF\)|field \w+: length prefix larger than the message "
+        r"\(\d+ bytes, \d+ left\))"
         r"(; it starts like .+)?|json: (top-level value is .+, not an object|invalid JSON: .+)|"
         + EMPTY_REASON,
     )  # b"4", b" {", b"\n": auto format takes what looks like JSON as JSON
@@ -195,7 +201,8 @@ def test_huge_string_length_prefixes(rec: dict[str, Any], length: int, field: st
 @settings(max_examples=40, deadline=None)
 @given(readings, st.integers(LIMITS.max_string_length + 1, 200_000), st.sampled_from(STRINGS))
 def test_strings_over_the_limit(rec: dict[str, Any], length: int, field: str) -> None:
-    """A string that is really there and longer than max_string_length: refused, naming the limit."""
+    """A string that is really there and longer than max_string_length: refused, naming the
+    limit."""
     reasons = judge(
         "huge length prefix",
         [
@@ -301,7 +308,8 @@ def test_unknown_schema_ids_and_foreign_magic_bytes(
             reasons[1] == f"registry: magic byte {magic} is not 0 (not the Confluent wire format)"
         )
     assert reasons[2] in (
-        f"registry: message of {len(values[2])} bytes is shorter than the 5-byte wire-format header",
+        f"registry: message of {len(values[2])} bytes is shorter than the 5-byte "
+        "wire-format header",
         "empty message",
     )
 
@@ -330,9 +338,9 @@ def test_strings_that_are_not_utf8(rec: dict[str, Any], bad: bytes, surrogate: i
         assert reasons[1] is not None and re.fullmatch(
             r"json: not utf-8 \(.+ at byte \d+\)", reasons[1]
         )
-    assert (
-        reasons[2]
-        == f"json: field device_id: not valid unicode (lone surrogate '\\u{surrogate:04x}' at character 0)"
+    assert reasons[2] == (
+        "json: field device_id: not valid unicode "
+        f"(lone surrogate '\\u{surrogate:04x}' at character 0)"
     )
     assert all(CODE_OF[r] == "invalid_utf8" for r in reasons if r is not None and "utf" in r)
 
@@ -473,7 +481,8 @@ def test_deeply_nested_json(rec: dict[str, Any], depth: int, where: str, bracket
 
 
 def test_zz_counts_per_category(capsys: pytest.CaptureFixture[str]) -> None:
-    """Runs last (file order): how many inputs each category tried, and how many were dead-lettered."""
+    """Runs last (file order): how many inputs each category tried, and how many were
+    dead-lettered."""
     with capsys.disabled():
         print("\nhostile inputs tried per category (rejected):")
         for cat, n in sorted(COUNTS.items()):

@@ -1,4 +1,5 @@
-"""The HTTP collector without a broker: body parsing, auth, limits, replies (a stand-in producer)."""
+"""The HTTP collector without a broker: body parsing, auth, limits, replies (a stand-in
+producer)."""
 
 from __future__ import annotations
 

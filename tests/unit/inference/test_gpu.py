@@ -1,4 +1,5 @@
-"""The NVML monitor (streamflow/inference/gpu.py): no GPU here, so NVML itself is faked for the mapping."""
+"""The NVML monitor (streamflow/inference/gpu.py): no GPU here, so NVML itself is faked for the
+mapping."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Row bisection when ONNX Runtime fails on part of a batch (the model is faked: ORT is not under test)."""
+"""Row bisection when ONNX Runtime fails on part of a batch (the model is faked: ORT is not
+under test)."""
 
 from dataclasses import dataclass
 
@@ -97,7 +98,8 @@ def test_a_real_onnx_model_failing_on_some_rows_fails_only_those(tmp_path) -> No
 
 
 def test_embedding_rows_the_model_fails_on_are_found_the_same_way() -> None:
-    """A text model returns a row per text (an embedding): bisection and non-finite checks per row."""
+    """A text model returns a row per text (an embedding): bisection and non-finite checks per
+    row."""
 
     class EmbeddingModel(PoisonModel):
         def run(self, x: np.ndarray) -> np.ndarray:

@@ -116,7 +116,8 @@ def test_a_password_without_sasl_is_inert_not_an_error() -> None:
 
 
 def test_config_errors_never_contain_a_secret(tmp_path: Path) -> None:
-    # a typo'd key, a password in TOML that is not a string, and a mechanism that needs what is missing
+    # a typo'd key, a password in TOML that is not a string, and a mechanism that needs what is
+    # missing
     text = PIPELINE.read_text().replace('"../', f'"{PIPELINE.parent.parent}/')
     text = (
         "\n".join(line for line in text.splitlines() if not line.startswith("security_protocol"))

@@ -1,4 +1,5 @@
-"""all-MiniLM-L6-v2 exported to ONNX from the installed weights, checked against the numpy reference."""
+"""all-MiniLM-L6-v2 exported to ONNX from the installed weights, checked against the numpy
+reference."""
 
 from __future__ import annotations
 

@@ -107,7 +107,7 @@ def test_input_limits_are_checked_at_start_up() -> None:
         )
     assert "limits.max_array_length: must be >= 1, got 0" in str(e.value)
     assert (
-        "limits.max_message_bytes: 5000000 is more than kafka.max_message_bytes 1048576, the largest message "
-        "streamflow produces (raise both)"
+        "limits.max_message_bytes: 5000000 is more than kafka.max_message_bytes 1048576, "
+        "the largest message streamflow produces (raise both)"
     ) in str(e.value)
     assert str(PIPELINE) in str(e.value)

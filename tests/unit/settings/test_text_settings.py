@@ -1,4 +1,5 @@
-"""A text pipeline's settings: model.kind, the text field, the labels, checked at start-up naming the key."""
+"""A text pipeline's settings: model.kind, the text field, the labels, checked at start-up
+naming the key."""
 
 from __future__ import annotations
 
