@@ -303,6 +303,7 @@ def test_a_second_signal_aborts_at_once_and_leaves_nothing_behind(
         proc.send_signal(sig)
         time.sleep(0.01)
     proc.wait(timeout=60)
+    proc.stdout.close()
     time.sleep(0.5)
     alive = [
         pid

@@ -72,6 +72,7 @@ def test_one_worker_serves_two_pipelines_each_with_its_model(
         stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
+    log.close()  # the worker has its own descriptor
     try:
 
         def models() -> set[str] | None:
