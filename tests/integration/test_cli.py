@@ -259,6 +259,7 @@ def test_up_prints_where_to_connect_and_stops_cleanly_on_ctrl_c(
     assert len(children) >= 4  # broker + three stages
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=60) == 0
+    proc.stdout.close()
     time.sleep(0.5)
     alive = [
         pid
