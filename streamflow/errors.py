@@ -5,7 +5,8 @@
     ├── RecordError            one bad record in a healthy stream: dead-letter it, carry on
     │   ├── DecodeError        bytes that are not a record of the expected schema
     │   ├── ValidationError    a decoded record that breaks a rule (missing, non-finite, range)
-    │   └── QueueFull          shed unread: queue_policy = "reject" and the queue was full
+    │   ├── QueueFull          shed unread: queue_policy = "reject" and the queue was full
+    │   └── TransformError     a user transform raised, or returned a wrong shape, on it
     └── InfrastructureError    something around the records failed; ``retriable``: waiting helps
         ├── BrokerUnavailable  no broker answers at the configured address
         ├── DeliveryError      the broker did not accept a produced message
@@ -13,10 +14,10 @@
 
 A ``RecordError`` carries the reason's text and its ``ReasonCode``, chosen where the record is
 refused. A dead letter's ``sf-error-class`` header names one of these classes: ``DecodeError``,
-``ValidationError`` or ``QueueFull`` for the record itself, ``ModelError`` for a row the model
-failed on (or scored non-finite), ``DeliveryError`` for a result the sink topic refused
-(``DEAD_LETTER_ERRORS``). A stage stopped by an ``InfrastructureError`` exits 75 (EX_TEMPFAIL)
-when it is ``retriable``, 70 otherwise (``exit_status``).
+``ValidationError``, ``QueueFull`` or ``TransformError`` for the record itself, ``ModelError``
+for a row the model failed on (or scored non-finite), ``DeliveryError`` for a result the sink
+topic refused (``DEAD_LETTER_ERRORS``). A stage stopped by an ``InfrastructureError`` exits 75
+(EX_TEMPFAIL) when it is ``retriable``, 70 otherwise (``exit_status``).
 """
 
 from __future__ import annotations
@@ -75,6 +76,13 @@ class QueueFull(RecordError):
         super().__init__(reason, ReasonCode.QUEUE_FULL, stage=stage)
 
 
+class TransformError(RecordError):
+    """A user transform (``[[transforms]]``) raised, or returned a wrong shape, on this record."""
+
+    def __init__(self, reason: str, *, stage: str) -> None:
+        super().__init__(reason, ReasonCode.TRANSFORM_ERROR, stage=stage)
+
+
 class InfrastructureError(StreamflowError):
     """A failure around the records (broker, model, disk), not in them.
 
@@ -108,6 +116,7 @@ class ModelError(InfrastructureError):
 # The classes a dead letter's sf-error-class header may name (their __name__).
 DEAD_LETTER_ERRORS: tuple[type[StreamflowError], ...] = (
     DecodeError,
+    TransformError,
     ValidationError,
     QueueFull,
     ModelError,

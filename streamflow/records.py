@@ -155,6 +155,8 @@ class ReasonCode(StrEnum):
     CORRUPT_BATCH = "corrupt_batch"  # an internal batch message that does not decode
     UNDELIVERABLE = "undeliverable"  # the sink topic refused the result
     QUEUE_FULL = "queue_full"  # shed: batching.queue_policy = "reject" and the queue was full
+    TRANSFORM_ERROR = "transform_error"  # a user transform raised or returned a wrong shape on it
+    TRANSFORM_REJECTED = "transform_rejected"  # a user transform gave a reason to refuse it
     OTHER = "other"  # a decoder failure no check foresaw (a bug: it is logged)
 
 

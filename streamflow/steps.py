@@ -33,12 +33,25 @@ class Step:
         ""  # suffix of the internal topic it writes; "" for the last step (the sink topic)
     )
     model: bool = False  # runs the model: its queue is batching.max_queue_records, it reports GPUs
+    transforms: str = ""  # the [[transforms]] point it runs ("after_clean", ...), on what it makes
 
 
 STEPS: tuple[Step, ...] = (
-    Step("clean", "streamflow.agents.clean:CleanHandler", output="cleaned"),
-    Step("normalize", "streamflow.agents.normalize:NormalizeHandler", output="normalized"),
-    Step("inference", "streamflow.agents.inference:InferenceHandler", model=True),
+    Step(
+        "clean", "streamflow.agents.clean:CleanHandler", output="cleaned", transforms="after_clean"
+    ),
+    Step(
+        "normalize",
+        "streamflow.agents.normalize:NormalizeHandler",
+        output="normalized",
+        transforms="after_normalize",
+    ),
+    Step(
+        "inference",
+        "streamflow.agents.inference:InferenceHandler",
+        model=True,
+        transforms="after_model",
+    ),
 )
 # The chained topology: every step above in one agent.
 CHAINED = Step("chained", "streamflow.agents.chained:ChainedHandler", model=True)

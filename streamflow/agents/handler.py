@@ -14,12 +14,18 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
+import numpy as np
+
 from streamflow.agents.context import StageContext, decode_batches
+from streamflow.errors import TransformError, ValidationError
 from streamflow.headers import dead_letter
 from streamflow.kafka.transport import Chunk
-from streamflow.records import OutMessage, RecordBatch, Rejected
+from streamflow.records import OutMessage, ReasonCode, RecordBatch, Rejected, rejected_from_batch
+from streamflow.settings import Settings
+from streamflow.stages.transforms import BatchTransformed, Transform, transform_batch
 from streamflow.steps import Step, sink_topic, source_topic, step_named
 
 
@@ -57,6 +63,29 @@ class StepOutput:
     scored: list[RecordBatch] = field(default_factory=list)  # the rows those results are for
 
 
+def load_transforms(settings: Settings, point: str) -> list[Transform]:
+    """The ``[[transforms]]`` that run at ``point``, imported (a module beside the pipeline file
+    is found too); a problem was already reported, naming the key, when the settings loaded."""
+    folder = str(Path(settings.source).resolve().parent)
+    return [
+        Transform.load(t.function, t.at, t.name, f"transforms[{i}].function", folder)
+        for i, t in enumerate(settings.transforms)
+        if t.at == point
+    ]
+
+
+def transformed_away(batch: RecordBatch, t: BatchTransformed, stage: str) -> list[Rejected]:
+    """Dead-letter entries for the rows the transforms refused (ValidationError) or failed on."""
+    out: list[Rejected] = []
+    for row, reason in zip(t.bad_rows, t.reasons, strict=True):
+        failed = reason.code is ReasonCode.TRANSFORM_ERROR
+        cls = TransformError if failed else ValidationError
+        out += rejected_from_batch(
+            batch, np.array([row]), [reason], stage=stage, error_class=cls.__name__
+        )
+    return out
+
+
 def count(inputs: Sequence[Any]) -> int:
     """Records in a step's input: raw chunks or record batches."""
     return sum(len(c.records) if isinstance(c, Chunk) else len(c) for c in inputs)
@@ -79,6 +108,7 @@ class StepHandler:
         self.source_topic = source_topic(ctx.settings, self.step)
         self.sink_topic = sink_topic(ctx.settings, self.step)
         self.max_weight = ctx.settings.batching.max_batch
+        self.transforms = load_transforms(ctx.settings, self.step.transforms)
 
     @property
     def within(self) -> float:
@@ -90,6 +120,19 @@ class StepHandler:
     async def transform(self, inputs: Sequence[Any]) -> StepOutput:
         """The step's own work on raw chunks (``raw_input``) or on record batches."""
         raise NotImplementedError
+
+    def user_transforms(self, out: StepOutput) -> StepOutput:
+        """The ``[[transforms]]`` of this step's point over the batches it passes on; a row they
+        refuse or fail on is dead-lettered here, under this stage (their cost is this stage's)."""
+        batches: list[RecordBatch] = []
+        names = self.ctx.settings.feature_names
+        for b in out.batches:
+            t = transform_batch(self.transforms, b, names)
+            out.rejected += transformed_away(b, t, self.stage)
+            if len(t.batch):
+                batches.append(t.batch)
+        out.batches = batches
+        return out
 
     def forward(self, out: StepOutput) -> list[OutMessage]:
         """What goes on: the batches as internal-topic messages, or the results."""
@@ -106,6 +149,8 @@ class StepHandler:
         started = time.perf_counter()
         n = count(inputs)
         out = await self.transform(inputs)
+        if self.transforms and out.batches:
+            out = self.user_transforms(out)
         dead += [dead_letter(r, self.ctx.settings.topics.dlq) for r in out.rejected]
         self.ctx.account(n - len(out.rejected), out.rejected, started, n)
         return out

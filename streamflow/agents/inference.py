@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from streamflow.agents.context import StageContext, batch_weight
-from streamflow.agents.handler import StepHandler, StepOutput
+from streamflow.agents.handler import StepHandler, StepOutput, transformed_away
 from streamflow.errors import ModelError
 from streamflow.headers import H_MODEL, H_MODEL_VERSION, batch_source_headers
 from streamflow.inference.batching import AdaptiveWait
@@ -30,6 +30,7 @@ from streamflow.inference.scoring import SCORE_ERROR_CODE, score_rows
 from streamflow.inference.session import LoadedModel, load_model
 from streamflow.metrics import observe_many
 from streamflow.records import OutMessage, Reason, RecordBatch, Rejected, rejected_from_batch
+from streamflow.stages.transforms import transform_batch
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,7 @@ class InferenceHandler(StepHandler):
         scores = np.concatenate(parts)
         m.inference_seconds.labels(s.name, model.name).observe(time.perf_counter() - t0)
         start = 0
+        names = s.feature_names
         for batch in batches:
             rows = np.arange(start, start + len(batch))
             start += len(batch)
@@ -156,6 +158,14 @@ class InferenceHandler(StepHandler):
                 batch, batch_scores = batch.select(keep), scores[rows][keep]
             else:
                 batch_scores = scores[rows]
+            if self.transforms and len(batch):  # [[transforms]] at = "after_model"
+                done = transform_batch(
+                    self.transforms, batch, names, batch_scores, self.kind.output_field
+                )
+                rejected += transformed_away(batch, done, self.stage)
+                batch = done.batch
+                assert done.outputs is not None
+                batch_scores = done.outputs
             if len(batch):
                 out += self.results(batch, batch_scores, model)
                 delivered.append(batch)

@@ -44,6 +44,8 @@ from streamflow.settings.schema import (
     SloSettings,
     TopicSettings,
     Topology,
+    TransformPoint,
+    TransformSpec,
     with_overrides,
 )
 
@@ -83,6 +85,8 @@ __all__ = [
     "Settings",
     "SloSettings",
     "TopicSettings",
+    "TransformPoint",
+    "TransformSpec",
     "Topology",
     "with_overrides",
 ]

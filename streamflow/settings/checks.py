@@ -12,8 +12,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from streamflow.errors import ConfigError
 from streamflow.inference.kinds import settings_problems
 from streamflow.settings.schema import SASL_MECHANISMS, KafkaSettings, Settings
+from streamflow.stages.transforms import load_function
 
 
 def check(s: Settings) -> list[str]:
@@ -40,6 +42,7 @@ def check(s: Settings) -> list[str]:
             "streamflow produces (raise both)"
         )
     p.extend(settings_problems(s))  # the model kind's own keys (inference/kinds/)
+    p.extend(check_transforms(s))
     for key in ("input.schema", "output.schema", "model.path"):
         section, _, attr = key.partition(".")
         value = getattr(getattr(s, section), attr)
@@ -199,3 +202,15 @@ def check_kafka_security(k: KafkaSettings) -> list[str]:
 
 # Each model kind's own rules. Self-contained (they may move to the kind's module): each
 # reads only the settings, and names every key it blames.
+
+
+def check_transforms(s: Settings) -> list[str]:
+    """Each [[transforms]] function imports and takes one argument (the columns)."""
+    p: list[str] = []
+    folder = str(Path(s.source).resolve().parent)
+    for i, t in enumerate(s.transforms):
+        try:
+            load_function(t.function, f"transforms[{i}].function", folder)
+        except ConfigError as exc:
+            p.extend(exc.problems)
+    return p

@@ -32,6 +32,7 @@ from streamflow.settings.schema import (
     RuntimeSettings,
     Secret,
     Settings,
+    TransformSpec,
 )
 
 if TYPE_CHECKING:
@@ -260,6 +261,7 @@ def collect_settings(
         name = "invalid"
     feature_tables = layered.pop("features", [])
     label_table = layered.pop("labels", {})
+    transform_tables = layered.pop("transforms", [])
     rejected: set[str] = set()
     sections: dict[str, Any] = {}
     for section, cls in SECTIONS.items():
@@ -273,7 +275,7 @@ def collect_settings(
         }
         sections[section] = _build(cls, data, section, problems, rejected) or cls()
     for key in layered:
-        problems.append(_unknown(key, ["name", "features", "labels", *SECTIONS], key))
+        problems.append(_unknown(key, ["name", "features", "labels", "transforms", *SECTIONS], key))
 
     stats = _load_stats(sections["model"].stats, problems)
     text = sections["model"].kind == "text-embedding"
@@ -283,8 +285,14 @@ def collect_settings(
         else _build_features(feature_tables, stats, problems, rejected)
     )
     labels = _build_labels(label_table, problems)
+    transforms = _build_transforms(transform_tables, problems, rejected)
     settings = Settings(
-        name=name, source=source, features=tuple(features), labels=labels, **sections
+        name=name,
+        source=source,
+        features=tuple(features),
+        labels=labels,
+        transforms=transforms,
+        **sections,
     )
     problems.extend(p for p in check(settings) if not _mentions(p, rejected))
     return settings, problems
@@ -318,6 +326,24 @@ def _load_stats(path: str, problems: list[str]) -> dict[str, dict[str, float]]:
         problems.append(f"model.stats: expected an object of per-feature statistics in {path}")
         return {}
     return feats
+
+
+def _build_transforms(
+    tables: Any, problems: list[str], rejected: set[str]
+) -> tuple[TransformSpec, ...]:
+    """``[[transforms]]`` tables -> TransformSpec, in file order."""
+    if not isinstance(tables, list):
+        problems.append("transforms: expected [[transforms]] tables")
+        return ()
+    out = []
+    for i, table in enumerate(tables):
+        if not isinstance(table, dict):
+            problems.append(f"transforms[{i}]: expected a table")
+            continue
+        spec = _build(TransformSpec, table, f"transforms[{i}]", problems, rejected)
+        if spec is not None:
+            out.append(spec)
+    return tuple(out)
 
 
 def _build_labels(table: Any, problems: list[str]) -> tuple[tuple[str, tuple[str, ...]], ...]:

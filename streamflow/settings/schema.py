@@ -18,6 +18,7 @@ OutputFormat = Literal["avro", "json"]
 ModelKindName = Literal["tabular", "text-embedding"]
 NormalizeStep = Literal["zscore", "minmax", "log1p", "none"]
 FeatureType = Literal["float", "int"]
+TransformPoint = Literal["after_clean", "after_normalize", "after_model"]
 OutOfRange = Literal["clip", "reject"]
 QueuePolicy = Literal["wait", "reject"]
 Topology = Literal["stages", "chained"]
@@ -239,6 +240,15 @@ class FeatureSpec:
 
 
 @dataclass(frozen=True)
+class TransformSpec:
+    """A user function over a batch's columns (``stages/transforms.py``), run at ``at``."""
+
+    function: str  # "module:function": a module beside the pipeline file, or on PYTHONPATH
+    at: TransformPoint = "after_clean"
+    name: str = ""  # in dead-letter reasons; the function's name when empty
+
+
+@dataclass(frozen=True)
 class Settings:
     name: str
     source: str  # the pipeline file, for messages
@@ -254,6 +264,8 @@ class Settings:
     # text-embedding: [labels] name = [example texts]; each result is labelled with the nearest
     # label's centroid (the mean embedding of its examples, computed at start-up).
     labels: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # [[transforms]]: user functions over the batch's columns, in file order at each point
+    transforms: tuple[TransformSpec, ...] = ()
     limits: LimitSettings = field(default_factory=LimitSettings)
     collector: CollectorSettings = field(default_factory=CollectorSettings)
     slo: SloSettings = field(default_factory=SloSettings)

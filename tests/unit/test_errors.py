@@ -39,7 +39,7 @@ from streamflow.inference.session import load_model
 from streamflow.kafka.transport import Chunk
 from streamflow.metrics import Metrics
 from streamflow.records import REASON_CODES, BytesColumn, OutMessage, ReasonCode, RecordBatch
-from streamflow.settings import Settings
+from streamflow.settings import Settings, TransformSpec
 from streamflow.settings.loading import load_settings
 from tests.conftest import PIPELINE, ROOT
 
@@ -149,6 +149,18 @@ def every_dead_letter(monkeypatch: pytest.MonkeyPatch) -> list[OutMessage]:
         1
     ]
 
+    # user transforms: a row one raises on (bisected), a row one refuses with a reason
+    transforms = tuple(
+        TransformSpec(f"tests.unit.stages.user_transforms:{name}")
+        for name in ("poison", "refuse_hot")
+    )
+    transformed = CleanHandler(ctx(replace(SETTINGS, transforms=transforms)))
+    dead: list[OutMessage] = []
+    values = [js(cpu_temp_c=66.6), js(cpu_temp_c=95.0), js()]
+    asyncio.run(transformed.run([Chunk("raw", 0, raw(values), 3)], dead))
+    assert len(dead) == 2
+    letters += dead
+
     # deliver: a result the sink topic refuses for good
     too_large = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE)
     refused = c.undeliverable(OutMessage(SETTINGS.topics.scored, b"r"), too_large)
@@ -166,7 +178,14 @@ def test_every_error_class_a_dead_letter_names_is_a_class_in_streamflow_errors(
         assert isinstance(cls, type) and issubclass(cls, StreamflowError), name
     assert names == {c.__name__ for c in DEAD_LETTER_ERRORS}
     # the values users see, as they were
-    assert names == {"DecodeError", "ValidationError", "ModelError", "QueueFull", "DeliveryError"}
+    assert names == {
+        "DecodeError",
+        "ValidationError",
+        "ModelError",
+        "QueueFull",
+        "DeliveryError",
+        "TransformError",  # new with [[transforms]]
+    }
 
 
 def test_every_reason_code_is_given_where_a_record_is_refused(
@@ -178,6 +197,8 @@ def test_every_reason_code_is_given_where_a_record_is_refused(
     assert given["other"].startswith("decode: internal error (ValueError: x)")
     assert given["not_integer"] == "cpu_temp_c: expected an integer, got 50.5"
     assert given["corrupt_batch"].startswith("internal batch undecodable: record batch:")
+    assert given["transform_error"] == "transform poison raised ValueError: 66.6 is cursed"
+    assert given["transform_rejected"] == "transform refuse_hot: too hot to score"
 
 
 def test_a_worker_stopped_by_a_retriable_fault_exits_75_else_70() -> None:

@@ -67,6 +67,7 @@ class ModelKind(Protocol):
 
     name: ClassVar[str]
     synthetic: ClassVar[str]  # which synthetic records feed it (collectors/: "telemetry", "texts")
+    output_field: ClassVar[str]  # the model output's column name for after_model transforms
     input_names: tuple[str, ...]  # the ONNX inputs it feeds
 
     def __init__(self, settings: Settings) -> None: ...

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 class TabularKind:
     name: ClassVar[str] = "tabular"
     synthetic: ClassVar[str] = "telemetry"
+    output_field: ClassVar[str] = "score"  # the model output's name for after_model transforms
 
     def __init__(self, settings: Settings) -> None:
         s = self.settings = settings

@@ -91,6 +91,7 @@ class PaddingTally:
 class TextEmbeddingKind:
     name: ClassVar[str] = "text-embedding"
     synthetic: ClassVar[str] = "texts"
+    output_field: ClassVar[str] = "embedding"  # the model output's name for after_model transforms
     sample_tokens: ClassVar[int] = 32  # tokens per text of ``sample_inputs``
     input_names: tuple[str, ...] = TEXT_INPUTS
 
