@@ -1,4 +1,5 @@
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -151,45 +152,6 @@ def batch(n: int) -> RecordBatch:
     )
 
 
-@pytest.mark.parametrize("n", [0, 1, 257])
-def test_record_batches_round_trip_exactly(n: int) -> None:
-    b = batch(n)
-    data = encode_record_batch(b)
-    assert record_batch_length(data) == n
-    got = decode_record_batch(data)
-    assert (got.source_topic, got.source_partition, got.stage, got.extra) == (
-        "raw",
-        3,
-        "normalize",
-        {"k": "v"},
-    )
-    for name in ("offsets", "ingest_ms", "event_ms", "features"):
-        np.testing.assert_array_equal(getattr(got, name), getattr(b, name))
-    for name in ("keys", "values", "device_ids"):
-        assert getattr(got, name).to_list() == getattr(b, name).to_list()
-
-
-def test_large_batches_are_split_under_the_size_limit_in_order() -> None:
-    b = batch(600)  # values grow with the row: ~180 kB of raw bytes alone
-    whole = encode_record_batch(b)
-    parts = encode_record_batches(b, 40_000)
-    assert len(parts) > 1 and all(len(p) <= 40_000 for p in parts)
-    got = [decode_record_batch(p) for p in parts]
-    np.testing.assert_array_equal(np.concatenate([g.offsets for g in got]), b.offsets)
-    assert sum((g.values.to_list() for g in got), []) == b.values.to_list()
-    assert encode_record_batches(b, len(whole)) == [whole]
-    assert encode_record_batches(batch(1), 10) == [
-        encode_record_batch(batch(1))
-    ]  # one row goes alone
-
-
-def test_truncated_or_foreign_batches_are_decode_errors() -> None:
-    data = encode_record_batch(batch(10))
-    for bad in (data[:-1], data[:20], b"", b"SFB9" + data[4:], data + b"x"):
-        with pytest.raises(DecodeError):
-            decode_record_batch(bad)
-
-
 def encode_sfb1(b: RecordBatch) -> bytes:
     """An internal batch as streamflow wrote them before named columns (SFB1: a fixed order)."""
     cols = [b.keys, b.values, b.device_ids] + ([b.texts] if b.texts is not None else [])
@@ -222,10 +184,14 @@ def encode_sfb1(b: RecordBatch) -> bytes:
     return b"".join([b"SFB1", len(header).to_bytes(4, "big"), header, *blobs])
 
 
+@pytest.mark.parametrize("encode", [encode_record_batch, encode_sfb1], ids=["sfb2", "sfb1"])
 @pytest.mark.parametrize("n", [0, 1, 257])
-def test_batches_written_before_named_columns_still_decode(n: int) -> None:
+def test_record_batches_round_trip_exactly(n: int, encode: Callable[[RecordBatch], bytes]) -> None:
+    """Batches of today's format, and those written before named columns (SFB1), decode."""
     b = batch(n)
-    got = decode_record_batch(encode_sfb1(b))
+    data = encode(b)
+    assert record_batch_length(data) == n
+    got = decode_record_batch(data)
     assert (got.source_topic, got.source_partition, got.stage, got.extra) == (
         "raw",
         3,
@@ -236,7 +202,28 @@ def test_batches_written_before_named_columns_still_decode(n: int) -> None:
         np.testing.assert_array_equal(getattr(got, name), getattr(b, name))
     for name in ("keys", "values", "device_ids"):
         assert getattr(got, name).to_list() == getattr(b, name).to_list()
-    assert record_batch_length(encode_sfb1(b)) == n and got.texts is None
+    assert got.texts is None
+
+
+def test_large_batches_are_split_under_the_size_limit_in_order() -> None:
+    b = batch(600)  # values grow with the row: ~180 kB of raw bytes alone
+    whole = encode_record_batch(b)
+    parts = encode_record_batches(b, 40_000)
+    assert len(parts) > 1 and all(len(p) <= 40_000 for p in parts)
+    got = [decode_record_batch(p) for p in parts]
+    np.testing.assert_array_equal(np.concatenate([g.offsets for g in got]), b.offsets)
+    assert sum((g.values.to_list() for g in got), []) == b.values.to_list()
+    assert encode_record_batches(b, len(whole)) == [whole]
+    assert encode_record_batches(batch(1), 10) == [
+        encode_record_batch(batch(1))
+    ]  # one row goes alone
+
+
+def test_truncated_or_foreign_batches_are_decode_errors() -> None:
+    data = encode_record_batch(batch(10))
+    for bad in (data[:-1], data[:20], b"", b"SFB9" + data[4:], data + b"x"):
+        with pytest.raises(DecodeError):
+            decode_record_batch(bad)
 
 
 def test_a_column_the_reader_does_not_know_is_carried_by_name_not_position() -> None:
