@@ -166,7 +166,21 @@ def require_valid(settings: Settings) -> None:
         raise ConfigError(problems, source=settings.source)
 
 
-# ---- shared by the kinds' checks -------------------------------------------------------------
+# ---- shared by the kinds ----------------------------------------------------------------------
+
+
+def decoder_options(s: Settings) -> dict[str, Any]:
+    """What every kind's input decoder takes from ``[input]`` and ``[limits]``."""
+    i = s.input
+    return {"format": i.format, "key_field": i.key_field, "timestamp_field": i.timestamp_field,
+            "schema_registry_url": i.schema_registry_url, "limits": s.limits}  # fmt: skip
+
+
+def encoder_options(s: Settings) -> dict[str, Any]:
+    """What every kind's result encoder takes: the output format, the registry, the sink topic."""
+    return {"format": s.output.format, "schema_registry_url": s.input.schema_registry_url,
+            "topic": s.topics.scored}  # fmt: skip
+
 
 NUMERIC = {"double", "float", "int", "long"}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from functools import cached_property
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
@@ -20,6 +21,8 @@ from streamflow.inference.kinds import (
     Prepared,
     StageMetrics,
     check_result_schema,
+    decoder_options,
+    encoder_options,
     input_fields,
     model_signature,
 )
@@ -40,38 +43,18 @@ class TabularKind:
     def __init__(self, settings: Settings) -> None:
         s = self.settings = settings
         self.input_names: tuple[str, ...] = (s.model.input,)
-        self._decoder: ReadingDecoder | None = None
-        self._encoder: ResultEncoder | None = None
         self.rules = CleanRules.from_features(s.features)
         self.norm = Normalizer.from_features(s.features)
         self.threshold = s.model.threshold
 
-    @property
+    @cached_property
     def decoder(self) -> ReadingDecoder:  # built on first use: only the clean step decodes
-        if self._decoder is None:
-            i = self.settings.input
-            self._decoder = ReadingDecoder(
-                i.schema,
-                self.settings.feature_names,
-                format=i.format,
-                key_field=i.key_field,
-                timestamp_field=i.timestamp_field,
-                schema_registry_url=i.schema_registry_url,
-                limits=self.settings.limits,
-            )
-        return self._decoder
+        s = self.settings
+        return ReadingDecoder(s.input.schema, s.feature_names, **decoder_options(s))
 
-    @property
+    @cached_property
     def encoder(self) -> ResultEncoder:  # only the inference step encodes (and registers a schema)
-        if self._encoder is None:
-            s = self.settings
-            self._encoder = ResultEncoder(
-                s.output.schema,
-                format=s.output.format,
-                schema_registry_url=s.input.schema_registry_url,
-                topic=s.topics.scored,
-            )
-        return self._encoder
+        return ResultEncoder(self.settings.output.schema, **encoder_options(self.settings))
 
     @staticmethod
     def check_settings(s: Settings) -> list[str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -23,6 +24,8 @@ from streamflow.inference.kinds import (
     Prepared,
     StageMetrics,
     check_result_schema,
+    decoder_options,
+    encoder_options,
     input_fields,
     model_signature,
 )
@@ -97,45 +100,21 @@ class TextEmbeddingKind:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._decoder: TextDecoder | None = None
-        self._encoder: TextResultEncoder | None = None
-        self._tokenizer: TextTokenizer | None = None
         self.padding = PaddingTally()
 
-    @property
-    def decoder(self) -> TextDecoder:
-        if self._decoder is None:
-            i = self.settings.input
-            self._decoder = TextDecoder(
-                i.schema,
-                i.text_field,
-                format=i.format,
-                key_field=i.key_field,
-                timestamp_field=i.timestamp_field,
-                schema_registry_url=i.schema_registry_url,
-                limits=self.settings.limits,
-            )
-        return self._decoder
+    @cached_property
+    def decoder(self) -> TextDecoder:  # built on first use: only the clean step decodes
+        s = self.settings
+        return TextDecoder(s.input.schema, s.input.text_field, **decoder_options(s))
 
-    @property
-    def encoder(self) -> TextResultEncoder:
-        if self._encoder is None:
-            s = self.settings
-            self._encoder = TextResultEncoder(
-                s.output.schema,
-                format=s.output.format,
-                schema_registry_url=s.input.schema_registry_url,
-                topic=s.topics.scored,
-            )
-        return self._encoder
+    @cached_property
+    def encoder(self) -> TextResultEncoder:  # only the inference step encodes
+        return TextResultEncoder(self.settings.output.schema, **encoder_options(self.settings))
 
-    @property
-    def tokenizer(self) -> TextTokenizer:
-        if self._tokenizer is None:
-            self._tokenizer = TextTokenizer(
-                self.settings.model.tokenizer, self.settings.model.max_tokens
-            )
-        return self._tokenizer
+    @cached_property
+    def tokenizer(self) -> TextTokenizer:  # normalize tokenizes; the model's head embeds examples
+        m = self.settings.model
+        return TextTokenizer(m.tokenizer, m.max_tokens)
 
     @staticmethod
     def check_settings(s: Settings) -> list[str]:
