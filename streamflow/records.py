@@ -77,6 +77,9 @@ class RecordBatch:
     stage: str = "clean"  # which stage produced it: clean | normalize
     extra: dict[str, str] = field(default_factory=dict)
     texts: BytesColumn | None = None  # text pipelines, between clean and normalize
+    # Named columns beside the features, one value per row: the input fields a result passes
+    # through ([result] pass_through), as numpy arrays (object arrays hold str, int, bool, None).
+    columns: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -94,6 +97,7 @@ class RecordBatch:
             event_ms=self.event_ms[idx],
             features=self.features[idx],
             texts=None if self.texts is None else self.texts.take(idx),
+            columns={k: v[idx] for k, v in self.columns.items()},
         )
 
     def device_id_list(self) -> list[str]:
@@ -142,6 +146,7 @@ class ReasonCode(StrEnum):
     NON_FINITE = "non_finite"  # clean: NaN or infinite
     NOT_INTEGER = "not_integer"  # clean: an int feature with a fraction
     OUT_OF_RANGE = "out_of_range"  # clean: outside [min, max] with out_of_range = "reject"
+    UNKNOWN_CATEGORY = "unknown_category"  # clean: a category outside its vocabulary ("reject")
     NOT_NORMALIZABLE = "not_normalizable"  # normalize: the scaled value is not finite
     EMPTY = "empty"  # an empty message, or an empty text
     TOO_LARGE = "too_large"  # over a [limits] value: max_message_bytes, max_string_length, ...

@@ -69,6 +69,7 @@ class CleanHandler(StepHandler):
             features=c.features,
             stage="clean",
             texts=c.texts,
+            columns=c.columns,
         )
         rejected = []
         for row in np.flatnonzero(~c.ok).tolist():

@@ -25,7 +25,12 @@ from streamflow.headers import dead_letter
 from streamflow.kafka.transport import Chunk
 from streamflow.records import OutMessage, ReasonCode, RecordBatch, Rejected, rejected_from_batch
 from streamflow.settings import Settings
-from streamflow.stages.transforms import BatchTransformed, Transform, transform_batch
+from streamflow.stages.transforms import (
+    BatchTransformed,
+    Transform,
+    feature_layout,
+    transform_batch,
+)
 from streamflow.steps import Step, sink_topic, source_topic, step_named
 
 
@@ -109,6 +114,7 @@ class StepHandler:
         self.sink_topic = sink_topic(ctx.settings, self.step)
         self.max_weight = ctx.settings.batching.max_batch
         self.transforms = load_transforms(ctx.settings, self.step.transforms)
+        self.layout = feature_layout(ctx.settings.features, self.step.transforms)
 
     @property
     def within(self) -> float:
@@ -125,9 +131,8 @@ class StepHandler:
         """The ``[[transforms]]`` of this step's point over the batches it passes on; a row they
         refuse or fail on is dead-lettered here, under this stage (their cost is this stage's)."""
         batches: list[RecordBatch] = []
-        names = self.ctx.settings.feature_names
         for b in out.batches:
-            t = transform_batch(self.transforms, b, names)
+            t = transform_batch(self.transforms, b, self.layout)
             out.rejected += transformed_away(b, t, self.stage)
             if len(t.batch):
                 batches.append(t.batch)

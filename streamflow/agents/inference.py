@@ -25,7 +25,7 @@ from streamflow.errors import ModelError
 from streamflow.headers import H_MODEL, H_MODEL_VERSION, batch_source_headers
 from streamflow.inference.batching import AdaptiveWait
 from streamflow.inference.hotswap import ModelWatcher
-from streamflow.inference.kinds import kind_for
+from streamflow.inference.kinds import Outputs, take_outputs
 from streamflow.inference.scoring import SCORE_ERROR_CODE, score_rows
 from streamflow.inference.session import LoadedModel, load_model
 from streamflow.metrics import observe_many
@@ -53,8 +53,9 @@ class InferenceHandler(StepHandler):
             adapt=s.batching.adapt_to_slo,
         )
         self.preferred = tuple(sorted(s.batching.preferred_batch_sizes))
-        self.kind = kind_for(s)
-        self.kind.encoder  # noqa: B018  (one encoder, for this pipeline's result schema, built at start-up)
+        assert model.kind is not None, "load_model gives every model its kind"
+        self.kind = model.kind  # started with the model: its outputs and result fields are known
+        self.kind.encoder  # noqa: B018  (the result schema, and its registration, at start-up)
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamflow-ort")
         self._info(model, 1)
 
@@ -79,13 +80,12 @@ class InferenceHandler(StepHandler):
     def within(self) -> float:
         return self.wait.wait_s
 
-    def results(
-        self, batch: RecordBatch, scores: np.ndarray, model: LoadedModel
-    ) -> list[OutMessage]:
+    def results(self, batch: RecordBatch, outputs: Outputs, model: LoadedModel) -> list[OutMessage]:
         """One result per row, naming ``model``: the one that scored them."""
         now_ms = time.time() * 1000.0
         latency_ms = now_ms - batch.ingest_ms.astype(np.float64)
-        values = self.kind.results(batch, scores, model, latency_ms)
+        kind = model.kind if model.kind is not None else self.kind  # after a hot swap: the new one
+        values = kind.results(batch, outputs, model, latency_ms)
         model_headers = ((H_MODEL, model.name.encode()), (H_MODEL_VERSION, model.version.encode()))
         headers = batch_source_headers(
             batch.source_topic,
@@ -115,60 +115,49 @@ class InferenceHandler(StepHandler):
         # One call per feature width: tabular batches share theirs, text buckets each have
         # their own.
         widths = sorted({b.features.shape[1] for b in batches if len(b)})
-        batches = sorted(
-            (b for b in batches if len(b)), key=lambda b: widths.index(b.features.shape[1])
-        )
-        parts: list[np.ndarray] = []
+        groups = [[b for b in batches if len(b) and b.features.shape[1] == w] for w in widths]
+        scored: list[tuple[list[RecordBatch], Outputs, dict[int, str]]] = []
         xs: list[np.ndarray] = []
-        errors: dict[int, str] = {}
         t0 = time.perf_counter()
-        start = 0
-        for w in widths:
-            group = [b for b in batches if b.features.shape[1] == w]
+        for group in groups:
             x = np.ascontiguousarray(np.concatenate([b.features for b in group]), dtype=np.float32)
             xs.append(x)
-            y, err = await asyncio.get_running_loop().run_in_executor(
+            y, errors = await asyncio.get_running_loop().run_in_executor(
                 self.pool, score_rows, model, x, s.batching.max_batch
             )
-            parts.append(y)
-            errors.update({start + r: e for r, e in err.items()})
-            start += len(x)
+            scored.append((group, y, errors))
         self.kind.observe(xs, self.ctx)
-        width = max((p.shape[1] for p in parts if p.ndim == 2), default=0)
-        if width:  # a group every row of which failed came back as one NaN per row
-            parts = [
-                p if p.ndim == 2 else np.full((len(p), width), np.nan, dtype=np.float32)
-                for p in parts
-            ]
-        scores = np.concatenate(parts)
         m.inference_seconds.labels(s.name, model.name).observe(time.perf_counter() - t0)
-        start = 0
-        names = s.feature_names
-        for batch in batches:
-            rows = np.arange(start, start + len(batch))
-            start += len(batch)
-            bad = [i for i, r in enumerate(rows.tolist()) if r in errors]
-            if bad:
-                reasons = [Reason(SCORE_ERROR_CODE, errors[rows[i]]) for i in bad]
-                rejected += rejected_from_batch(
-                    batch, np.array(bad), reasons, stage=self.stage, error_class=ModelError.__name__
-                )
+        for group, outputs, errors in scored:
+            start = 0
+            for batch in group:
+                rows = np.arange(start, start + len(batch))
+                start += len(batch)
+                bad = [i for i, r in enumerate(rows.tolist()) if r in errors]
                 keep = np.ones(len(batch), dtype=bool)
-                keep[bad] = False
-                batch, batch_scores = batch.select(keep), scores[rows][keep]
-            else:
-                batch_scores = scores[rows]
-            if self.transforms and len(batch):  # [[transforms]] at = "after_model"
-                done = transform_batch(
-                    self.transforms, batch, names, batch_scores, self.kind.output_field
-                )
-                rejected += transformed_away(batch, done, self.stage)
-                batch = done.batch
-                assert done.outputs is not None
-                batch_scores = done.outputs
-            if len(batch):
-                out += self.results(batch, batch_scores, model)
-                delivered.append(batch)
+                if bad:
+                    reasons = [Reason(SCORE_ERROR_CODE, errors[rows[i]]) for i in bad]
+                    rejected += rejected_from_batch(
+                        batch,
+                        np.array(bad),
+                        reasons,
+                        stage=self.stage,
+                        error_class=ModelError.__name__,
+                    )
+                    keep[bad] = False
+                    batch = batch.select(keep)
+                if not len(batch):
+                    continue
+                batch_outputs = take_outputs(outputs, rows[keep])
+                if self.transforms:  # [[transforms]] at = "after_model"
+                    done = transform_batch(self.transforms, batch, self.layout, batch_outputs)
+                    rejected += transformed_away(batch, done, self.stage)
+                    batch = done.batch
+                    assert done.outputs is not None
+                    batch_outputs = done.outputs
+                if len(batch):
+                    out += self.results(batch, batch_outputs, model)
+                    delivered.append(batch)
         return out, rejected, delivered
 
     async def transform(self, inputs: Sequence[RecordBatch]) -> StepOutput:

@@ -50,7 +50,7 @@ class Work:
         self.rules = CleanRules.from_features(s.features)
         self.norm = Normalizer.from_features(s.features)
         self.model = load_model(s)
-        self.encoder = ResultEncoder(s.output.schema, format=s.output.format)
+        self.encoder = ResultEncoder.from_file(s.output.schema, format=s.output.format)
 
     def run(
         self, msgs: Sequence[RawMessage], scored: str, dlq: str
@@ -68,14 +68,18 @@ class Work:
             labels = np.where(scores >= self.s.model.threshold, "anomaly", "normal").tolist()
             now = time.time() * 1000
             ingest = np.array([msgs[i][3] for i in idx.tolist()], dtype=np.float64)
-            values = self.encoder.encode_batch(
-                [dec.device_ids[i] for i in idx.tolist()],
-                dec.event_ms[idx],
-                scores,
-                labels,
-                self.model.name,
-                self.model.version,
-                now - ingest,
+            rows = len(idx)
+            values = self.encoder.encode(
+                {
+                    "device_id": [dec.device_ids[i] for i in idx.tolist()],
+                    "timestamp": dec.event_ms[idx].tolist(),
+                    "score": scores.tolist(),
+                    "label": labels,
+                    "model_name": [self.model.name] * rows,
+                    "model_version": [self.model.version] * rows,
+                    "latency_ms": (now - ingest).tolist(),
+                },
+                rows,
             )
             # The same headers as streamflow's results, built the same way (shared constant tuples).
             model = (

@@ -140,6 +140,7 @@ def command_modules() -> tuple[ModuleType, ...]:
         model,
         produce,
         report,
+        schema,
         up,
         validate,
         worker,
@@ -147,6 +148,7 @@ def command_modules() -> tuple[ModuleType, ...]:
 
     return (
         validate,
+        schema,
         broker,
         worker,
         demo,

@@ -4,8 +4,8 @@
   wire format (magic byte 0 + 4-byte schema id + Avro) when a schema registry URL is set,
   through confluent-kafka's schema-registry client.
 - JSON: one object per message, the same field names as the Avro schema.
-- Text records (``TextDecoder``) and text-embedding results (``TextResultEncoder``) for text
-  pipelines.
+- Text records (``TextDecoder``) for text pipelines; results of every kind (``ResultEncoder``)
+  for the result schema, given or generated from the pipeline's declaration.
 - Columnar record batches for the internal topics (``SFB2``): a JSON header naming each column, raw
   numpy buffers, decoded zero-copy.
 
@@ -31,18 +31,13 @@ from streamflow.codecs.batches import (
 )
 from streamflow.codecs.readings import DecodedReadings, ReadingDecoder
 from streamflow.codecs.results import (
-    RESULT_FIELDS,
-    TEXT_RESULT_FIELDS,
     ResultEncoder,
-    TextResultEncoder,
     to_json_line,
 )
 from streamflow.codecs.texts import DecodedTexts, TextDecoder
 
 __all__ = [
     "MAGIC",
-    "RESULT_FIELDS",
-    "TEXT_RESULT_FIELDS",
     "WIRE_MAGIC",
     "DecodedReadings",
     "DecodedTexts",
@@ -50,7 +45,6 @@ __all__ = [
     "RecordCodec",
     "ResultEncoder",
     "TextDecoder",
-    "TextResultEncoder",
     "_registry_for",
     "_strip_logical_types",
     "decode_record_batch",

@@ -147,11 +147,12 @@ class _Registry:
         self._bad[schema_id] = (reason, time.monotonic())
         raise DecodeError(reason, ReasonCode.UNKNOWN_SCHEMA)
 
-    def register(self, subject: str, schema_path: str) -> int:
+    def register(self, subject: str, schema: str | dict[str, Any]) -> int:
+        """The id of ``schema`` (an .avsc path, or the schema itself) under ``subject``."""
         if subject not in self._ids:
             from confluent_kafka.schema_registry import Schema
 
-            text = json.dumps(_raw_schema(schema_path))
+            text = json.dumps(_raw_schema(schema) if isinstance(schema, str) else schema)
             self._ids[subject] = int(self.client.register_schema(subject, Schema(text, "AVRO")))
         return self._ids[subject]
 

@@ -54,6 +54,14 @@ def _columns(batch: RecordBatch) -> tuple[list[list[Any]], list[bytes]]:
         ]
         specs.append([name, "bytes", [len(p) for p in parts], [len(batch)]])
         blobs += parts
+    for name, values in batch.columns.items():  # named columns: numbers as they are, others JSON
+        arr = np.asarray(values)
+        if arr.dtype.kind in "fiub":
+            blob, kind = np.ascontiguousarray(arr).tobytes(), arr.dtype.str
+        else:
+            blob, kind = json.dumps(arr.tolist(), separators=(",", ":")).encode(), "json"
+        specs.append([f"col:{name}", kind, [len(blob)], [len(batch)]])
+        blobs.append(blob)
     return specs, blobs
 
 
@@ -132,7 +140,9 @@ def decode_record_batch(data: bytes) -> RecordBatch:
                 parts.append(view[pos : pos + int(ln)])
                 pos += int(ln)
             arr: np.ndarray | BytesColumn
-            if kind == "i8":
+            if name.startswith("col:"):  # a named column (pass-through fields)
+                arr = _named_column(kind, parts[0], n)
+            elif kind == "i8":
                 arr = np.frombuffer(parts[0], dtype=np.int64)
             elif kind == "f4":
                 arr = np.frombuffer(parts[0], dtype=np.float32).reshape([int(d) for d in shape])
@@ -166,11 +176,26 @@ def decode_record_batch(data: bytes) -> RecordBatch:
             stage=str(header["s"]),
             extra=dict(header.get("x") or {}),
             texts=columns.get("texts"),
+            columns={k[4:]: v for k, v in columns.items() if k.startswith("col:")},
         )
     except DecodeError:
         raise
     except (KeyError, TypeError, ValueError) as exc:
         raise _corrupt(f"record batch: malformed ({type(exc).__name__}: {exc})") from None
+
+
+def _named_column(kind: str, part: memoryview, n: int) -> np.ndarray:
+    if kind == "json":
+        items = json.loads(bytes(part))
+        if not isinstance(items, list) or len(items) != n:
+            raise _corrupt("record batch: inconsistent column lengths")
+        arr = np.empty(n, dtype=object)
+        arr[:] = items
+        return arr
+    dtype = np.dtype(kind)
+    if dtype.kind not in "fiub":
+        raise _corrupt(f"record batch: a named column of type {kind!r}")
+    return np.frombuffer(part, dtype=dtype)
 
 
 def _decode_v1(data: bytes, header: dict[str, Any], pos: int) -> RecordBatch:

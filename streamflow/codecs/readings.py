@@ -8,8 +8,8 @@ import logging
 import operator
 import struct
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -44,6 +44,10 @@ class DecodedReadings:
     event_ms: np.ndarray  # int64[n]
     errors: list[str | None]
     codes: list[ReasonCode | None]
+    # the ``columns`` asked for (pass-through fields), as they were in the record (None: absent)
+    columns: dict[str, np.ndarray] = field(default_factory=dict)
+    # a category value outside its vocabulary: (row, column) -> the value (its column holds -1)
+    unknown: dict[tuple[int, int], str] = field(default_factory=dict)
 
 
 _BOM = b"\xef\xbb\xbf"
@@ -109,9 +113,33 @@ class ReadingDecoder:
         timestamp_field: str = "timestamp",
         schema_registry_url: str = "",
         limits: LimitSettings | None = None,
+        kinds: Mapping[str, str] | None = None,
+        vocabularies: Mapping[str, Sequence[str]] | None = None,
+        columns: Sequence[str] = (),
     ) -> None:
+        """``feature_names``: the fields read as numbers, unless ``kinds`` says otherwise for one:
+        ``"bool"`` (true/false as 1/0), ``"category"`` (a string: its index in
+        ``vocabularies[name]``, -1 when not in it) or ``"long"`` (an integer, epoch ms).
+        ``columns``: fields carried along as they are (pass-through)."""
         self.schema = load_schema(schema_path)
         self.names = list(feature_names)
+        kinds = dict(kinds or {})
+        self._special = [
+            (
+                j,
+                name,
+                kinds[name],
+                {v: float(i) for i, v in enumerate((vocabularies or {}).get(name, ()))},
+            )
+            for j, name in enumerate(self.names)
+            if kinds.get(name, "number") != "number"
+        ]
+        self._numbers = [n for n in self.names if kinds.get(n, "number") == "number"]
+        self.columns = list(columns)
+        self._columns_of = (
+            operator.itemgetter(*self.columns) if len(self.columns) > 1
+            else (lambda r: (r[self.columns[0]],)) if self.columns else (lambda r: ())
+        )  # fmt: skip
         self._row_of = (
             operator.itemgetter(*self.names)
             if len(self.names) > 1
@@ -255,7 +283,7 @@ class ReadingDecoder:
                 "integer (epoch ms)",
                 ReasonCode.INVALID_JSON,
             )
-        for name in self.names:
+        for name in self._numbers:
             v = rec.get(name)
             if v is None or type(v) is float:
                 continue
@@ -281,6 +309,8 @@ class ReadingDecoder:
         n, names = len(values), self.names
         row_of = self._row_of
         rows: list[list[Any]] = []
+        extra: list[Any] = []  # the pass-through columns' values per row
+        columns_of, no_columns = self._columns_of, (None,) * len(self.columns)
         device_ids: list[str] = []
         event_ms: list[int] = []
         errors: list[str | None] = []
@@ -307,6 +337,7 @@ class ReadingDecoder:
                 reason = code = None
             if reason is not None:
                 rows.append(empty)
+                extra.append(no_columns)
                 device_ids.append("")
                 event_ms.append(0)
                 errors.append(reason)
@@ -316,6 +347,11 @@ class ReadingDecoder:
                 rows.append(row_of(rec))  # every field present (Avro): one C call
             except KeyError:
                 rows.append([rec.get(k) for k in names])  # JSON may leave optional ones out
+            if self.columns:
+                try:
+                    extra.append(columns_of(rec))
+                except KeyError:
+                    extra.append(tuple(rec.get(k) for k in self.columns))
             device_ids.append(dev)
             event_ms.append(ts)
             errors.append(None)
@@ -331,6 +367,7 @@ class ReadingDecoder:
             )
         arr = np.array(rows, dtype=object)
         missing = np.equal(arr, None)  # type: ignore[call-overload]  # numpy stubs lack object-None
+        unknown = self._convert_special(arr, missing, errors, codes) if self._special else {}
         try:
             values_f = np.where(missing, np.nan, arr).astype(np.float64)
         except (
@@ -343,7 +380,53 @@ class ReadingDecoder:
             ev = np.array(event_ms, dtype=np.int64)
         except OverflowError:
             ev = np.array([t if -(2**63) <= t < 2**63 else 0 for t in event_ms], dtype=np.int64)
-        return DecodedReadings(values_f, missing, device_ids, ev, errors, codes)
+        columns: dict[str, np.ndarray] = {}
+        for j, name in enumerate(self.columns):
+            col = np.empty(n, dtype=object)
+            col[:] = [row[j] for row in extra]
+            columns[name] = col
+        return DecodedReadings(values_f, missing, device_ids, ev, errors, codes, columns, unknown)
+
+    def _convert_special(
+        self,
+        arr: np.ndarray,
+        missing: np.ndarray,
+        errors: list[str | None],
+        codes: list[ReasonCode | None],
+    ) -> dict[tuple[int, int], str]:
+        """Booleans, categories and epoch-ms fields as numbers in ``arr``, in place; a value of
+        the wrong type gives its row an error (``WRONG_TYPE``). Returns the category values
+        outside their vocabulary (their cell holds -1)."""
+        unknown: dict[tuple[int, int], str] = {}
+        for j, name, kind, vocab in self._special:
+            col = arr[:, j]
+            for i in np.flatnonzero(~missing[:, j]).tolist():
+                v = col[i]
+                if errors[i] is not None:
+                    col[i] = None
+                    continue
+                if kind == "bool":
+                    ok = isinstance(v, bool)
+                    want = "true or false"
+                elif kind == "category":
+                    ok = isinstance(v, str)
+                    want = "a string"
+                    if ok:
+                        index = vocab.get(v)
+                        if index is None:
+                            unknown[(i, j)] = v
+                            index = -1.0
+                        col[i] = index
+                        continue
+                else:  # long: epoch ms
+                    ok = isinstance(v, int) and not isinstance(v, bool)
+                    want = "an integer (epoch ms)"
+                if not ok:
+                    errors[i] = f"field {name}: expected {want}, got {_preview(v)}"
+                    codes[i] = ReasonCode.WRONG_TYPE
+                    col[i] = None
+            missing[:, j] = np.equal(col, None)  # type: ignore[call-overload]
+        return unknown
 
     def _rows_to_float(
         self,

@@ -4,7 +4,7 @@ per row."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -27,6 +27,7 @@ class DecodedTexts:
     event_ms: np.ndarray  # int64[n]
     errors: list[str | None]
     codes: list[ReasonCode | None]
+    columns: dict[str, np.ndarray] = field(default_factory=dict)  # pass-through fields
 
 
 class TextDecoder:
@@ -42,7 +43,9 @@ class TextDecoder:
         timestamp_field: str = "timestamp",
         schema_registry_url: str = "",
         limits: LimitSettings | None = None,
+        columns: Sequence[str] = (),
     ) -> None:
+        self.columns = list(columns)  # fields carried along as they are (pass-through)
         self.records = ReadingDecoder(
             schema_path,
             [],
@@ -63,6 +66,7 @@ class TextDecoder:
         event_ms: list[int] = []
         errors: list[str | None] = []
         codes: list[ReasonCode | None] = []
+        extra: dict[str, list[Any]] = {name: [] for name in self.columns}
         dev: Any
         ts: Any
         for value, kb in zip(values, key_bytes, strict=True):
@@ -92,6 +96,14 @@ class TextDecoder:
                 texts.append(rec.get(self.text_field))
                 device_ids.append(dev)
                 event_ms.append(ts)
+            for name, col in extra.items():
+                col.append(None if reason is not None else rec.get(name))
             errors.append(reason)
             codes.append(code)
-        return DecodedTexts(texts, device_ids, np.array(event_ms, dtype=np.int64), errors, codes)
+        columns: dict[str, np.ndarray] = {}
+        for name, items in extra.items():
+            columns[name] = np.empty(len(items), dtype=object)
+            columns[name][:] = items
+        return DecodedTexts(
+            texts, device_ids, np.array(event_ms, dtype=np.int64), errors, codes, columns
+        )

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from streamflow.errors import StreamflowError
+from streamflow.errors import ModelError, StreamflowError
 from streamflow.inference.session import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -96,4 +96,12 @@ class ModelWatcher:
         ):  # the pipeline file names one version: tell them apart
             new.version = f"{self.model.version.split('+')[0]}+{new.sha256[:12]}"
         new.run(np.zeros((1, new.n_features), dtype=np.float32))  # warm-up before it takes traffic
+        if new.kind is not None and self.model.kind is not None:
+            before, after = self.model.kind.output_fields(), new.kind.output_fields()
+            if before != after:  # the result schema is the pipeline's: it does not change
+                raise ModelError(
+                    "its outputs make other result fields "
+                    f"({', '.join(f.name for f in after)}) than the model scoring now "
+                    f"({', '.join(f.name for f in before)})"
+                )
         return new

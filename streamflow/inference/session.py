@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from streamflow.errors import ConfigError, ModelError
-from streamflow.inference.kinds import ModelKind, kind_for
+from streamflow.inference.kinds import ModelKind, Outputs, kind_for
 from streamflow.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -117,28 +117,34 @@ class LoadedModel:
     )
     head: Any = None  # what the kind's results need besides the outputs (text: the label centroids)
 
-    def run(self, x: np.ndarray) -> np.ndarray:
-        """The first output, one row per row of the model-ready features ``x`` (float32[n, F]):
-        a score (float64[n]) or an embedding (float32[n, D]), as the kind says."""
+    def run_all(self, x: np.ndarray) -> Outputs:
+        """Every output the kind reads, by name, one row per row of the model-ready features
+        ``x`` (float32[n, F]): scores, probabilities, labels, or an embedding."""
         feeds = self.kind.feeds(x) if self.kind is not None else {self.input_name: x}
         if self.io_binding:
-            out = self._run_bound(feeds)
+            raws = self._run_bound(feeds)
         else:
-            out = self.session.run(self.output_names[:1], feeds)[0]
+            raws = self.session.run(self.output_names, feeds)
         if self.kind is not None:
-            return self.kind.output(out, len(x))
-        return np.asarray(out, dtype=np.float64).reshape(len(x), -1)[:, 0]
+            return self.kind.outputs(raws, x)
+        return {self.output_names[0]: np.asarray(raws[0], np.float64).reshape(len(x), -1)[:, 0]}
 
-    def _run_bound(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        """With IO binding: the inputs are copied once to the provider's device and the output
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """The first of ``run_all``'s outputs: a score (float64[n]) or an embedding
+        (float32[n, D]), as the kind says."""
+        return next(iter(self.run_all(x).values()))
+
+    def _run_bound(self, feeds: dict[str, np.ndarray]) -> list[Any]:
+        """With IO binding: the inputs are copied once to the provider's device and the outputs
         allocated there, then copied back in one piece (no per-run staging by ORT)."""
         device = "cuda" if self.provider in GPU_PROVIDERS else "cpu"
         binding = self.session.io_binding()
         for name, x in feeds.items():
             binding.bind_cpu_input(name, np.ascontiguousarray(x))
-        binding.bind_output(self.output_names[0], device, self.device_id if device == "cuda" else 0)
+        for name in self.output_names:
+            binding.bind_output(name, device, self.device_id if device == "cuda" else 0)
         self.session.run_with_iobinding(binding)
-        return np.asarray(binding.copy_outputs_to_cpu()[0])
+        return [np.asarray(o) for o in binding.copy_outputs_to_cpu()]
 
 
 def load_model(settings: Settings) -> LoadedModel:
@@ -176,8 +182,14 @@ def load_model(settings: Settings) -> LoadedModel:
         if name not in inputs:
             key = "model.input" if name == m.input else "model.kind"
             raise ModelError(f"{key}: {m.path} has no input {name!r} (inputs: {', '.join(inputs)})")
+    out_types = {o.name: o.type for o in session.get_outputs()}
+    for name in kind.output_names:
+        if name not in out_types:
+            raise ModelError(
+                f"model.outputs: {m.path} has no output {name!r} (outputs: {', '.join(out_types)})"
+            )
     shape = inputs[m.input].shape if m.input in inputs else []
-    n_features = shape[-1] if shape and isinstance(shape[-1], int) else len(settings.features)
+    n_features = shape[-1] if shape and isinstance(shape[-1], int) else settings.model_width
     loaded = LoadedModel(
         session=session,
         name=m.name or meta.get("name", Path(m.path).stem),
@@ -186,10 +198,14 @@ def load_model(settings: Settings) -> LoadedModel:
         path=m.path,
         provider=active[0],
         input_name=m.input,
-        output_names=list(m.outputs),
+        output_names=list(kind.output_names),
         n_features=n_features,
-        io_binding=settings.runtime.io_binding == "on"
-        or (settings.runtime.io_binding == "auto" and active[0] in GPU_PROVIDERS),
+        # IO binding takes tensors only (a ZipMap's sequence of maps is no tensor)
+        io_binding=all(out_types.get(o, "").startswith("tensor(") for o in kind.output_names)
+        and (
+            settings.runtime.io_binding == "on"
+            or (settings.runtime.io_binding == "auto" and active[0] in GPU_PROVIDERS)
+        ),
         device_id=settings.runtime.device_id,
         kind=kind,
     )

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from streamflow.errors import ConfigError
 from streamflow.inference.kinds import settings_problems
-from streamflow.settings.schema import SASL_MECHANISMS, KafkaSettings, Settings
+from streamflow.settings.schema import SASL_MECHANISMS, FeatureSpec, KafkaSettings, Settings
 from streamflow.stages.transforms import load_function
 
 
@@ -111,6 +111,12 @@ def check(s: Settings) -> list[str]:
     if s.kafka.fetch_max_wait_ms < 0:
         p.append("kafka.fetch_max_wait_ms: must be >= 0")
     p.extend(check_kafka_security(s.kafka))
+    if s.monitoring.drift_window < 100:
+        p.append(f"monitoring.drift_window: must be >= 100, got {s.monitoring.drift_window}")
+    if not s.monitoring.max_input_psi > 0:
+        p.append(f"monitoring.max_input_psi: must be > 0, got {s.monitoring.max_input_psi}")
+    if len(set(s.result.metadata)) != len(s.result.metadata):
+        p.append("result.metadata: a value is listed twice")
     seen: set[str] = set()
     for i, f in enumerate(s.features):
         where = f"features[{i}] ({f.name})"
@@ -121,12 +127,16 @@ def check(s: Settings) -> list[str]:
             p.append(f"{where}.out_of_range: clip needs both min and max")
         if f.min is not None and f.max is not None and not f.min < f.max:
             p.append(f"{where}: min must be < max")
-        if not f.required and f.default is None:
+        p.extend(check_feature_type(f, where))
+        if not f.required and f.default is None and not f.derived:
             p.append(
                 f"{where}.default: an optional feature needs a default (or set required = true)"
             )
-        if f.default is not None and not math.isfinite(f.default):
-            p.append(f"{where}.default: must be a finite number")
+        if f.derived and not any(t.at == "after_clean" for t in s.transforms):
+            p.append(
+                f"{where}.derived: a derived feature is set by an after_clean [[transforms]] "
+                "function; there is none"
+            )
         steps = f.normalize
         if "log1p" in steps and steps[0] != "log1p":
             p.append(f"{where}.normalize: log1p must come first")
@@ -146,6 +156,41 @@ def check(s: Settings) -> list[str]:
                 p.append(f"{where}: scale_min must be < scale_max")
         if sum(st in ("zscore", "minmax") for st in steps) > 1:
             p.append(f"{where}.normalize: use at most one of zscore and minmax")
+    return p
+
+
+def check_feature_type(f: FeatureSpec, where: str) -> list[str]:
+    """The keys of a feature's type: a category's vocabulary and default, a boolean's default, a
+    number's; what only numbers take (ranges, scaling) on the others."""
+    p: list[str] = []
+    if f.type in ("float", "int"):
+        if f.default is not None and (
+            isinstance(f.default, bool | str) or not math.isfinite(f.default)
+        ):
+            p.append(f"{where}.default: must be a finite number")
+    else:
+        for key in ("min", "max"):
+            if getattr(f, key) is not None and f.type in ("bool", "category"):
+                p.append(f"{where}.{key}: a {f.type} feature has no range")
+    if f.type == "bool" and f.default is not None and not isinstance(f.default, bool):
+        p.append(f"{where}.default: must be true or false")
+    if f.type in ("hour_of_day", "day_of_week") and isinstance(f.default, bool | str):
+        p.append(f"{where}.default: must be a number")
+    if f.type == "category":
+        if not f.vocabulary:
+            p.append(f"{where}.vocabulary: a category needs its values, in the model's order")
+        elif len(set(f.vocabulary)) != len(f.vocabulary):
+            p.append(f"{where}.vocabulary: a value is listed twice")
+        if f.default is not None and f.default not in f.vocabulary:
+            p.append(f"{where}.default: {f.default!r} is not in the vocabulary")
+        if f.unknown == "default" and f.default is None:
+            p.append(f'{where}.unknown: "default" needs a default (a vocabulary value)')
+        if f.encoding == "one_hot" and tuple(f.normalize) != ("none",):
+            p.append(f'{where}.normalize: a one-hot category is not scaled (use "none")')
+    elif f.vocabulary:
+        p.append(f"{where}.vocabulary: only a category feature has one")
+    if f.source and f.type not in ("hour_of_day", "day_of_week"):
+        p.append(f"{where}.source: only hour_of_day and day_of_week read another field")
     return p
 
 

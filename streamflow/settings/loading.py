@@ -29,6 +29,7 @@ from streamflow.settings.schema import (
     PATH_KEYS,
     SECTIONS,
     FeatureSpec,
+    OutputSpec,
     RuntimeSettings,
     Secret,
     Settings,
@@ -81,7 +82,25 @@ def _unoptional(tp: Any) -> Any:
 
 def _coerce(value: Any, tp: Any, where: str, wording: str | None = None) -> Any:
     """Convert ``value`` (from TOML or an env string) to ``tp``, or raise ValueError naming
-    ``where`` (one message per argument: each bad item of a list is its own problem)."""
+    ``where`` (one message per argument: each bad item of a list is its own problem). A union
+    (``float | str | bool``) takes the first of its types that accepts the value."""
+    options = [
+        a
+        for a in (
+            typing.get_args(tp)
+            if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union
+            else ()
+        )
+        if a is not type(None)
+    ]
+    if len(options) > 1:
+        for option in options:
+            try:
+                return _coerce(value, option, where, wording)
+            except ValueError:
+                continue
+        names = " or ".join(getattr(o, "__name__", str(o)) for o in options)
+        raise ValueError(f"{where}: expected {names}, got {value!r}")
     tp = _unoptional(tp)
     origin = typing.get_origin(tp)
     if origin is Literal:
@@ -262,6 +281,7 @@ def collect_settings(
     feature_tables = layered.pop("features", [])
     label_table = layered.pop("labels", {})
     transform_tables = layered.pop("transforms", [])
+    output_tables = layered.pop("outputs", [])
     rejected: set[str] = set()
     sections: dict[str, Any] = {}
     for section, cls in SECTIONS.items():
@@ -275,7 +295,9 @@ def collect_settings(
         }
         sections[section] = _build(cls, data, section, problems, rejected) or cls()
     for key in layered:
-        problems.append(_unknown(key, ["name", "features", "labels", "transforms", *SECTIONS], key))
+        problems.append(
+            _unknown(key, ["name", "features", "labels", "transforms", "outputs", *SECTIONS], key)
+        )
 
     stats = _load_stats(sections["model"].stats, problems)
     text = sections["model"].kind == "text-embedding"
@@ -285,13 +307,15 @@ def collect_settings(
         else _build_features(feature_tables, stats, problems, rejected)
     )
     labels = _build_labels(label_table, problems)
-    transforms = _build_transforms(transform_tables, problems, rejected)
+    transforms = _build_tables(TransformSpec, "transforms", transform_tables, problems, rejected)
+    outputs = _build_tables(OutputSpec, "outputs", output_tables, problems, rejected)
     settings = Settings(
         name=name,
         source=source,
         features=tuple(features),
         labels=labels,
         transforms=transforms,
+        outputs=outputs,
         **sections,
     )
     problems.extend(p for p in check(settings) if not _mentions(p, rejected))
@@ -328,19 +352,19 @@ def _load_stats(path: str, problems: list[str]) -> dict[str, dict[str, float]]:
     return feats
 
 
-def _build_transforms(
-    tables: Any, problems: list[str], rejected: set[str]
-) -> tuple[TransformSpec, ...]:
-    """``[[transforms]]`` tables -> TransformSpec, in file order."""
+def _build_tables(
+    cls: type[T], key: str, tables: Any, problems: list[str], rejected: set[str]
+) -> tuple[T, ...]:
+    """``[[key]]`` tables (``[[transforms]]``, ``[[outputs]]``) -> ``cls``, in file order."""
     if not isinstance(tables, list):
-        problems.append("transforms: expected [[transforms]] tables")
+        problems.append(f"{key}: expected [[{key}]] tables")
         return ()
     out = []
     for i, table in enumerate(tables):
         if not isinstance(table, dict):
-            problems.append(f"transforms[{i}]: expected a table")
+            problems.append(f"{key}[{i}]: expected a table")
             continue
-        spec = _build(TransformSpec, table, f"transforms[{i}]", problems, rejected)
+        spec = _build(cls, table, f"{key}[{i}]", problems, rejected)
         if spec is not None:
             out.append(spec)
     return tuple(out)
@@ -384,7 +408,9 @@ def _build_features(
         name = table.get("name")
         if isinstance(name, str):
             where = f"features[{i}] ({name})"
-        norm = table.get("normalize", "zscore")
+        # numbers are z-scored unless said otherwise; categories, booleans and time parts not
+        numeric = table.get("type", "float") in ("float", "int")
+        norm = table.get("normalize", "zscore" if numeric else "none")
         if isinstance(norm, str):
             table["normalize"] = [n.strip() for n in norm.split("+")]
         known_stats = stats.get(name, {}) if isinstance(name, str) else {}

@@ -17,7 +17,19 @@ InputFormat = Literal["avro", "json", "auto"]  # auto: JSON when the value start
 OutputFormat = Literal["avro", "json"]
 ModelKindName = Literal["tabular", "text-embedding"]
 NormalizeStep = Literal["zscore", "minmax", "log1p", "none"]
-FeatureType = Literal["float", "int"]
+# float, int: numbers; bool: true/false as 1/0; category: a string from ``vocabulary``;
+# hour_of_day, day_of_week: parts (UTC) of an epoch-ms field (``source``, default the timestamp)
+FeatureType = Literal["float", "int", "bool", "category", "hour_of_day", "day_of_week"]
+CategoryEncoding = Literal["one_hot", "index"]  # a column per vocabulary value | the value's index
+UnknownCategory = Literal["reject", "default"]  # a value outside the vocabulary
+# post-processing of a model output into result fields ([[outputs]])
+PostProcess = Literal["identity", "threshold", "argmax", "top_k", "softmax"]
+# what a result carries besides the key, the timestamp and the model's outputs ([result])
+ResultMetadata = Literal[
+    "model_name", "model_version", "latency_ms", "source_topic", "source_partition",
+    "source_offset", "ingest_ms",
+]  # fmt: skip
+Pooling = Literal["none", "mean", "cls", "max"]  # text-embedding: how token vectors become one
 TransformPoint = Literal["after_clean", "after_normalize", "after_model"]
 OutOfRange = Literal["clip", "reject"]
 QueuePolicy = Literal["wait", "reject"]
@@ -126,6 +138,10 @@ class ModelSettings:
     bucket_rows: int = 64
     # text-embedding: at most this many tokens, padding included, per bucket
     bucket_tokens: int = 8192
+    # text-embedding: "none" when the graph pools (output [batch, dim]); mean | cls | max when its
+    # output is the token vectors (last_hidden_state [batch, tokens, dim])
+    pooling: Pooling = "none"
+    l2_normalize: bool = False  # text-embedding: scale each embedding to unit length
 
 
 @dataclass(frozen=True)
@@ -222,12 +238,15 @@ class CollectorSettings:
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """One numeric input of the model, with its cleaning and normalization rules."""
+    """One input of the model, with its cleaning and normalization rules.
+
+    A ``category`` feature takes ``len(vocabulary)`` model columns when one-hot encoded; every
+    other feature takes one."""
 
     name: str
-    type: FeatureType = "float"  # float | int
+    type: FeatureType = "float"  # float | int | bool | category | hour_of_day | day_of_week
     required: bool = False
-    default: float | None = None
+    default: float | str | bool | None = None  # a number; a vocabulary value; true/false
     min: float | None = None
     max: float | None = None
     out_of_range: OutOfRange = "reject"  # clip | reject
@@ -237,6 +256,59 @@ class FeatureSpec:
     std: float | None = None
     scale_min: float | None = None
     scale_max: float | None = None
+    vocabulary: tuple[str, ...] = ()  # category: its values, in the model's column order
+    encoding: CategoryEncoding = "one_hot"  # category: one_hot | index
+    unknown: UnknownCategory = (
+        "reject"  # category: a value outside the vocabulary: reject | default
+    )
+    source: str = ""  # hour_of_day, day_of_week: the epoch-ms field; empty: input.timestamp_field
+    derived: bool = False  # not in the record: an after_clean [[transforms]] function computes it
+
+    @property
+    def field(self) -> str:
+        """The record field it is read from (empty for a derived feature)."""
+        if self.derived:
+            return ""
+        return self.source if self.type in ("hour_of_day", "day_of_week") else self.name
+
+    @property
+    def width(self) -> int:
+        """Model input columns it takes."""
+        if self.type == "category" and self.encoding == "one_hot":
+            return len(self.vocabulary)
+        return 1
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """One result field (or a group of them) made from a model output: ``[[outputs]]``."""
+
+    field: str  # the result field; a per-class output gives one field per label: <field>_<label>
+    tensor: str = ""  # the model output it reads; empty: the model's first output
+    post: PostProcess = "identity"  # identity | threshold | argmax | top_k | softmax
+    # class names in the tensor's column order; for an int64 label tensor, index -> name
+    labels: tuple[str, ...] = ()
+    threshold: float = 0.5  # threshold: labels[1] when the value >= threshold, else labels[0]
+    column: int = -1  # threshold on a [batch, C] tensor: its column (-1: the last one)
+    k: int = 3  # top_k: how many labels
+    score_field: str = ""  # argmax, top_k: also write the winning probability (or top k) here
+
+
+@dataclass(frozen=True)
+class ResultSettings:
+    """What a result record carries besides the key, the timestamp and the model's outputs."""
+
+    pass_through: tuple[str, ...] = ()  # input fields copied onto each result, e.g. rack, status
+    metadata: tuple[ResultMetadata, ...] = ("model_name", "model_version", "latency_ms")
+
+
+@dataclass(frozen=True)
+class MonitoringSettings:
+    """Model monitoring: input drift against the training statistics (``model.stats``)."""
+
+    drift: bool = True  # a population stability index per feature (needs bins in model.stats)
+    drift_window: int = 10000  # over the last this many records scored
+    max_input_psi: float = 0.25  # exported like the [slo]; StreamflowInputDrift fires above it
 
 
 @dataclass(frozen=True)
@@ -266,6 +338,10 @@ class Settings:
     labels: tuple[tuple[str, tuple[str, ...]], ...] = ()
     # [[transforms]]: user functions over the batch's columns, in file order at each point
     transforms: tuple[TransformSpec, ...] = ()
+    # [[outputs]]: model outputs -> result fields; empty: the kind's own (tabular: score and label)
+    outputs: tuple[OutputSpec, ...] = ()
+    result: ResultSettings = field(default_factory=ResultSettings)
+    monitoring: MonitoringSettings = field(default_factory=MonitoringSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
     collector: CollectorSettings = field(default_factory=CollectorSettings)
     slo: SloSettings = field(default_factory=SloSettings)
@@ -273,6 +349,11 @@ class Settings:
     @property
     def feature_names(self) -> list[str]:
         return [f.name for f in self.features]
+
+    @property
+    def model_width(self) -> int:
+        """Model input columns the features take (a one-hot category takes one per value)."""
+        return sum(f.width for f in self.features)
 
     @property
     def internal_partitions(self) -> int:
@@ -295,6 +376,8 @@ SECTIONS: dict[str, type] = {
     "metrics": MetricsSettings,
     "collector": CollectorSettings,
     "slo": SloSettings,
+    "result": ResultSettings,
+    "monitoring": MonitoringSettings,
 }
 # Paths, resolved against the pipeline file's folder when relative.
 PATH_KEYS = {

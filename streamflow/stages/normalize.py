@@ -20,6 +20,9 @@ class Normalizer:
     log_cols: np.ndarray  # bool[F]
     shift: np.ndarray  # float64[F]
     scale: np.ndarray  # float64[F]
+    widths: tuple[
+        int, ...
+    ] = ()  # model columns per feature: a one-hot category takes one per value
 
     @classmethod
     def from_features(cls, features: Sequence[FeatureSpec]) -> Normalizer:
@@ -40,7 +43,24 @@ class Normalizer:
             log_cols=np.array(["log1p" in f.normalize for f in features], dtype=bool),
             shift=np.array(shift, dtype=np.float64),
             scale=np.array(scale, dtype=np.float64),
+            widths=tuple(f.width for f in features),
         )
+
+    def expand(self, y: np.ndarray) -> np.ndarray:
+        """Model-ready columns: each one-hot category's index as one column per value."""
+        if all(w == 1 for w in self.widths):
+            return y
+        out = np.zeros((len(y), sum(self.widths)), dtype=y.dtype)
+        start = 0
+        for j, w in enumerate(self.widths):
+            if w == 1:
+                out[:, start] = y[:, j]
+            else:
+                index = y[:, j].astype(np.int64)
+                rows = np.flatnonzero((index >= 0) & (index < w))
+                out[rows, start + index[rows]] = 1.0
+            start += w
+        return out
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         """The transform alone, float64 in and out (also used to fit statistics)."""
@@ -64,4 +84,4 @@ def normalize(x: np.ndarray, norm: Normalizer) -> StageResult:
         reasons[r] = f"{norm.names[c]}: value {x[r, c]} cannot be normalized (result {y[r, c]})"
         codes[r] = ReasonCode.NOT_NORMALIZABLE
     y[~ok] = 0.0
-    return StageResult(y.astype(np.float32), ok, reasons, codes)
+    return StageResult(norm.expand(y).astype(np.float32), ok, reasons, codes)

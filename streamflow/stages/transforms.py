@@ -2,8 +2,9 @@
 
 ``[[transforms]] function = "my_module:my_function"`` with ``at = "after_clean"``,
 ``"after_normalize"`` or ``"after_model"``. The function takes one argument, the batch's columns
-as numpy arrays by name (every feature by its name, ``event_ms``, ``id``; after the model also
-``score``, or ``embedding``), and returns the columns it changes, by the same names, one value per
+as numpy arrays by name (every feature by its name, ``event_ms``, ``id``, the pass-through fields;
+after the model also the model's outputs by name: ``score``, ``output_probability``, or
+``embedding``), and returns the columns it changes, by the same names, one value per
 row; or ``(columns, reasons)`` where ``reasons[i]`` is a rejection reason for row i (None: keep).
 
 It runs in whichever step (or the chained agent) holds the batch at that point. When it raises,
@@ -25,6 +26,11 @@ import numpy as np
 
 from streamflow.errors import ConfigError
 from streamflow.records import BytesColumn, Reason, ReasonCode, RecordBatch
+from streamflow.settings import FeatureSpec
+
+Outputs = dict[
+    str, np.ndarray
+]  # as in streamflow.inference.kinds (a lower layer may not import it)
 
 Columns = dict[str, np.ndarray]
 POINTS = ("after_clean", "after_normalize", "after_model")
@@ -166,34 +172,50 @@ class BatchTransformed:
     """A batch after the transforms at one point: what goes on, and the rows refused on the way."""
 
     batch: RecordBatch  # the rows that go on, with the columns the transforms changed
-    outputs: np.ndarray | None  # the model's outputs for those rows (after_model), else None
+    outputs: Outputs | None  # the model's outputs for those rows (after_model), else None
     bad_rows: list[int]  # rows of the input batch refused
     reasons: list[Reason]  # one per bad row
 
 
-def batch_columns(batch: RecordBatch, names: Sequence[str]) -> Columns:
-    """The columns a transform sees: each feature by name, ``event_ms`` and ``id``."""
-    cols: Columns = {name: batch.features[:, i] for i, name in enumerate(names)}
+Layout = Sequence[tuple[str, int]]  # (feature name, model columns it takes) in feature order
+
+
+def feature_layout(features: Sequence[FeatureSpec], point: str) -> list[tuple[str, int]]:
+    """Each feature's columns at ``point``: one after clean (a category is its vocabulary index);
+    after normalize, ``FeatureSpec.width`` (a one-hot category takes one per value)."""
+    return [(f.name, 1 if point == "after_clean" else f.width) for f in features]
+
+
+def batch_columns(batch: RecordBatch, layout: Layout) -> Columns:
+    """The columns a transform sees: each feature by name (a one-hot one as [n, values]),
+    ``event_ms``, ``id`` and the named columns the batch carries (pass-through fields)."""
+    cols: Columns = {}
+    start = 0
+    for name, width in layout:
+        cols[name] = (
+            batch.features[:, start] if width == 1 else batch.features[:, start : start + width]
+        )
+        start += width
     cols["event_ms"] = batch.event_ms
     cols["id"] = np.array(batch.device_id_list(), dtype=object)
+    cols.update(batch.columns)
     return cols
 
 
 def transform_batch(
     transforms: Sequence[Transform],
     batch: RecordBatch,
-    names: Sequence[str],
-    outputs: np.ndarray | None = None,
-    output_name: str = "score",
+    layout: Layout,
+    outputs: Outputs | None = None,
 ) -> BatchTransformed:
     """Run ``transforms`` in order over ``batch`` (and the model's ``outputs`` after the model);
     a row one of them refuses or fails on leaves the batch with its reason."""
     n = len(batch)
     if not transforms or not n:
         return BatchTransformed(batch, outputs, [], [])
-    cols = batch_columns(batch, names)
+    cols = batch_columns(batch, layout)
     if outputs is not None:
-        cols[output_name] = outputs
+        cols.update(outputs)
     alive = np.ones(n, dtype=bool)
     why: dict[int, Reason] = {}
     for t in transforms:
@@ -208,13 +230,19 @@ def transform_batch(
             why.setdefault(int(idx[row]), Reason(ReasonCode.TRANSFORM_REJECTED, text))
         alive[[int(idx[r]) for r in (*done.failed, *done.rejected)]] = False
     features = batch.features.copy()
-    for i, name in enumerate(names):
-        features[:, i] = cols[name]
+    start = 0
+    for name, width in layout:
+        features[:, start : start + width] = np.asarray(cols[name]).reshape(n, width)
+        start += width
     ids = BytesColumn.from_list([str(d).encode() for d in cols["id"].tolist()])
     changed = replace(
-        batch, features=features, event_ms=np.asarray(cols["event_ms"], np.int64), device_ids=ids
+        batch,
+        features=features,
+        event_ms=np.asarray(cols["event_ms"], np.int64),
+        device_ids=ids,
+        columns={k: cols[k] for k in batch.columns},
     )
     bad = sorted(why)
     kept = changed if not bad else changed.select(alive)
-    out = None if outputs is None else np.asarray(cols[output_name])[alive]
+    out = None if outputs is None else {k: np.asarray(cols[k])[alive] for k in outputs}
     return BatchTransformed(kept, out, bad, [why[r] for r in bad])

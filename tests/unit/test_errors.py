@@ -39,7 +39,7 @@ from streamflow.inference.session import load_model
 from streamflow.kafka.transport import Chunk
 from streamflow.metrics import Metrics
 from streamflow.records import REASON_CODES, BytesColumn, OutMessage, ReasonCode, RecordBatch
-from streamflow.settings import Settings, TransformSpec
+from streamflow.settings import FeatureSpec, Settings, TransformSpec
 from streamflow.settings.loading import load_settings
 from tests.conftest import PIPELINE, ROOT
 
@@ -118,6 +118,9 @@ def every_dead_letter(monkeypatch: pytest.MonkeyPatch) -> list[OutMessage]:
     first = replace(SETTINGS.features[0], type="int")
     integer = replace(SETTINGS, features=(first, *SETTINGS.features[1:]))
     letters += clean_letters(CleanHandler(ctx(integer)), [js(cpu_temp_c=50.5)])
+    status = FeatureSpec("status", type="category", vocabulary=("ok", "degraded"), required=True)
+    category = replace(SETTINGS, features=(*SETTINGS.features, status))
+    letters += clean_letters(CleanHandler(ctx(category)), [js(status="on fire")])
     buggy = CleanHandler(ctx())
 
     def bug(data: bytes) -> dict[str, Any]:
@@ -196,6 +199,7 @@ def test_every_reason_code_is_given_where_a_record_is_refused(
     assert set(given) == set(REASON_CODES) == {c.value for c in ReasonCode}, given
     assert given["other"].startswith("decode: internal error (ValueError: x)")
     assert given["not_integer"] == "cpu_temp_c: expected an integer, got 50.5"
+    assert given["unknown_category"] == "status: 'on fire' is not in the vocabulary (ok, degraded)"
     assert given["corrupt_batch"].startswith("internal batch undecodable: record batch:")
     assert given["transform_error"] == "transform poison raised ValueError: 66.6 is cursed"
     assert given["transform_rejected"] == "transform refuse_hot: too hot to score"

@@ -12,13 +12,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 
+from streamflow.codecs import ResultEncoder
 from streamflow.errors import ConfigError
+from streamflow.inference.outputs import (
+    ResultField,
+    input_types,
+    record_fields,
+    result_schema,
+    schema_problems,
+)
 from streamflow.metrics import Metrics
 from streamflow.records import BytesColumn, Reason, RecordBatch
 from streamflow.settings import Settings
@@ -51,6 +59,7 @@ class Cleaned:
     event_ms: np.ndarray  # int64[n]: the record's own timestamp
     features: np.ndarray  # float32[n, F]; F = 0 when the kind carries its input in ``texts``
     texts: BytesColumn | None = None
+    columns: dict[str, np.ndarray] = field(default_factory=dict)  # pass-through fields, by name
 
 
 @dataclass(frozen=True)
@@ -62,13 +71,31 @@ class Prepared:
     reasons: list[Reason]  # one per bad row: a ValidationError
 
 
+# A model's outputs for a batch, by name, one row per record (first dimension n): numbers as
+# float arrays, a string label tensor as an object array. Tabular: each ONNX output it reads, by
+# its name; text-embedding: "embedding". after_model transforms see them by these names.
+Outputs = dict[str, np.ndarray]
+
+
+def take_outputs(outputs: Outputs, index: np.ndarray) -> Outputs:
+    """The rows at ``index`` (integer positions or a boolean mask) of every output."""
+    return {k: v[index] for k, v in outputs.items()}
+
+
+def concat_outputs(parts: Sequence[Outputs]) -> Outputs:
+    """Outputs of consecutive row ranges as one (every part has the same names)."""
+    if not parts:
+        return {}
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
 class ModelKind(Protocol):
     """One kind of model; ``KINDS`` maps ``model.kind`` names to implementations."""
 
     name: ClassVar[str]
     synthetic: ClassVar[str]  # which synthetic records feed it (collectors/: "telemetry", "texts")
-    output_field: ClassVar[str]  # the model output's column name for after_model transforms
     input_names: tuple[str, ...]  # the ONNX inputs it feeds
+    output_names: tuple[str, ...]  # the ONNX outputs it reads
 
     def __init__(self, settings: Settings) -> None: ...
 
@@ -79,7 +106,7 @@ class ModelKind(Protocol):
         ...
 
     @property
-    def encoder(self) -> object:
+    def encoder(self) -> ResultEncoder:
         """The result encoder, built on first use: only the inference step registers a schema."""
         ...
 
@@ -99,8 +126,14 @@ class ModelKind(Protocol):
         """The ONNX inputs for the model-ready features ``x``."""
         ...
 
-    def output(self, raw: np.ndarray, n: int) -> np.ndarray:
-        """The model's first output as one row per record (a score, or an embedding row)."""
+    def outputs(self, raws: Sequence[Any], x: np.ndarray) -> Outputs:
+        """The ONNX outputs ``raws`` (one per ``output_names``) for the inputs ``x``, by name,
+        one row per record. A model output that does not fit (a shape, an unknown class) raises
+        ModelError."""
+        ...
+
+    def output_fields(self) -> list[ResultField]:
+        """The result fields its outputs fill (once started: they may depend on the model)."""
         ...
 
     def observe(self, xs: Sequence[np.ndarray], stage: StageMetrics) -> None:
@@ -108,7 +141,7 @@ class ModelKind(Protocol):
         ...
 
     def results(
-        self, batch: RecordBatch, outputs: np.ndarray, model: LoadedModel, latency_ms: np.ndarray
+        self, batch: RecordBatch, outputs: Outputs, model: LoadedModel, latency_ms: np.ndarray
     ) -> list[bytes]:
         """One encoded result per row of ``batch``, from the model's outputs."""
         ...
@@ -173,13 +206,8 @@ def decoder_options(s: Settings) -> dict[str, Any]:
     """What every kind's input decoder takes from ``[input]`` and ``[limits]``."""
     i = s.input
     return {"format": i.format, "key_field": i.key_field, "timestamp_field": i.timestamp_field,
-            "schema_registry_url": i.schema_registry_url, "limits": s.limits}  # fmt: skip
-
-
-def encoder_options(s: Settings) -> dict[str, Any]:
-    """What every kind's result encoder takes: the output format, the registry, the sink topic."""
-    return {"format": s.output.format, "schema_registry_url": s.input.schema_registry_url,
-            "topic": s.topics.scored}  # fmt: skip
+            "schema_registry_url": i.schema_registry_url, "limits": s.limits,
+            "columns": s.result.pass_through}  # fmt: skip
 
 
 NUMERIC = {"double", "float", "int", "long"}
@@ -215,19 +243,87 @@ def input_fields(s: Settings) -> tuple[dict[str, set[str]], list[str]]:
     return fields, p
 
 
-def check_result_schema(s: Settings, result_fields: Sequence[str]) -> list[str]:
-    """The result schema has every field the kind's results carry."""
-    if not Path(s.output.schema).is_file():
-        return []
+def _input_schema(s: Settings) -> dict[str, Any]:
     try:
-        schema = json.loads(Path(s.output.schema).read_text())
+        return dict(json.loads(Path(s.input.schema).read_text()))
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def declared_record(s: Settings, output_fields: Sequence[ResultField]) -> list[ResultField]:
+    """The pipeline's result record (``inference/outputs.py``): key, timestamp, outputs,
+    pass-through, metadata."""
+    return record_fields(s, output_fields, input_types(_input_schema(s)))
+
+
+def result_schema_for(s: Settings, output_fields: Sequence[ResultField]) -> dict[str, Any]:
+    """The schema results are written with: ``output.schema`` when given, else generated."""
+    if s.output.schema:
+        return dict(json.loads(Path(s.output.schema).read_text()))
+    return result_schema(s, declared_record(s, output_fields))
+
+
+def build_encoder(s: Settings, output_fields: Sequence[ResultField]) -> ResultEncoder:
+    """The result encoder for the pipeline's schema, format, registry and sink topic."""
+    return ResultEncoder(
+        result_schema_for(s, output_fields),
+        format=s.output.format,
+        schema_registry_url=s.input.schema_registry_url,
+        topic=s.topics.scored,
+    )
+
+
+def check_result_schema(s: Settings, output_fields: Sequence[ResultField]) -> list[str]:
+    """``streamflow validate``: the user's result schema against the declared record, and every
+    pass-through field against the input schema."""
+    p: list[str] = []
+    inputs = input_types(_input_schema(s))
+    for name in s.result.pass_through:
+        if inputs and name not in inputs:
+            p.append(f"result.pass_through: {name!r} is not a field of {s.input.schema}")
+    fields = declared_record(s, output_fields)
+    seen: set[str] = set()
+    for f in fields:
+        if f.name in seen:
+            p.append(f"result: two result fields are named {f.name!r}")
+        seen.add(f.name)
+    if not s.output.schema or not Path(s.output.schema).is_file():
+        return p
+    try:
+        given = json.loads(Path(s.output.schema).read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        return [f"output.schema: cannot read {s.output.schema}: {exc}"]
-    names = {f["name"] for f in schema.get("fields", [])}
-    return [
-        f"output.schema: {s.output.schema} lacks field {n!r}, which every result carries"
-        for n in sorted(set(result_fields) - names)
-    ]
+        return [*p, f"output.schema: cannot read {s.output.schema}: {exc}"]
+    return p + schema_problems(s.output.schema, given, fields)
+
+
+def record_columns(
+    s: Settings, batch: RecordBatch, model: LoadedModel, latency_ms: np.ndarray
+) -> dict[str, list[Any]]:
+    """Every result column that is not a model output: key, timestamp, pass-through, metadata."""
+    n = len(batch)
+    named: dict[str, list[Any]] = {
+        s.input.key_field: batch.device_id_list(),
+        s.input.timestamp_field: batch.event_ms.tolist(),
+    }
+    for name in s.result.pass_through:
+        col = batch.columns.get(name)
+        named[name] = col.tolist() if col is not None else [None] * n
+    for m in s.result.metadata:
+        if m == "model_name":
+            named[m] = [model.name] * n
+        elif m == "model_version":
+            named[m] = [model.version] * n
+        elif m == "latency_ms":
+            named[m] = np.asarray(latency_ms, dtype=np.float64).tolist()
+        elif m == "source_topic":
+            named[m] = [batch.source_topic] * n
+        elif m == "source_partition":
+            named[m] = [batch.source_partition] * n
+        elif m == "source_offset":
+            named[m] = batch.offsets.tolist()
+        elif m == "ingest_ms":
+            named[m] = batch.ingest_ms.tolist()
+    return named
 
 
 def model_signature(s: Settings) -> tuple[dict[str, Any], dict[str, Any], Any, list[str]]:

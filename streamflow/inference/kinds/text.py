@@ -14,21 +14,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from streamflow.codecs import TEXT_RESULT_FIELDS, TextDecoder, TextResultEncoder
+from streamflow.codecs import ResultEncoder, TextDecoder
 from streamflow.inference.kinds import (
     Cleaned,
+    Outputs,
     Prepared,
     StageMetrics,
+    build_encoder,
     check_result_schema,
     decoder_options,
-    encoder_options,
     input_fields,
     model_signature,
+    record_columns,
 )
+from streamflow.inference.outputs import ResultField
 from streamflow.records import BytesColumn, RecordBatch, paired
 from streamflow.settings import TEXT_INPUTS, Settings
 from streamflow.stages.text import clean_texts, tokenize_buckets
@@ -94,13 +97,19 @@ class PaddingTally:
 class TextEmbeddingKind:
     name: ClassVar[str] = "text-embedding"
     synthetic: ClassVar[str] = "texts"
-    output_field: ClassVar[str] = "embedding"  # the model output's name for after_model transforms
     sample_tokens: ClassVar[int] = 32  # tokens per text of ``sample_inputs``
     input_names: tuple[str, ...] = TEXT_INPUTS
+    # The result fields its outputs fill: the embedding and the nearest label.
+    FIELDS: ClassVar[tuple[ResultField, ...]] = (
+        ResultField("embedding", {"type": "array", "items": "float"}, "The sentence embedding."),
+        ResultField("label", "string", "The [labels] entry whose centroid is nearest."),
+        ResultField("label_score", "double", "Cosine similarity to that centroid."),
+    )
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.padding = PaddingTally()
+        self.output_names: tuple[str, ...] = tuple(settings.model.outputs[:1]) or ("embedding",)
 
     @cached_property
     def decoder(self) -> TextDecoder:  # built on first use: only the clean step decodes
@@ -108,8 +117,8 @@ class TextEmbeddingKind:
         return TextDecoder(s.input.schema, s.input.text_field, **decoder_options(s))
 
     @cached_property
-    def encoder(self) -> TextResultEncoder:  # only the inference step encodes
-        return TextResultEncoder(self.settings.output.schema, **encoder_options(self.settings))
+    def encoder(self) -> ResultEncoder:  # only the inference step encodes
+        return build_encoder(self.settings, self.output_fields())
 
     @cached_property
     def tokenizer(self) -> TextTokenizer:  # normalize tokenizes; the model's head embeds examples
@@ -140,6 +149,11 @@ class TextEmbeddingKind:
             )
         if s.features:
             p.append("features: a text-embedding model takes the text field, not [[features]]")
+        if s.outputs:
+            p.append(
+                "outputs: a text-embedding model's result fields are its embedding, label and "
+                "label_score; [[outputs]] is for tabular models"
+            )
         if not s.model.tokenizer:
             p.append("model.tokenizer: a path is required")
         elif not Path(s.model.tokenizer).is_file():
@@ -166,6 +180,7 @@ class TextEmbeddingKind:
             np.asarray(tdec.event_ms, np.int64),
             np.zeros((len(values), 0), dtype=np.float32),
             texts,
+            columns=tdec.columns,
         )
 
     def prepare(self, batch: RecordBatch, stage: StageMetrics) -> Prepared:
@@ -205,8 +220,11 @@ class TextEmbeddingKind:
         input_ids, mask = model_inputs(x, self.tokenizer.pad_id)
         return {TEXT_INPUTS[0]: input_ids, TEXT_INPUTS[1]: mask}
 
-    def output(self, raw: np.ndarray, n: int) -> np.ndarray:
-        return np.asarray(raw, dtype=np.float32).reshape(n, -1)
+    def outputs(self, raws: Sequence[Any], x: np.ndarray) -> Outputs:
+        return {"embedding": np.asarray(raws[0], dtype=np.float32).reshape(len(x), -1)}
+
+    def output_fields(self) -> list[ResultField]:
+        return list(self.FIELDS)
 
     def observe(self, xs: Sequence[np.ndarray], stage: StageMetrics) -> None:
         pad = self.tokenizer.pad_id
@@ -216,22 +234,18 @@ class TextEmbeddingKind:
         self.padding.add(stage, tokens, sum(x.size for x in xs), rows * width)
 
     def results(
-        self, batch: RecordBatch, outputs: np.ndarray, model: LoadedModel, latency_ms: np.ndarray
+        self, batch: RecordBatch, outputs: Outputs, model: LoadedModel, latency_ms: np.ndarray
     ) -> list[bytes]:
         assert isinstance(model.head, CentroidHead), (
             "a text-embedding model is started with its head"
         )
-        labels, label_scores = model.head.label(outputs)
-        return self.encoder.encode_batch(
-            batch.device_id_list(),
-            batch.event_ms,
-            outputs,
-            labels,
-            label_scores,
-            model.name,
-            model.version,
-            latency_ms,
-        )
+        embeddings = outputs["embedding"]
+        labels, label_scores = model.head.label(embeddings)
+        named = record_columns(self.settings, batch, model, latency_ms)
+        # float32 values as Python floats: Avro "float" writes them back exactly
+        named["embedding"] = np.asarray(embeddings, dtype=np.float32).tolist()
+        named["label"], named["label_score"] = labels, label_scores.tolist()
+        return self.encoder.encode(named, len(batch))
 
     def describe(self) -> str:
         return f"text field {self.settings.input.text_field}, {len(self.settings.labels)} labels"
@@ -257,7 +271,7 @@ class TextEmbeddingKind:
                 f"input.text_field: {t!r} must be a string (or null) in {s.input.schema}, "
                 f"not {sorted(fields[t])}"
             )
-        p += check_result_schema(s, TEXT_RESULT_FIELDS)
+        p += check_result_schema(s, self.output_fields())
         inputs, outputs, sess, problems = model_signature(s)
         p += problems
         if sess is None:

@@ -121,16 +121,13 @@ def test_wire_format_with_a_schema_registry() -> None:
 
 
 def test_result_encoder_matches_the_result_schema() -> None:
-    enc = ResultEncoder(RESULT)
-    out = enc.encode_batch(
-        ["a", "b"],
-        np.array([1, 2]),
-        np.array([0.1, 0.9]),
-        ["normal", "anomaly"],
-        "m",
-        "1",
-        np.array([2.0, 3.0]),
-    )
+    enc = ResultEncoder.from_file(RESULT)
+    out = enc.encode(
+        {"device_id": ["a", "b"], "timestamp": [1, 2], "score": [0.1, 0.9],
+         "label": ["normal", "anomaly"], "model_name": ["m"] * 2, "model_version": ["1"] * 2,
+         "latency_ms": [2.0, 3.0]},
+        2,
+    )  # fmt: skip
     codec = RecordCodec(RESULT)
     assert [codec.decode(b)["label"] for b in out] == ["normal", "anomaly"]
     assert codec.decode(out[1])["score"] == 0.9

@@ -10,8 +10,8 @@ import fastavro
 import numpy as np
 
 from streamflow.codecs import (
+    ResultEncoder,
     TextDecoder,
-    TextResultEncoder,
     decode_record_batch,
     encode_record_batch,
     load_schema,
@@ -87,19 +87,12 @@ def test_internal_batches_carry_texts_and_tabular_ones_stay_as_they_were() -> No
 
 def test_text_results_encode_as_avro_and_json() -> None:
     emb = np.array([[0.5, -0.25], [1 / 3, 0.0]], dtype=np.float32)
-    args = (
-        ["a", "b"],
-        np.array([5, 6]),
-        emb,
-        ["disk", "other"],
-        np.array([0.9, 0.1]),
-        "m",
-        "1",
-        np.array([2.0, 3.0]),
-    )
-    avro_out = TextResultEncoder(RESULT).encode_batch(*args)
+    named = {"id": ["a", "b"], "timestamp": [5, 6], "embedding": emb.tolist(),
+             "label": ["disk", "other"], "label_score": [0.9, 0.1], "model_name": ["m"] * 2,
+             "model_version": ["1"] * 2, "latency_ms": [2.0, 3.0]}  # fmt: skip
+    avro_out = ResultEncoder.from_file(RESULT).encode(named, 2)
     r = fastavro.schemaless_reader(io.BytesIO(avro_out[1]), load_schema(RESULT), None)
     assert r["id"] == "b" and r["label"] == "other" and r["label_score"] == 0.1
     assert np.array_equal(np.asarray(r["embedding"], dtype=np.float32), emb[1])  # float32 exactly
-    j = json.loads(TextResultEncoder(RESULT, format="json").encode_batch(*args)[0])
+    j = json.loads(ResultEncoder.from_file(RESULT, format="json").encode(named, 2)[0])
     assert j["embedding"] == [0.5, -0.25] and j["model_name"] == "m" and j["timestamp"] == 5

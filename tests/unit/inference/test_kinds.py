@@ -32,7 +32,13 @@ def test_an_unknown_kind_is_refused_naming_the_key() -> None:
 
 
 def test_the_tabular_kind_feeds_its_input_and_reads_one_score_per_row() -> None:
-    kind = kind_for(load_settings(PIPELINE, environ={}))
+    from streamflow.inference.session import load_model
+
+    model = load_model(load_settings(PIPELINE, {"runtime.device": "cpu"}, environ={}))
+    kind = model.kind
+    assert kind is not None and kind.output_names == ("score",)
     x = np.zeros((3, 16), np.float32)
     assert list(kind.feeds(x)) == ["features"]
-    np.testing.assert_array_equal(kind.output(np.array([[0.1], [0.2], [0.3]]), 3), [0.1, 0.2, 0.3])
+    out = kind.outputs([np.array([[0.1], [0.2], [0.3]], np.float32)], x)
+    np.testing.assert_allclose(out["score"], [0.1, 0.2, 0.3], rtol=1e-7)
+    assert [f.name for f in kind.output_fields()] == ["score", "label"]

@@ -15,11 +15,11 @@ class PoisonModel:
     name: str = "fake"
     calls: int = 0
 
-    def run(self, x: np.ndarray) -> np.ndarray:
+    def run_all(self, x: np.ndarray) -> dict[str, np.ndarray]:
         self.calls += 1
         if (x[:, 0] < 0).any():
             raise RuntimeError("poisoned input")
-        return x[:, 0] * 0.5
+        return {"score": x[:, 0] * 0.5}
 
 
 def test_only_the_failing_rows_get_errors_the_rest_are_scored() -> None:
@@ -31,19 +31,19 @@ def test_only_the_failing_rows_get_errors_the_rest_are_scored() -> None:
     assert sorted(errors) == [3, 7]
     assert "poisoned input" in errors[3]
     ok = [i for i in range(10) if i not in (3, 7)]
-    np.testing.assert_allclose(scores[ok], x[ok, 0] * 0.5)
+    np.testing.assert_allclose(scores["score"][ok], x[ok, 0] * 0.5)
 
 
 def test_batches_are_split_at_max_batch() -> None:
     model = PoisonModel()
     scores, errors = score_rows(model, np.ones((10, 2), dtype=np.float32), max_batch=4)  # type: ignore[arg-type]
-    assert model.calls == 3 and not errors and np.all(scores == 0.5)
+    assert model.calls == 3 and not errors and np.all(scores["score"] == 0.5)
 
 
 def test_non_finite_scores_are_errors() -> None:
     class NanModel(PoisonModel):
-        def run(self, x: np.ndarray) -> np.ndarray:
-            return np.where(x[:, 0] > 5, np.nan, 0.1)
+        def run_all(self, x: np.ndarray) -> dict[str, np.ndarray]:
+            return {"score": np.where(x[:, 0] > 5, np.nan, 0.1)}
 
     _, errors = score_rows(
         NanModel(), np.arange(10, dtype=np.float32).reshape(10, 1), max_batch=100
@@ -94,7 +94,7 @@ def test_a_real_onnx_model_failing_on_some_rows_fails_only_those(tmp_path) -> No
     assert sorted(errors) == [5, 40, 41]
     assert all("out of bounds" in e or "indices" in e for e in errors.values()), errors
     ok = [i for i in range(64) if i not in errors]
-    np.testing.assert_allclose(scores[ok], (np.arange(64) % 10)[ok] / 10, rtol=1e-6)
+    np.testing.assert_allclose(scores["score"][ok], (np.arange(64) % 10)[ok] / 10, rtol=1e-6)
 
 
 def test_embedding_rows_the_model_fails_on_are_found_the_same_way() -> None:
@@ -102,18 +102,19 @@ def test_embedding_rows_the_model_fails_on_are_found_the_same_way() -> None:
     row."""
 
     class EmbeddingModel(PoisonModel):
-        def run(self, x: np.ndarray) -> np.ndarray:
+        def run_all(self, x: np.ndarray) -> dict[str, np.ndarray]:
             if (x[:, 0] < 0).any():
                 raise RuntimeError("poisoned input")
             out = np.repeat(x[:, :1], 4, axis=1).astype(np.float32)
             out[x[:, 0] == 99, 2] = np.nan
-            return out
+            return {"embedding": out}
 
     x = np.arange(40, dtype=np.float32).reshape(20, 2)
     x[[4, 13], 0] = -1
     x[7, 0] = 99
-    emb, errors = score_rows(EmbeddingModel(), x, max_batch=8)  # type: ignore[arg-type]
+    out, errors = score_rows(EmbeddingModel(), x, max_batch=8)  # type: ignore[arg-type]
+    emb = out["embedding"]
     assert emb.shape == (20, 4) and sorted(errors) == [4, 7, 13]
-    assert errors[7] == "model fake produced a non-finite score"
+    assert errors[7] == "model fake produced a non-finite embedding"
     ok = [i for i in range(20) if i not in errors]
     np.testing.assert_array_equal(emb[ok], np.repeat(x[ok, :1], 4, axis=1))

@@ -14,7 +14,7 @@ from streamflow.stages.transforms import Transform, apply, load_function, transf
 from tests.conftest import PIPELINE, ROOT
 
 MOD = "tests.unit.stages.user_transforms"
-NAMES = ["cpu_temp_c", "power_w"]
+NAMES = [("cpu_temp_c", 1), ("power_w", 1)]  # the layout: (feature, columns)
 
 
 def batch(temps: list[float]) -> RecordBatch:
@@ -73,8 +73,8 @@ def test_a_wrong_shape_fails_every_row_with_the_reason() -> None:
 
 def test_after_the_model_the_outputs_are_a_column() -> None:
     b = batch([50.0, 51.0])
-    done = transform_batch([t("halve_score")], b, NAMES, np.array([0.8, 0.4]), "score")
-    assert done.outputs is not None and done.outputs.tolist() == [0.4, 0.2]
+    done = transform_batch([t("halve_score")], b, NAMES, {"score": np.array([0.8, 0.4])})
+    assert done.outputs is not None and done.outputs["score"].tolist() == [0.4, 0.2]
 
 
 def test_apply_on_plain_columns_reports_rows_not_exceptions() -> None:
