@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from confluent_kafka import Producer
 
@@ -20,6 +20,9 @@ from streamflow.kafka.config import producer_config
 from streamflow.kafka.producer import produce_blocking
 from streamflow.settings import Settings
 from streamflow.signals import StopFlag
+
+if TYPE_CHECKING:
+    from streamflow.collectors.synthetic import Sample
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +89,48 @@ class RawProducer:
         return int(self.producer.flush(timeout_s))
 
 
+class Generator(Protocol):
+    """What the synthetic collector draws records from (``TelemetryGenerator``'s interface)."""
+
+    def sample(self, n: int, *, interval_ms: float = 1.0) -> list[Sample]: ...
+
+    def corrupt_bytes(self, sample: Sample, encoded: bytes) -> bytes: ...
+
+
+def synthetic_generator(
+    settings: Settings,
+    *,
+    seed: int,
+    devices: int,
+    anomaly_rate: float,
+    malformed_rate: float,
+    start_ms: int,
+) -> Generator:
+    """``collector.synthetic``'s class (``module:Class``, beside the pipeline file), built with
+    ``seed``, ``start_ms`` and ``malformed_rate``; else the model kind's own: telemetry readings
+    or texts."""
+    from streamflow.collectors.synthetic import TelemetryGenerator
+    from streamflow.collectors.texts import TextGenerator
+    from streamflow.inference.kinds import kind_class
+    from streamflow.stages.transforms import import_named
+
+    spec = settings.collector.synthetic
+    if spec:
+        folder = str(Path(settings.source).resolve().parent)
+        cls = import_named(spec, "collector.synthetic", folder)
+        gen: Generator = cls(seed=seed, start_ms=start_ms, malformed_rate=malformed_rate)
+        return gen
+    if kind_class(settings.model.kind).synthetic == "texts":  # log lines and tickets
+        return TextGenerator(seed=seed, malformed_rate=malformed_rate, start_ms=start_ms)
+    return TelemetryGenerator(
+        seed=seed,
+        devices=devices,
+        anomaly_rate=anomaly_rate,
+        malformed_rate=malformed_rate,
+        start_ms=start_ms,
+    )
+
+
 def run_synthetic(
     raw: RawProducer,
     *,
@@ -99,24 +144,15 @@ def run_synthetic(
 ) -> ProduceStats:
     """Produce ``records`` synthetic readings (0: until ``stop``) at ``rate`` per second (0: as
     fast as possible)."""
-    from streamflow.collectors.synthetic import TelemetryGenerator
-    from streamflow.collectors.texts import TextGenerator
-    from streamflow.inference.kinds import kind_class
-
     interval_ms = 1000.0 / rate if rate > 0 else 1.0
-    gen: TelemetryGenerator | TextGenerator
-    if kind_class(raw.settings.model.kind).synthetic == "texts":  # log lines and tickets
-        gen = TextGenerator(
-            seed=seed, malformed_rate=malformed_rate, start_ms=int(time.time() * 1000)
-        )
-    else:
-        gen = TelemetryGenerator(
-            seed=seed,
-            devices=devices,
-            anomaly_rate=anomaly_rate,
-            malformed_rate=malformed_rate,
-            start_ms=int(time.time() * 1000),
-        )
+    gen = synthetic_generator(
+        raw.settings,
+        seed=seed,
+        devices=devices,
+        anomaly_rate=anomaly_rate,
+        malformed_rate=malformed_rate,
+        start_ms=int(time.time() * 1000),
+    )
     stats = raw.stats
     stats.started = time.monotonic()
     chunk = max(1, min(1000, int(rate / 100) if rate > 0 else 1000))

@@ -15,7 +15,7 @@ from pathlib import Path
 from streamflow.errors import ConfigError
 from streamflow.inference.kinds import settings_problems
 from streamflow.settings.schema import SASL_MECHANISMS, FeatureSpec, KafkaSettings, Settings
-from streamflow.stages.transforms import load_function
+from streamflow.stages.transforms import import_named, load_function
 
 
 def check(s: Settings) -> list[str]:
@@ -46,6 +46,8 @@ def check(s: Settings) -> list[str]:
     for key in ("input.schema", "output.schema", "model.path"):
         section, _, attr = key.partition(".")
         value = getattr(getattr(s, section), attr)
+        if not value and key == "output.schema":
+            continue  # generated from the declaration ([[outputs]], [result])
         if not value:
             p.append(f"{key}: a path is required")
         elif not Path(value).is_file():
@@ -258,4 +260,15 @@ def check_transforms(s: Settings) -> list[str]:
             load_function(t.function, f"transforms[{i}].function", folder)
         except ConfigError as exc:
             p.extend(exc.problems)
+    if s.collector.synthetic:
+        try:
+            cls = import_named(s.collector.synthetic, "collector.synthetic", folder)
+        except ConfigError as exc:
+            p.extend(exc.problems)
+        else:
+            if not callable(getattr(cls, "sample", None)):
+                p.append(
+                    f"collector.synthetic: {s.collector.synthetic} has no sample(n, interval_ms) "
+                    "method (see streamflow/collectors/synthetic.py, TelemetryGenerator)"
+                )
     return p

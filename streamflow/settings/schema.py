@@ -228,12 +228,16 @@ class SloSettings:
 
 @dataclass(frozen=True)
 class CollectorSettings:
-    """``streamflow collect http``: where it listens and what it accepts."""
+    """``streamflow collect http``: where it listens and what it accepts; what
+    ``collect synthetic`` generates."""
 
     host: str = "127.0.0.1"
     port: int = 8088
     token: Secret = Secret()  # when set, POST /records needs "Authorization: Bearer <token>"
     max_body_bytes: int = 1_048_576  # larger requests get 413 before their body is read
+    # `streamflow collect synthetic` and the demo: "module:Class" (beside the pipeline file, or
+    # on PYTHONPATH) with TelemetryGenerator's interface; empty: the model kind's own records
+    synthetic: str = ""
 
 
 @dataclass(frozen=True)

@@ -40,21 +40,27 @@ class TransformFailed(Exception):
     """The function raised, or returned what a transform may not: its message says which."""
 
 
-def load_function(spec: str, where: str, folder: str = "") -> Callable[..., Any]:
-    """``module:function`` imported and checked to take one positional argument, else a
-    ConfigError naming ``where`` (the pipeline key). ``folder`` (the pipeline file's) is searched
-    after ``sys.path``, so a module beside the pipeline file is found without PYTHONPATH."""
+def import_named(spec: str, where: str, folder: str = "") -> Any:
+    """``module:name`` imported, else a ConfigError naming ``where`` (the pipeline key).
+    ``folder`` (the pipeline file's) is searched after ``sys.path``, so a module beside the
+    pipeline file is found without PYTHONPATH."""
     if folder and folder not in sys.path:
         sys.path.append(folder)
     module, sep, name = spec.partition(":")
     if not sep or not module or not name:
-        raise ConfigError(f"{where}: expected 'module:function', got {spec!r}")
+        raise ConfigError(f"{where}: expected 'module:name', got {spec!r}")
     try:
-        fn = getattr(importlib.import_module(module), name)
+        return getattr(importlib.import_module(module), name)
     except ImportError as exc:
         raise ConfigError(f"{where}: cannot import module {module!r}: {exc}") from None
     except AttributeError:
         raise ConfigError(f"{where}: module {module!r} has no attribute {name!r}") from None
+
+
+def load_function(spec: str, where: str, folder: str = "") -> Callable[..., Any]:
+    """``module:function`` imported (``import_named``) and checked to take one positional
+    argument, else a ConfigError naming ``where`` (the pipeline key)."""
+    fn = import_named(spec, where, folder)
     if not callable(fn):
         raise ConfigError(f"{where}: {spec} is not a function")
     try:

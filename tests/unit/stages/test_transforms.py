@@ -34,7 +34,7 @@ def t(name: str) -> Transform:
 @pytest.mark.parametrize(
     "spec, expected",
     [
-        ("no_colon", "expected 'module:function'"),
+        ("no_colon", "expected 'module:name'"),
         ("no_such_module_xyz:f", "cannot import module 'no_such_module_xyz'"),
         (f"{MOD}:missing", f"module '{MOD}' has no attribute 'missing'"),
         (f"{MOD}:two_arguments", "must take exactly one argument"),
