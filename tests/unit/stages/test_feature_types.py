@@ -157,7 +157,7 @@ def test_a_value_of_the_wrong_type_is_dead_lettered_naming_the_field(tmp_path: P
 @pytest.mark.parametrize(
     ("extra", "problem"),
     [
-        ('vocabulary = ["a"]\n', "features[5] (temp_f).vocabulary: only a category feature has one"),
+        ('vocabulary = ["a"]\n', "features[5] (temp_f).vocabulary: only a category feature"),
         ('[[features]]\nname = "x"\ntype = "category"\nnormalize = "none"\ndefault = "z"\n',
          "features[6] (x).vocabulary: a category needs its values"),
         ('[[features]]\nname = "y"\ntype = "bool"\ndefault = 3.0\n',
