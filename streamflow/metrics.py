@@ -36,6 +36,8 @@ SECONDS_BUCKETS = (
     2.5,
 )
 FILL_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
+# scores and probabilities; a regression output outside [0, 1] lands in the first or +Inf bucket
+OUTPUT_BUCKETS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 LATENCY_BUCKETS = (
     0.001,
     0.0025,
@@ -92,6 +94,9 @@ class Metrics:
     delivery_errors: Counter
     delivery_retries: Counter
     up: Gauge
+    input_drift: Gauge
+    model_output: Histogram
+    predictions: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
@@ -202,7 +207,8 @@ class Metrics:
             slo=Gauge(
                 "streamflow_slo",
                 "The pipeline's objectives from its [slo] section (alert rules compare "
-                "against them): objective = p99_latency_seconds | dead_letter_ratio | lag_seconds.",
+                "against them): objective = p99_latency_seconds | dead_letter_ratio | lag_seconds; "
+                "and max_input_psi from [monitoring].",
                 ["pipeline", "objective"],
                 registry=r,
                 multiprocess_mode="livemax",
@@ -260,6 +266,32 @@ class Metrics:
                 ["pipeline", "stage"],
                 registry=r,
                 multiprocess_mode="livemax",
+            ),
+            # Each normalize process computes the PSI of its own window (the partitions it
+            # holds); summing those would be meaningless. The largest live value is the one an
+            # alert wants (any process seeing drift), and a dead process's value goes with it.
+            input_drift=Gauge(
+                "streamflow_input_drift_psi",
+                "Population stability index of each input feature over the last "
+                "monitoring.drift_window cleaned records against the training bins in "
+                "model.stats (published once min(drift_window, 1000) records are in the window).",
+                ["pipeline", "feature"],
+                registry=r,
+                multiprocess_mode="livemax",
+            ),
+            model_output=Histogram(
+                "streamflow_model_output",
+                "Values of each model output (scores, probabilities), per model and version.",
+                ["pipeline", "model", "version", "output"],
+                buckets=OUTPUT_BUCKETS,
+                registry=r,
+            ),
+            predictions=Counter(
+                "streamflow_predictions",
+                "Labels predicted, per model, version and output (at most 32 label values per "
+                "output; the rest count as label=other).",
+                ["pipeline", "model", "version", "output", "label"],
+                registry=r,
             ),
         )
 

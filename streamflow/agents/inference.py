@@ -26,6 +26,7 @@ from streamflow.headers import H_MODEL, H_MODEL_VERSION, batch_source_headers
 from streamflow.inference.batching import AdaptiveWait
 from streamflow.inference.hotswap import ModelWatcher
 from streamflow.inference.kinds import Outputs, take_outputs
+from streamflow.inference.monitoring import OutputMonitor
 from streamflow.inference.scoring import SCORE_ERROR_CODE, score_rows
 from streamflow.inference.session import LoadedModel, load_model
 from streamflow.metrics import observe_many
@@ -56,6 +57,7 @@ class InferenceHandler(StepHandler):
         assert model.kind is not None, "load_model gives every model its kind"
         self.kind = model.kind  # started with the model: its outputs and result fields are known
         self.kind.encoder  # noqa: B018  (the result schema, and its registration, at start-up)
+        self.monitor = OutputMonitor(ctx.metrics, s.name)  # outputs and labels per model version
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamflow-ort")
         self._info(model, 1)
 
@@ -86,6 +88,7 @@ class InferenceHandler(StepHandler):
         latency_ms = now_ms - batch.ingest_ms.astype(np.float64)
         kind = model.kind if model.kind is not None else self.kind  # after a hot swap: the new one
         values = kind.results(batch, outputs, model, latency_ms)
+        self.monitor.observe(model.name, model.version, *kind.monitored(outputs))
         model_headers = ((H_MODEL, model.name.encode()), (H_MODEL_VERSION, model.version.encode()))
         headers = batch_source_headers(
             batch.source_topic,

@@ -97,6 +97,7 @@ class StageWorker:
             ("p99_latency_seconds", s.slo.p99_latency_ms / 1000),
             ("dead_letter_ratio", s.slo.max_dead_letter_ratio),
             ("lag_seconds", s.slo.max_lag_seconds),
+            ("max_input_psi", s.monitoring.max_input_psi),  # StreamflowInputDrift
         ):
             m.slo.labels(s.name, objective).set(value)
         if self.gpus is not None:

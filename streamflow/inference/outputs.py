@@ -4,14 +4,18 @@ A model output (an ONNX output of the graph) is one of three shapes, read from t
 signature:
 
 - ``label``: one class per row, a string or int64 tensor [batch] (a skl2onnx classifier's
-  ``output_label``); identity gives a string field (an int64 label is mapped through ``labels``);
+  ``output_label``); identity gives a string field (an int64 label is mapped through ``labels``
+  by index; a class outside them fails that record);
 - ``scalar``: one number per row, a float tensor [batch] or [batch, 1] (a regressor, a binary
   score); identity gives a double, threshold a label;
 - ``vector``: C numbers per row, a float tensor [batch, C] or a ZipMap (a sequence of maps from
   class to probability, the ``output_probability`` skl2onnx writes by default, its classes
-  taken from the map's keys); identity and softmax give one double field per class
+  taken from the map's keys, learnt from one run: int64 keys 0..C-1 take the declared labels by
+  index, like an int64 label); identity and softmax give one double field per class
   (``<field>_<label>``) when the classes are named, else an array of floats; argmax gives the
-  label of the largest, top_k the k largest labels; ``score_field`` adds their values.
+  label of the largest, top_k the k largest labels; ``score_field`` adds their values;
+  threshold compares one column with ``threshold`` and gives one of its two labels (below, at
+  or above; not class names).
 
 The result record is the key field and the timestamp field of the input, the outputs' fields in
 ``[[outputs]]`` order, the pass-through input fields, then the metadata (``[result]``). Its Avro
@@ -71,11 +75,12 @@ class TensorInfo:
     shape: str  # "label" | "scalar" | "vector"
     width: int | None = None  # a vector's C, when the signature fixes it
     integer: bool = False  # an int64 label tensor
+    zipmap: bool = False  # a vector as a sequence of maps: its classes are known once it has run
 
     @classmethod
     def of(cls, onnx_type: str, dims: Sequence[Any]) -> TensorInfo:
         if onnx_type.startswith("seq(map("):
-            return cls("vector")
+            return cls("vector", zipmap=True)
         if onnx_type in ("tensor(string)", "tensor(int64)", "tensor(int32)"):
             return cls("label", integer=onnx_type != "tensor(string)")
         last = dims[-1] if len(dims) > 1 else 1
@@ -133,19 +138,36 @@ class OutputMap:
                 out[name] = arr.reshape(n, len(keys))
             elif info.shape == "label":
                 arr = np.asarray(raw)
-                out[name] = (
-                    arr.reshape(n) if arr.dtype.kind in "iu" else arr.astype(object).reshape(n)
-                )
+                if arr.dtype.kind in "iu":
+                    out[name] = self._indices(name, arr.reshape(n))
+                else:
+                    out[name] = arr.astype(object).reshape(n)
             elif info.shape == "scalar":
                 out[name] = np.asarray(raw, dtype=np.float64).reshape(n)
             else:
                 out[name] = np.asarray(raw, dtype=np.float64).reshape(n, -1)
         return out
 
+    def _indices(self, name: str, a: np.ndarray) -> np.ndarray:
+        """An int64 label tensor's classes, each an index into the labels that name it: a class
+        outside them raises ModelError (scoring dead-letters that record alone)."""
+        for i, spec in enumerate(self.specs):
+            if spec.tensor == name and spec.labels:
+                bad = a[(a < 0) | (a >= len(spec.labels))]
+                if bad.size:
+                    raise ModelError(
+                        f"outputs[{i}] ({spec.field}).labels: {name} gave class {bad[0]}; "
+                        f"the {len(spec.labels)} labels name classes 0..{len(spec.labels) - 1}"
+                    )
+        return a
+
     # ---- arrays -> result fields ------------------------------------------------------------
 
     def labels_of(self, spec: OutputSpec) -> tuple[str, ...]:
-        """The class names of ``spec``'s tensor: declared, else a ZipMap's keys."""
+        """The class names of ``spec``'s tensor: declared, else a ZipMap's keys. A threshold's
+        are its two labels (below, at or above): declared, else ``BINARY_LABELS``."""
+        if spec.post == "threshold":
+            return spec.labels or BINARY_LABELS
         return spec.labels or self.classes.get(spec.tensor, ())
 
     def fields(self) -> list[ResultField]:
@@ -209,26 +231,36 @@ class OutputMap:
                     f"{where}.post: {spec.post} needs one value per class ([batch, C]); "
                     f"{spec.tensor} is a {info.shape} output"
                 )
-            if spec.post in ("argmax", "top_k") and info.shape == "vector" and not labels:
-                p.append(f"{where}.labels: {spec.post} needs the class names ({spec.tensor})")
-            if spec.post == "threshold" and len(labels or BINARY_LABELS) != 2:
-                p.append(f"{where}.labels: threshold takes two labels (below, at or above)")
+            known = self.classes.get(spec.tensor)  # a ZipMap's, once it has run
+            width = info.width or len(known or ())
+            unprobed = info.zipmap and known is None  # its classes are unknown until it runs
             if (
-                info.shape == "vector"
-                and info.width
-                and spec.labels
-                and len(spec.labels) != info.width
+                spec.post in ("argmax", "top_k")
+                and info.shape == "vector"
+                and not (labels or unprobed)
             ):
-                p.append(
-                    f"{where}.labels: {len(spec.labels)} labels for {info.width} columns "
-                    f"of {spec.tensor}"
-                )
-            known = self.classes.get(spec.tensor)
-            if info.shape == "vector" and known and spec.labels and tuple(spec.labels) != known:
-                p.append(
-                    f"{where}.labels: {list(spec.labels)} differ from the classes of "
-                    f"{spec.tensor}: {list(self.classes[spec.tensor])}"
-                )
+                p.append(f"{where}.labels: {spec.post} needs the class names ({spec.tensor})")
+            if spec.post == "threshold":
+                if len(labels) != 2:
+                    p.append(f"{where}.labels: threshold takes two labels (below, at or above)")
+                if info.shape == "vector" and width and not -width <= spec.column < width:
+                    p.append(
+                        f"{where}.column: {spec.column} is not a column of {spec.tensor} "
+                        f"({width} columns)"
+                    )
+            elif info.shape == "vector" and spec.labels:
+                # int64 keys 0..C-1 are named by index, like an int64 label; others by themselves
+                by_index = known == tuple(str(i) for i in range(width))
+                if known and not by_index and tuple(spec.labels) != known:
+                    p.append(
+                        f"{where}.labels: {list(spec.labels)} differ from the classes of "
+                        f"{spec.tensor}: {list(known)}"
+                    )
+                elif width and len(spec.labels) != width:
+                    p.append(
+                        f"{where}.labels: {len(spec.labels)} labels for {width} columns "
+                        f"of {spec.tensor}"
+                    )
             if spec.post in ("identity", "softmax") and info.shape == "vector":
                 bad = [lb for lb in labels if not AVRO_NAME.match(f"{spec.field}_{lb}")]
                 if bad:
@@ -276,14 +308,35 @@ class OutputMap:
             out.append(np.take_along_axis(a, top, axis=1).tolist())
         return out
 
-    def label_values(self, outputs: Mapping[str, np.ndarray]) -> dict[str, list[str]]:
-        """Each label-valued result field's values (for the predictions counter)."""
-        out: dict[str, list[str]] = {}
-        cols = self.columns(outputs)
-        for f, col in zip(self.fields(), cols, strict=True):
-            if f.avro == "string":
-                out[f.name] = col
-        return out
+    def monitored(
+        self, outputs: Mapping[str, np.ndarray]
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """What the model monitor watches (``inference/monitoring.py:OutputMonitor``), by result
+        field, vectorised: each score or per-class probability's values, and each label field's
+        predicted labels."""
+        scores: dict[str, np.ndarray] = {}
+        labels: dict[str, np.ndarray] = {}
+        for spec in self.specs:
+            a, info = outputs[spec.tensor], self.info[spec.tensor]
+            names = np.asarray(self.labels_of(spec), dtype=object)
+            if spec.post in ("identity", "softmax"):
+                if info.shape == "scalar":
+                    scores[spec.field] = a
+                elif info.shape == "label":
+                    labels[spec.field] = names[a] if a.dtype.kind in "iu" and len(names) else a
+                elif len(names):
+                    v = _softmax(a) if spec.post == "softmax" else a
+                    for i, lb in enumerate(names.tolist()):
+                        scores[f"{spec.field}_{lb}"] = v[:, i]
+            elif spec.post == "threshold":
+                v = a if a.ndim == 1 else a[:, spec.column]
+                labels[spec.field] = np.where(v >= spec.threshold, names[1], names[0])
+            elif spec.post == "argmax":
+                best = a.argmax(axis=1)
+                labels[spec.field] = names[best]
+                if spec.score_field:
+                    scores[spec.score_field] = a[np.arange(len(a)), best]
+        return scores, labels
 
 
 def _softmax(a: np.ndarray) -> np.ndarray:

@@ -140,16 +140,21 @@ def _layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float) -> np.n
 _erf = np.vectorize(math.erf, otypes=[np.float64])
 
 
-def reference_embedding(
-    weights: dict[str, np.ndarray], cfg: BertConfig, ids: np.ndarray
+def reference_hidden(
+    weights: dict[str, np.ndarray],
+    cfg: BertConfig,
+    ids: np.ndarray,
+    token_type_ids: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The sentence embedding of token ids [seq], straight from the BERT definition, in float64."""
+    """The token vectors [seq, hidden] (last_hidden_state) of token ids [seq], straight from the
+    BERT definition, in float64; token types 0 unless given."""
     w = {k: v.astype(np.float64) for k, v in weights.items() if v.dtype == np.float32}
     seq, d = len(ids), cfg.hidden // cfg.heads
+    types = np.zeros(seq, np.int64) if token_type_ids is None else np.asarray(token_type_ids)
     x = (
         w["embeddings.word_embeddings.weight"][ids]
         + w["embeddings.position_embeddings.weight"][:seq]
-        + w["embeddings.token_type_embeddings.weight"][0]
+        + w["embeddings.token_type_embeddings.weight"][types]
     )
     x = _layer_norm(x, w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], cfg.eps)
     for i in range(cfg.layers):
@@ -180,7 +185,15 @@ def reference_embedding(
             w[p + "output.LayerNorm.bias"],
             cfg.eps,
         )
-    mean = x.mean(0)
+    return x
+
+
+def reference_embedding(
+    weights: dict[str, np.ndarray], cfg: BertConfig, ids: np.ndarray
+) -> np.ndarray:
+    """The sentence embedding of token ids [seq]: ``reference_hidden`` mean-pooled and
+    L2-normalised, as sentence-transformers runs this model."""
+    mean = reference_hidden(weights, cfg, ids).mean(0)
     return mean / max(float(np.linalg.norm(mean)), 1e-12)
 
 
@@ -205,10 +218,30 @@ class _Builder:
         return out
 
 
-def build_graph(weights: dict[str, np.ndarray], cfg: BertConfig) -> Any:
-    """input_ids, attention_mask int64 [batch, seq] -> embedding float32 [batch, hidden]."""
+def build_graph(
+    weights: dict[str, np.ndarray],
+    cfg: BertConfig,
+    *,
+    pooling: bool = True,
+    normalize: bool = True,
+    token_type_ids: bool = False,
+    output_name: str = "",
+) -> Any:
+    """input_ids, attention_mask int64 [batch, seq] -> embedding float32 [batch, hidden].
+
+    The defaults build the shipped graph (mean-pooled, L2-normalised, output ``embedding``).
+    The other ways sentence-transformers and optimum export an encoder come from the same
+    weights: ``pooling=False`` returns the token vectors [batch, seq, hidden] (output
+    ``last_hidden_state`` unless named); ``normalize=False`` keeps the mean unscaled;
+    ``token_type_ids=True`` adds that input, int64 [batch, seq], looked up in the token-type
+    table (without it every token has type 0, a constant row).
+    """
     import onnx
     from onnx import TensorProto, helper
+
+    if normalize and not pooling:
+        raise ValueError("build_graph: normalize=True needs pooling=True")
+    output_name = output_name or ("embedding" if pooling else "last_hidden_state")
 
     g, f32, i64 = _Builder(), np.float32, np.int64
     W = {k: v for k, v in weights.items() if v.dtype == f32}  # noqa: N806  (drops position_ids)
@@ -262,11 +295,18 @@ def build_graph(weights: dict[str, np.ndarray], cfg: BertConfig) -> Any:
         axis=0,
     )
     x = g.op("Add", [x, pos], "emb_wp")
-    x = g.op(
-        "Add",
-        [x, g.const("token_type_0", W["embeddings.token_type_embeddings.weight"][0])],
-        "emb_sum",
+    table = W["embeddings.token_type_embeddings.weight"]
+    types = (
+        g.op(
+            "Gather",
+            [g.const("embeddings.token_type_embeddings.weight", table), "token_type_ids"],
+            "token_type_emb",
+            axis=0,
+        )
+        if token_type_ids
+        else g.const("token_type_0", table[0])
     )
+    x = g.op("Add", [x, types], "emb_sum")
     x = layer_norm(x, "embeddings.LayerNorm", "emb")
 
     # Padding: -inf-like bias on masked key positions, [batch, 1, 1, seq].
@@ -321,39 +361,46 @@ def build_graph(weights: dict[str, np.ndarray], cfg: BertConfig) -> Any:
         out = linear(h, p + "output.dense", n + "ffn_out")
         x = layer_norm(g.op("Add", [out, x], n + "ffn_res"), p + "output.LayerNorm", n + "out")
 
-    # Mean over the tokens the mask keeps (count clamped at 1e-9), then x / max(|x|, 1e-12).
-    m3 = g.op("Unsqueeze", [maskf, g.const("axes_2", np.array([2], i64))], "mask_3d")
-    axis1 = g.const("axes_1", np.array([1], i64))
-    total = g.op(
-        "ReduceSum", [g.op("Mul", [x, m3], "masked_tokens"), axis1], "token_sum", keepdims=0
-    )
-    count = g.op(
-        "Max",
-        [
-            g.op("ReduceSum", [m3, axis1], "token_count", keepdims=0),
-            g.const("min_count", np.array(1e-9, f32)),
-        ],
-        "token_count_c",
-    )
-    mean = g.op("Div", [total, count], "mean_pooled")
-    norm = g.op(
-        "Max",
-        [
-            g.op("ReduceL2", [mean], "l2", axes=[1], keepdims=1),
-            g.const("min_norm", np.array(1e-12, f32)),
-        ],
-        "l2_c",
-    )
-    g.op("Div", [mean, norm], "embedding")
+    if pooling:
+        # Mean over the tokens the mask keeps (count clamped at 1e-9), then x / max(|x|, 1e-12).
+        m3 = g.op("Unsqueeze", [maskf, g.const("axes_2", np.array([2], i64))], "mask_3d")
+        axis1 = g.const("axes_1", np.array([1], i64))
+        total = g.op(
+            "ReduceSum", [g.op("Mul", [x, m3], "masked_tokens"), axis1], "token_sum", keepdims=0
+        )
+        count = g.op(
+            "Max",
+            [
+                g.op("ReduceSum", [m3, axis1], "token_count", keepdims=0),
+                g.const("min_count", np.array(1e-9, f32)),
+            ],
+            "token_count_c",
+        )
+        mean = g.op("Div", [total, count], "mean_pooled" if normalize else output_name)
+        if normalize:
+            norm = g.op(
+                "Max",
+                [
+                    g.op("ReduceL2", [mean], "l2", axes=[1], keepdims=1),
+                    g.const("min_norm", np.array(1e-12, f32)),
+                ],
+                "l2_c",
+            )
+            g.op("Div", [mean, norm], output_name)
+        out_shape: list[str | int] = ["batch", cfg.hidden]
+    else:
+        g.op("Identity", [x], output_name)
+        out_shape = ["batch", "seq", cfg.hidden]
 
+    input_names = ["input_ids", "attention_mask"] + (["token_type_ids"] if token_type_ids else [])
     graph = helper.make_graph(
         g.nodes,
         MODEL_NAME,
         [
             helper.make_tensor_value_info(name, TensorProto.INT64, ["batch", "seq"])
-            for name in ("input_ids", "attention_mask")
+            for name in input_names
         ],
-        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", cfg.hidden])],
+        [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, out_shape)],
         initializer=g.inits,
     )
     model = helper.make_model(
@@ -368,8 +415,8 @@ def build_graph(weights: dict[str, np.ndarray], cfg: BertConfig) -> Any:
             "source": "sentence-transformers/all-MiniLM-L6-v2",
             "weights_sha256": WEIGHTS_SHA256,
             "tokenizer_sha256": TOKENIZER_SHA256,
-            "pooling": "mean",
-            "normalize": "l2",
+            "pooling": "mean" if pooling else "none",
+            "normalize": "l2" if normalize else "none",
             "max_length": str(MAX_LENGTH),
             "dimension": str(cfg.hidden),
         },

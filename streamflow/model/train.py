@@ -3,8 +3,9 @@
 Synthetic telemetry with labelled anomalies -> the pipeline's own clean and normalize
 stages -> an MLP (16 -> 32 -> 16 -> 1) trained in plain numpy (Adam, cross-entropy) ->
 ONNX via onnx.helper. Seeded: the same seed gives byte-identical files on one machine.
-Writes ``stats.json`` (per-feature statistics for the normalize stage, and the held-out AUC)
-and ``model.onnx`` into the output folder.
+Writes ``stats.json`` (per-feature statistics for the normalize stage, the bins the drift
+monitor compares live inputs against, and the held-out AUC) and ``model.onnx`` into the output
+folder.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from streamflow.collectors.synthetic import MEASUREMENTS, Sample, TelemetryGenerator
+from streamflow.inference.monitoring import drift_bins
 from streamflow.settings import FeatureSpec
 from streamflow.settings.loading import _build_features
 from streamflow.stages.clean import CleanRules, clean
@@ -78,6 +80,16 @@ def fit_stats(pipeline: Path, x_clean: np.ndarray) -> dict[str, dict[str, float]
             "scale_min": round(float(col.min()), 6),
             "scale_max": round(float(col.max()), 6),
         }
+    return out
+
+
+def fit_drift(names: list[str], x_clean: np.ndarray) -> dict[str, dict[str, list[float]]]:
+    """drift_edges/drift_expected per feature (``inference/monitoring.py``: deciles of the
+    cleaned, un-normalized values the model was trained on)."""
+    out = {}
+    for j, name in enumerate(names):
+        bins = drift_bins(x_clean[:, j])
+        out[name] = {"drift_edges": bins.edges, "drift_expected": bins.expected}
     return out
 
 
@@ -213,6 +225,8 @@ def train(
     cleaned = clean(values, missing, CleanRules.from_features(no_stats))
     normal = cleaned.ok & ~np.array([s.anomaly for s in train_set])
     stats = fit_stats(pipe, cleaned.values[normal].astype(np.float64))
+    # every row the model learns from, anomalies included: the population it was trained on
+    drift = fit_drift(names, cleaned.values[cleaned.ok])
 
     specs = _specs(pipe, stats)
     x_tr, ok_tr = prepare(train_set, specs)
@@ -246,7 +260,10 @@ def train(
     }
     (out / "stats.json").write_text(
         json.dumps(
-            {"features": stats, "model": {"name": MODEL_NAME, "version": MODEL_VERSION, **metrics}},
+            {
+                "features": {n: {**v, **drift[n]} for n, v in stats.items()},
+                "model": {"name": MODEL_NAME, "version": MODEL_VERSION, **metrics},
+            },
             indent=2,
             sort_keys=True,
         )

@@ -46,10 +46,14 @@ RATE = 1000  # synthetic records per second
 RECORDS = 20_000
 # The test's objectives: dead letters (~2 % of synthetic records) are above 0.5 %, so that
 # alert must fire for real; 10 s for p99 keeps a loaded 2-core machine from firing the other.
+# The synthetic inlet temperature follows the time of day, and the run covers 20 s of one day's
+# cycle against a training set of whole days: its PSI reads up to about 0.7 by the hour of the
+# run, so the drift threshold is 1 here (tests/integration/test_drift.py tests the alert).
 SLO = {
     "slo.max_dead_letter_ratio": "0.005",
     "slo.p99_latency_ms": "10000",
     "slo.max_lag_seconds": "60",
+    "monitoring.max_input_psi": "1.0",
 }
 SHOULD_FIRE = {"StreamflowDeadLetterRatioHigh"}
 # Series that only exist once something went wrong: no delivery was retried in this run.
@@ -276,6 +280,8 @@ ZERO = Expect("series present, all 0", _all(lambda v: v == 0))
 UP = Expect("series present, all 1", _all(lambda v: v == 1))
 EMPTY = Expect("no series", lambda r: r == [])
 NO_GPU = Expect("all 0 (streamflow_gpus: no GPU here)", _all(lambda v: v == 0))
+SCORES = Expect("every value in [0, 1] (scores)", _all(lambda v: 0 <= v <= 1))
+NO_DRIFT = Expect("every feature in [0, 1): the test's threshold", _all(lambda v: 0 <= v < 1))
 MODEL = Expect(
     "1, provider CPUExecutionProvider",
     lambda r: (
@@ -344,6 +350,13 @@ WHILE_FLOWING: dict[tuple[str, str], Expect] = {
     ("GPU utilisation", "A"): EMPTY,  # no GPU: nothing to sample
     ("GPU memory", "A"): EMPTY,
     ("GPU memory", "B"): EMPTY,
+    ("Model output distribution", "A"): POSITIVE,
+    ("Model output quantiles", "A"): SCORES,
+    ("Model output quantiles", "B"): SCORES,
+    ("Model output quantiles", "C"): SCORES,
+    ("Predictions/s by label", "A"): POSITIVE,
+    ("Input drift (PSI) per feature", "A"): NO_DRIFT,
+    ("Input drift (PSI) per feature", "B"): equals(1.0),
 }
 # After the input stops: the backlog drains and the workers stay up.
 AFTER_DRAIN: dict[tuple[str, str], Expect] = {

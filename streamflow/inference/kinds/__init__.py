@@ -136,6 +136,11 @@ class ModelKind(Protocol):
         """The result fields its outputs fill (once started: they may depend on the model)."""
         ...
 
+    def monitored(self, outputs: Outputs) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """(scores, labels) by result field for the model monitor: each score's or per-class
+        probability's values, each label field's predicted labels."""
+        ...
+
     def observe(self, xs: Sequence[np.ndarray], stage: StageMetrics) -> None:
         """Kind-specific metrics for one scoring call (``xs``: the inputs, one per width)."""
         ...

@@ -29,6 +29,7 @@ from streamflow.inference.kinds import (
     model_signature,
     record_columns,
 )
+from streamflow.inference.monitoring import DriftMonitor
 from streamflow.inference.outputs import (
     OutputMap,
     ResultField,
@@ -68,6 +69,7 @@ class TabularKind:
         self.rules = CleanRules.from_features(s.features)
         self.norm = Normalizer.from_features(s.features)
         self.threshold = s.model.threshold
+        self.drift = DriftMonitor(s)  # the training bins from model.stats; inert without them
 
     @cached_property
     def decoder(self) -> ReadingDecoder:  # built on first use: only the clean step decodes
@@ -136,6 +138,7 @@ class TabularKind:
         )
 
     def prepare(self, batch: RecordBatch, stage: StageMetrics) -> Prepared:
+        self.drift.observe(batch.features, stage.metrics)  # cleaned values, as in training
         res = normalize(batch.features, self.norm)
         out = replace(batch, features=res.values, stage="normalize")
         if res.ok.all():
@@ -148,10 +151,9 @@ class TabularKind:
         """The ``[[outputs]]`` against this model's outputs; a ZipMap's classes are learnt from
         one run on a row of zeros. Raises ModelError naming what does not fit."""
         self.map = OutputMap(self.specs, signature_info(_outputs_of(model.session)))
-        problems = self.map.problems()
-        if not problems and any(i.shape == "vector" for i in self.map.info.values()):
+        if _zipmaps(self.map):  # load_model has checked that every tensor read exists
             model.run_all(np.zeros((1, model.n_features), dtype=np.float32))
-            problems = self.map.problems()
+        problems = self.map.problems()
         if problems:
             raise ModelError(f"{model.path}: " + "; ".join(problems))
         self._fields = self.map.fields()
@@ -162,6 +164,10 @@ class TabularKind:
     def outputs(self, raws: Sequence[Any], x: np.ndarray) -> Outputs:
         assert self.map is not None, "a tabular model is started before it runs"
         return self.map.arrays(raws, len(x))
+
+    def monitored(self, outputs: Outputs) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        assert self.map is not None
+        return self.map.monitored(outputs)
 
     def output_fields(self) -> list[ResultField]:
         assert self.map is not None, "a tabular model is started before its fields are known"
@@ -209,6 +215,7 @@ class TabularKind:
         p += problems
         if sess is None:
             return p + check_result_schema(s, [])
+        before = len(p)
         if s.model.input not in inputs:
             p.append(
                 f"model.input: {s.model.input!r} is not an input of {s.model.path} "
@@ -235,16 +242,17 @@ class TabularKind:
                     f"but model input {s.model.input!r} takes {shape[1]} ({s.model.path})"
                 )
         omap = OutputMap(self.specs, signature_info(outputs))
-        out_problems = omap.problems()
-        if not out_problems and not p and any(i.shape == "vector" for i in omap.info.values()):
-            try:  # a ZipMap's classes: from one run on a row of zeros
+        if len(p) == before and all(t in omap.info for t in omap.tensors) and _zipmaps(omap):
+            try:  # a ZipMap's classes: from one run on a row of zeros (the input fits)
                 raws = sess.run(
                     list(omap.tensors), {s.model.input: np.zeros((1, s.model_width), np.float32)}
                 )
                 omap.arrays(raws, 1)
+            except ModelError as exc:  # a class the declared labels do not name
+                p.append(str(exc))
             except Exception as exc:  # ORT's own exception types
                 p.append(f"model.path: {s.model.path} fails on a row of zeros: {exc}")
-            out_problems = omap.problems()
+        out_problems = omap.problems()
         p += out_problems
         unused = [name for name in outputs if name not in omap.tensors]
         for name in unused:
@@ -266,3 +274,8 @@ class TabularKind:
 
 def _outputs_of(session: Any) -> dict[str, Any]:
     return {o.name: o for o in session.get_outputs()}
+
+
+def _zipmaps(omap: OutputMap) -> bool:
+    """Whether the outputs read include a ZipMap, whose classes are learnt from one run."""
+    return any(omap.info[t].zipmap for t in omap.tensors if t in omap.info)

@@ -6,6 +6,13 @@ id; the model takes int64 ``input_ids`` and ``attention_mask`` [batch, tokens] a
 embedding per row; the head labels each embedding with the nearest ``[labels]`` centroid,
 embedded at start-up by the model itself (so the centroids always match the model that scores).
 Its metric: ``streamflow_padding_waste_ratio`` in normalize and inference.
+
+The encoder may be exported as sentence-transformers or optimum export one: inputs
+``input_ids``, ``attention_mask`` and, when the graph has it, ``token_type_ids`` (fed all
+zeros); output either pooled, [batch, dim] (``model.pooling = "none"``), or the token vectors,
+[batch, tokens, dim] (``last_hidden_state``), which ``pool`` reduces as ``model.pooling`` says
+(mean over the attention mask, cls, max). ``model.l2_normalize`` scales each embedding to unit
+length, for graphs that do not. ``streamflow validate`` names an export that does not fit.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from streamflow.codecs import ResultEncoder, TextDecoder
+from streamflow.errors import ModelError
 from streamflow.inference.kinds import (
     Cleaned,
     Outputs,
@@ -33,7 +41,7 @@ from streamflow.inference.kinds import (
 )
 from streamflow.inference.outputs import ResultField
 from streamflow.records import BytesColumn, RecordBatch, paired
-from streamflow.settings import TEXT_INPUTS, Settings
+from streamflow.settings import TEXT_INPUTS, Pooling, Settings
 from streamflow.stages.text import clean_texts, tokenize_buckets
 from streamflow.stages.tokenizer import TextTokenizer
 
@@ -41,10 +49,57 @@ if TYPE_CHECKING:
     from streamflow.inference.session import LoadedModel
 
 
+TOKEN_TYPE_IDS = "token_type_ids"  # fed (all zeros) when the graph has it
+FEEDABLE = (*TEXT_INPUTS, TOKEN_TYPE_IDS)
+
+
 def model_inputs(ids: np.ndarray, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
     """(input_ids, attention_mask) int64 from padded float32 ids: the mask is ids != pad_id."""
     input_ids = ids.astype(np.int64)
     return input_ids, (input_ids != pad_id).astype(np.int64)
+
+
+def pool(hidden: np.ndarray, mask: np.ndarray, pooling: Pooling, l2: bool) -> np.ndarray:
+    """float32 [n, dim]: the token vectors ``hidden`` [n, tokens, dim] pooled over the tokens
+    ``mask`` [n, tokens] keeps (mean, cls: the first token, max), or ``hidden`` [n, dim] as it is
+    when ``pooling`` is "none"; then scaled to unit length when ``l2`` (a zero vector stays zero).
+
+    As sentence-transformers pools: the mean divides by the kept count clamped at 1e-9, and a
+    row that keeps no token pools to zeros.
+    """
+    h = np.asarray(hidden, dtype=np.float32)
+    if pooling == "none":
+        e = h
+    elif h.shape[1] == 0:
+        e = np.zeros((h.shape[0], h.shape[2]), np.float32)
+    elif pooling == "cls":
+        e = h[:, 0]
+    else:
+        keep = np.asarray(mask) != 0
+        if pooling == "mean":
+            w = keep.astype(np.float32)
+            e = np.matmul(w[:, None, :], h)[:, 0] / np.maximum(w.sum(1, keepdims=True), 1e-9)
+        else:
+            e = np.where(keep[:, :, None], h, -np.inf).max(axis=1)
+            e = np.where(keep.any(axis=1)[:, None], e, 0.0)
+    if l2:
+        e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+    return np.asarray(e, dtype=np.float32)
+
+
+def pooling_problem(name: str, path: str, shape: Sequence[Any], pooling: Pooling) -> str | None:
+    """Why output ``name`` of that ``shape`` does not fit ``model.pooling`` (None: it fits)."""
+    if len(shape) == 3 and pooling == "none":
+        return (
+            f"model.pooling: {name!r} of {path} returns [batch, tokens, dim] (last_hidden_state) "
+            f"{list(shape)}; set model.pooling = mean | cls | max"
+        )
+    if len(shape) == 2 and pooling != "none":
+        return (
+            f"model.pooling: {name!r} of {path} returns [batch, dim] {list(shape)}, already "
+            f"pooled; set model.pooling = none, not {pooling}"
+        )
+    return None
 
 
 @dataclass(frozen=True)
@@ -110,6 +165,7 @@ class TextEmbeddingKind:
         self.settings = settings
         self.padding = PaddingTally()
         self.output_names: tuple[str, ...] = tuple(settings.model.outputs[:1]) or ("embedding",)
+        self.token_types = False  # the graph takes token_type_ids (set by ``start``)
 
     @cached_property
     def decoder(self) -> TextDecoder:  # built on first use: only the clean step decodes
@@ -208,7 +264,12 @@ class TextEmbeddingKind:
 
     def start(self, model: LoadedModel) -> None:
         """Label each embedding with the nearest centroid of the labels' examples, embedded by
-        this very model."""
+        this very model. A graph's ``token_type_ids`` input is fed from here on; an input the
+        kind cannot feed is a ModelError."""
+        inputs = {i.name: i for i in model.session.get_inputs()}
+        if extra := [name for name in inputs if name not in FEEDABLE]:
+            raise ModelError(self._unfed(extra, inputs, model.path))
+        self.token_types = TOKEN_TYPE_IDS in inputs
         tok = self.tokenizer
         examples = []
         for _, texts in self.settings.labels:
@@ -218,10 +279,26 @@ class TextEmbeddingKind:
 
     def feeds(self, x: np.ndarray) -> dict[str, np.ndarray]:
         input_ids, mask = model_inputs(x, self.tokenizer.pad_id)
-        return {TEXT_INPUTS[0]: input_ids, TEXT_INPUTS[1]: mask}
+        fed = {TEXT_INPUTS[0]: input_ids, TEXT_INPUTS[1]: mask}
+        if self.token_types:
+            fed[TOKEN_TYPE_IDS] = np.zeros_like(input_ids)
+        return fed
 
     def outputs(self, raws: Sequence[Any], x: np.ndarray) -> Outputs:
-        return {"embedding": np.asarray(raws[0], dtype=np.float32).reshape(len(x), -1)}
+        """The embedding [n, dim]: the graph's, or its token vectors pooled as
+        ``model.pooling`` says; unit length when ``model.l2_normalize``."""
+        m = self.settings.model
+        raw = np.asarray(raws[0], dtype=np.float32)
+        if raw.ndim != 3:
+            raw = raw.reshape(len(x), -1)
+        if problem := pooling_problem(self.output_names[0], m.path, raw.shape, m.pooling):
+            raise ModelError(problem)
+        _, mask = model_inputs(x, self.tokenizer.pad_id)
+        return {"embedding": pool(raw, mask, m.pooling, m.l2_normalize)}
+
+    def monitored(self, outputs: Outputs) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Nothing per embedding dimension: the label and its cosine are the results' own."""
+        return {}, {}
 
     def output_fields(self) -> list[ResultField]:
         return list(self.FIELDS)
@@ -276,31 +353,51 @@ class TextEmbeddingKind:
         p += problems
         if sess is None:
             return p
-        for name in TEXT_INPUTS:
+        for name in FEEDABLE:
             if name not in inputs:
-                p.append(
-                    f"model.kind: a text-embedding model takes input {name!r}; {s.model.path} has "
-                    f"{', '.join(inputs)}"
-                )
+                if name in TEXT_INPUTS:
+                    p.append(
+                        f"model.kind: a text-embedding model takes input {name!r}; "
+                        f"{s.model.path} has {', '.join(inputs)}"
+                    )
             elif inputs[name].type != "tensor(int64)" or len(inputs[name].shape) != 2:
                 p.append(
                     f"model.kind: input {name!r} of {s.model.path} is {inputs[name].type} "
                     f"{inputs[name].shape}; the pipeline feeds tensor(int64) [batch, tokens]"
                 )
+        if extra := [name for name in inputs if name not in FEEDABLE]:
+            p.append(self._unfed(extra, inputs, s.model.path))
         for name in s.model.outputs[:1]:
             if name not in outputs:
                 p.append(
                     f"model.outputs: {name!r} is not an output of {s.model.path} "
                     f"(outputs: {', '.join(outputs)})"
                 )
-            elif outputs[name].type != "tensor(float)" or len(outputs[name].shape) != 2:
+                continue
+            shape = outputs[name].shape
+            if outputs[name].type != "tensor(float)" or len(shape) not in (2, 3):
+                want = (
+                    "an embedding, tensor(float) [batch, dim]"
+                    if s.model.pooling == "none"
+                    else "token vectors, tensor(float) [batch, tokens, dim]"
+                )
                 p.append(
                     f"model.outputs: {name!r} of {s.model.path} is {outputs[name].type} "
-                    f"{outputs[name].shape}; expected an embedding, tensor(float) [batch, dim]"
+                    f"{shape}; expected {want}"
                 )
+            elif problem := pooling_problem(name, s.model.path, shape, s.model.pooling):
+                p.append(problem)
         if Path(s.model.tokenizer).is_file():
             try:
                 TextTokenizer(s.model.tokenizer, s.model.max_tokens)
             except Exception as exc:  # ConfigError (no tokenizers), ModelError (bad file)
                 p.append(f"model.tokenizer: {exc}")
         return p
+
+    @staticmethod
+    def _unfed(names: Sequence[str], inputs: dict[str, Any], path: str) -> str:
+        takes = ", ".join(f"{n!r} ({inputs[n].type} {inputs[n].shape})" for n in names)
+        return (
+            f"model.kind: a text-embedding model is fed {', '.join(TEXT_INPUTS)} and, when the "
+            f"graph has it, {TOKEN_TYPE_IDS}; {path} also takes {takes}"
+        )
