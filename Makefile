@@ -46,8 +46,8 @@ integration: $(STAMP) system-tools
 
 # Style (ruff format), lint (ruff), types (mypy), layers (import-linter: [tool.*] in pyproject.toml)
 lint: $(STAMP)
-	$(VENV)/bin/ruff format --check streamflow tests benchmarks
-	$(VENV)/bin/ruff check streamflow tests benchmarks
+	$(VENV)/bin/ruff format --check streamflow tests benchmarks pipelines models
+	$(VENV)/bin/ruff check streamflow tests benchmarks pipelines models
 	$(VENV)/bin/mypy streamflow
 	$(VENV)/bin/lint-imports
 

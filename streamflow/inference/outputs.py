@@ -132,8 +132,11 @@ class OutputMap:
         for name, raw in zip(self.tensors, raws, strict=True):
             info = self.info[name]
             if isinstance(raw, list):  # a ZipMap: [{class: probability, ...}, ...]
-                keys = tuple(raw[0]) if raw else self.classes.get(name, ())
-                self.classes.setdefault(name, tuple(str(k) for k in keys))
+                if not raw:  # no rows: the columns learnt before
+                    out[name] = np.zeros((0, len(self.classes.get(name, ()))), np.float64)
+                    continue
+                keys = self._zipmap_order(name, tuple(raw[0]))
+                self.classes[name] = tuple(str(k) for k in keys)  # the columns' order
                 arr = np.array([[d[k] for k in keys] for d in raw], dtype=np.float64)
                 out[name] = arr.reshape(n, len(keys))
             elif info.shape == "label":
@@ -147,6 +150,16 @@ class OutputMap:
             else:
                 out[name] = np.asarray(raw, dtype=np.float64).reshape(n, -1)
         return out
+
+    def _zipmap_order(self, name: str, keys: tuple[Any, ...]) -> tuple[Any, ...]:
+        """A ZipMap's keys in the order its declared labels name them, when they name the same
+        classes (``labels = ["healthy", "thermal", ...]`` over skl2onnx's sorted classes)."""
+        for spec in self.specs:
+            if spec.tensor == name and spec.labels:
+                by_name = {str(k): k for k in keys}
+                if sorted(by_name) == sorted(spec.labels) and list(by_name) != list(spec.labels):
+                    return tuple(by_name[lb] for lb in spec.labels)
+        return keys
 
     def _indices(self, name: str, a: np.ndarray) -> np.ndarray:
         """An int64 label tensor's classes, each an index into the labels that name it: a class
@@ -251,7 +264,8 @@ class OutputMap:
             elif info.shape == "vector" and spec.labels:
                 # int64 keys 0..C-1 are named by index, like an int64 label; others by themselves
                 by_index = known == tuple(str(i) for i in range(width))
-                if known and not by_index and tuple(spec.labels) != known:
+                # string keys: the declared labels name them in any order (the fields' order)
+                if known and not by_index and sorted(spec.labels) != sorted(known):
                     p.append(
                         f"{where}.labels: {list(spec.labels)} differ from the classes of "
                         f"{spec.tensor}: {list(known)}"
