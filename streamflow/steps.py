@@ -56,16 +56,19 @@ STEPS: tuple[Step, ...] = (
 # The chained topology: every step above in one agent.
 CHAINED = Step("chained", "streamflow.agents.chained:ChainedHandler", model=True)
 STAGES = tuple(s.name for s in STEPS)
+# Sinks: steps beside the list, in both topologies, each with its own consumer group on the sink
+# and dead-letter topics; run where the pipeline enables them (the store: store.path is set).
+STORE = Step("store", "streamflow.agents.store:StoreHandler")
+SINKS: tuple[Step, ...] = (STORE,)
 
 
 def step_named(name: str) -> Step:
     """The step (or ``chained``) that ``worker --stage NAME`` runs."""
-    for step in (*STEPS, CHAINED):
+    for step in (*STEPS, CHAINED, *SINKS):
         if step.name == name:
             return step
-    raise ConfigError(
-        f"--stage: unknown stage {name!r} (one of {', '.join(STAGES)}, {CHAINED.name}, all)"
-    )
+    names = ", ".join((*STAGES, CHAINED.name, *(s.name for s in SINKS)))
+    raise ConfigError(f"--stage: unknown stage {name!r} (one of {names}, all)")
 
 
 def handler_class(step: Step) -> Any:
@@ -76,7 +79,8 @@ def handler_class(step: Step) -> Any:
 
 def process_stages(settings: Settings) -> tuple[str, ...]:
     """The agents ``worker --stage all`` (and demo, up) runs for this pipeline's topology."""
-    return (CHAINED.name,) if settings.runtime.topology == "chained" else STAGES
+    steps = (CHAINED.name,) if settings.runtime.topology == "chained" else STAGES
+    return steps + ((STORE.name,) if settings.store.path else ())
 
 
 def internal_topic(settings: Settings, step: Step) -> str:

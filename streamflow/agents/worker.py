@@ -74,6 +74,10 @@ class StageWorker:
             policy=b.queue_policy if model_step else "wait",
         )
         self.app.chunk_buffer = self.buffer
+        # the topics it consumes (the store: the sink topic and the dead-letter topic)
+        self.source_topics: tuple[str, ...] = tuple(
+            getattr(self.handler, "source_topics", (self.handler.source_topic,))
+        )
         self.failure: list[BaseException] = []
         self.gpus = Gpus.open() if model_step else None
         self.in_flight: asyncio.Queue[InFlight] | None = None  # made on the app's loop
@@ -135,7 +139,10 @@ class StageWorker:
     async def agent(self) -> None:
         """Take batches from the buffer and hand them over, pipelined, until drained or failed."""
         self.running.set()
-        in_flight = self.in_flight = asyncio.Queue(maxsize=self.settings.batching.max_in_flight)
+        # A step whose output lands later than it is handed over (the store: when a file is
+        # published) says how many batches it may have out.
+        limit = getattr(self.handler, "max_in_flight", self.settings.batching.max_in_flight)
+        in_flight = self.in_flight = asyncio.Queue(maxsize=limit)
         acker = asyncio.create_task(self.acknowledge(in_flight))
 
         def acker_done(t: asyncio.Task[None]) -> None:
@@ -180,6 +187,9 @@ class StageWorker:
         restart repeats nothing. Records fetched and not yet taken are simply not committed."""
         self.draining.set()
         self.buffer.wake()
+        flush = getattr(self.handler, "flush", None)  # the store: publish the open files
+        if flush is not None and self.running.is_set() and not self.failure:
+            await flush()
         if self.running.is_set() and not self.failure:  # after a failure nothing more will be acked
             await self.drained.wait()
         consumer: Any = self.app.consumer
@@ -196,7 +206,7 @@ class StageWorker:
         s, m, ctx, stage = self.settings, self.metrics, self.ctx, self.stage
         consumer: Any = self.app.consumer
         for tp in consumer.assignment():
-            if tp.topic != self.handler.source_topic:
+            if tp.topic not in self.source_topics:
                 continue
             try:
                 high = consumer.highwater(tp)
@@ -219,8 +229,8 @@ class StageWorker:
 
     def assigned(self, assigned: Any) -> None:
         """ "up" once the group join is done: before that no record would be processed."""
-        s, source = self.settings, self.handler.source_topic
-        mine = sorted(tp.partition for tp in assigned if tp.topic == source)
+        s, source = self.settings, ", ".join(self.source_topics)
+        mine = sorted(tp.partition for tp in assigned if tp.topic in self.source_topics)
         self.metrics.up.labels(s.name, self.stage).set(1)
         log.info(
             "stage %s consuming %s partitions %s as group %s at %s",
@@ -237,7 +247,7 @@ class StageWorker:
         s, m, ctx = self.settings, self.metrics, self.ctx
         dropped = self.buffer.discard({(tp.topic, tp.partition) for tp in revoked})
         for tp in revoked:
-            if tp.topic == self.handler.source_topic:
+            if tp.topic in self.source_topics:
                 labels = (s.name, self.stage, tp.topic, str(tp.partition))
                 m.consumer_lag.labels(*labels).set(0)
                 m.consumer_lag_seconds.labels(*labels).set(0)
@@ -263,7 +273,7 @@ class StageWorker:
     def wire(self) -> None:
         """Register the agent, the lag timer and the rebalance and shutdown hooks on the app."""
         app = self.app
-        topic = app.topic(self.handler.source_topic, key_serializer="raw", value_serializer="raw")
+        topic = app.topic(*self.source_topics, key_serializer="raw", value_serializer="raw")
 
         @app.agent(topic, name=f"streamflow.{self.stage}")
         async def agent(stream: Any) -> None:
@@ -279,6 +289,9 @@ class StageWorker:
 
         @app.on_partitions_revoked.connect  # type: ignore[arg-type]
         async def revoked(app: Any, revoked: Any = (), **kwargs: Any) -> None:
+            leaving = getattr(self.handler, "revoked", None)  # the store publishes its open files
+            if leaving is not None and not self.failure:
+                await leaving([(tp.topic, tp.partition) for tp in revoked])
             self.revoked(revoked)
 
         @app.on_before_shutdown.connect  # type: ignore[arg-type]

@@ -10,20 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from streamflow.settings import Settings
+from streamflow.inference.record import generated_schema
 
-
-def generated_schema(settings: Settings) -> dict[str, object]:
-    """The result schema the declaration makes, with the model loaded on the CPU (its outputs
-    decide the fields: a ZipMap's classes, a label's type)."""
-    from streamflow.inference.kinds import declared_record
-    from streamflow.inference.outputs import result_schema
-    from streamflow.inference.session import load_model
-    from streamflow.settings import with_overrides
-
-    model = load_model(with_overrides(settings, runtime={"device": "cpu"}))
-    assert model.kind is not None
-    return result_schema(settings, declared_record(settings, model.kind.output_fields()))
+__all__ = ["generated_schema", "add_parser", "run"]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

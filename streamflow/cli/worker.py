@@ -15,7 +15,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "worker", help="run agents against the configured broker (what compose and k8s run)"
     )
     w.add_argument(
-        "--stage", required=True, choices=["clean", "normalize", "inference", "chained", "all"]
+        "--stage",
+        required=True,
+        choices=["clean", "normalize", "inference", "chained", "store", "all"],
     )
     w.add_argument("--loglevel", default="info")
     settings_args(w)

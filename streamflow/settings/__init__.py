@@ -49,6 +49,7 @@ from streamflow.settings.schema import (
     SecurityProtocol,
     Settings,
     SloSettings,
+    StoreSettings,
     TopicSettings,
     Topology,
     TransformPoint,
@@ -102,5 +103,6 @@ __all__ = [
     "ResultSettings",
     "Pooling",
     "CategoryEncoding",
+    "StoreSettings",
     "with_overrides",
 ]

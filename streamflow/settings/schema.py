@@ -316,6 +316,30 @@ class MonitoringSettings:
 
 
 @dataclass(frozen=True)
+class StoreSettings:
+    """The store step: results (and dead letters) as Parquet, exactly once (``streamflow/store``).
+
+    Knob names follow Kafka Connect's S3 sink: a file is published when it holds ``flush_size``
+    rows or ``flush_bytes`` bytes, when its records span ``rotate_interval_ms`` of record time
+    (and always at an hour boundary: files are filed by hour), or when it has been open for
+    ``rotate_schedule_interval_ms`` of wall-clock time, so a quiet partition still lands."""
+
+    path: str = ""  # a folder, or s3://bucket/prefix; empty: no store step (the demo sets one)
+    flush_size: int = 50_000  # rows per file
+    flush_bytes: int = 16_777_216  # bytes of decoded rows per file (about; Parquet is smaller)
+    rotate_interval_ms: int = 3_600_000  # record time one file may span
+    rotate_schedule_interval_ms: int = 10_000  # wall-clock age at which an open file is published
+    row_group_rows: int = 16_384  # rows per Parquet row group
+    compression: str = "zstd"
+    retry_backoff_s: float = 0.5  # a write the store refuses is retried, waiting this, doubling
+    retry_backoff_max_s: float = 30.0
+    s3_endpoint: str = ""  # an S3-compatible endpoint (http://host:port); empty: AWS
+    s3_region: str = ""
+    s3_access_key_id: str = ""  # empty: AWS_ACCESS_KEY_ID and the rest of the AWS chain
+    s3_secret_access_key: Secret = Secret()
+
+
+@dataclass(frozen=True)
 class TransformSpec:
     """A user function over a batch's columns (``stages/transforms.py``), run at ``at``."""
 
@@ -346,6 +370,7 @@ class Settings:
     outputs: tuple[OutputSpec, ...] = ()
     result: ResultSettings = field(default_factory=ResultSettings)
     monitoring: MonitoringSettings = field(default_factory=MonitoringSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
     collector: CollectorSettings = field(default_factory=CollectorSettings)
     slo: SloSettings = field(default_factory=SloSettings)
@@ -382,6 +407,7 @@ SECTIONS: dict[str, type] = {
     "slo": SloSettings,
     "result": ResultSettings,
     "monitoring": MonitoringSettings,
+    "store": StoreSettings,
 }
 # Paths, resolved against the pipeline file's folder when relative.
 PATH_KEYS = {

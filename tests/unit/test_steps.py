@@ -57,6 +57,6 @@ def test_the_topology_picks_the_processes_and_every_step_has_a_handler() -> None
 def test_an_unknown_stage_names_the_choices() -> None:
     with pytest.raises(
         ConfigError,
-        match="unknown stage 'enrich' .one of clean, normalize, inference, chained, all",
+        match="unknown stage 'enrich' .one of clean, normalize, inference, chained, store, all",
     ):
         step_named("enrich")
