@@ -64,6 +64,7 @@ class StoreHandler:
         self.hwm: dict[Key, int] = {}  # offsets at or below are stored already
         self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="streamflow-store")
         self._ticker: asyncio.Task[None] | None = None
+        self._order = asyncio.Lock()
 
     @property
     def within(self) -> float:
@@ -92,8 +93,14 @@ class StoreHandler:
         return self.hwm[key]
 
     async def handle(self, chunks: Sequence[Chunk]) -> asyncio.Future[None]:
+        """Batches are handed over pipelined: one at a time here, so each partition's rows enter
+        its file in offset order even while a high-water mark is being read."""
         if self._ticker is None:
             self._ticker = asyncio.create_task(self.tick())
+        async with self._order:
+            return await self._handle(chunks)
+
+    async def _handle(self, chunks: Sequence[Chunk]) -> asyncio.Future[None]:
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
         waits: list[asyncio.Future[None]] = []

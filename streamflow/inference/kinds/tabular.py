@@ -200,8 +200,9 @@ class TabularKind:
             if not name:
                 continue  # derived: set by a transform
             if name not in fields:
+                what = "" if name == f.name else f"its source field {name!r} is "
                 p.append(
-                    f"features[{i}] ({f.name}): {name!r} is not a field of the input schema "
+                    f"features[{i}] ({f.name}): {what}not a field of the input schema "
                     f"{s.input.schema}"
                 )
                 continue
@@ -241,6 +242,15 @@ class TabularKind:
                     f"columns{' (' + ', '.join(wide) + ')' if wide else ''} "
                     f"but model input {s.model.input!r} takes {shape[1]} ({s.model.path})"
                 )
+        if not s.outputs:  # the default record reads model.outputs[0]: name that key
+            missing = [n for n in s.model.outputs if n not in outputs]
+            for name in missing:
+                p.append(
+                    f"model.outputs: {name!r} is not an output of {s.model.path} "
+                    f"(outputs: {', '.join(outputs)})"
+                )
+            if missing:
+                return p
         omap = OutputMap(self.specs, signature_info(outputs))
         if len(p) == before and all(t in omap.info for t in omap.tensors) and _zipmaps(omap):
             try:  # a ZipMap's classes: from one run on a row of zeros (the input fits)
