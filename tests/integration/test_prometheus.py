@@ -2,11 +2,11 @@
 
 promtool checks the compose scrape config and the rules and runs the rules' unit tests.
 Then the embedded pipeline runs with synthetic records (faults included, so there are dead
-letters) while a real ``prometheus`` server (Debian's package) scrapes its metrics endpoint
-every second with the real alerts.yml loaded. Every PromQL expression of every dashboard
-panel (template variables substituted as Grafana would) and every alert rule expression (as
-the server loaded it) is evaluated through the HTTP API and its values judged. Run with
-``-s`` to see the table of what was checked.
+letters) and its store step (Parquet files in a temporary folder) while a real ``prometheus``
+server (Debian's package) scrapes its metrics endpoint every second with the real alerts.yml
+loaded. Every PromQL expression of every dashboard panel (template variables substituted as
+Grafana would) and every alert rule expression (as the server loaded it) is evaluated through
+the HTTP API and its values judged. Run with ``-s`` to see the table of what was checked.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from streamflow.cli import report
 from streamflow.collectors.produce import ProduceStats, RawProducer, run_synthetic
 from streamflow.metrics import Metrics
 from streamflow.settings import Settings
+from streamflow.steps import SINKS, STEPS
 from streamflow.supervisor import LocalPipeline
 from tests.conftest import ROOT
 from tests.integration.helpers import running_pipeline, wait_for
@@ -56,8 +57,14 @@ SLO = {
     "monitoring.max_input_psi": "1.0",
 }
 SHOULD_FIRE = {"StreamflowDeadLetterRatioHigh"}
-# Series that only exist once something went wrong: no delivery was retried in this run.
-ABSENT_HERE = {"streamflow_delivery_retries_total"}
+# The store step runs (it runs where store.path is set), publishing its open files every second
+# rather than every 10 s, so that its rates and delay quantiles have files in a 10 s window.
+STORE = {"store.rotate_schedule_interval_ms": "1000"}
+# Series that only exist once something went wrong: no delivery was retried, no store write
+# failed in this run.
+ABSENT_HERE = {"streamflow_delivery_retries_total", "streamflow_store_write_errors_total"}
+# Every `worker --stage X` the pipeline runs here, and that compose runs (and Prometheus scrapes).
+WORKERS = {s.name for s in (*STEPS, *SINKS)}
 # Grafana's values for the variables: one pipeline, every worker ("All" is the regex .*),
 # $__rate_interval as for a 1 s scrape interval, $__range as for a short time range.
 RATE_INTERVAL = "10s"
@@ -78,7 +85,7 @@ def test_promtool_check_config() -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     assert "1 rule files found" in r.stdout + r.stderr
     text = (PROM_DIR / "prometheus.yml").read_text()
-    for service in ("clean", "normalize", "inference"):  # every replica by Docker's DNS, port 9108
+    for service in sorted(WORKERS):  # every replica by Docker's DNS, port 9108
         block = text.split(f"job_name: streamflow-{service}\n", 1)[1].split("job_name:", 1)[0]
         assert f"names: [{service}]" in block and "type: A" in block and "port: 9108" in block, (
             block
@@ -357,6 +364,16 @@ WHILE_FLOWING: dict[tuple[str, str], Expect] = {
     ("Predictions/s by label", "A"): POSITIVE,
     ("Input drift (PSI) per feature", "A"): NO_DRIFT,
     ("Input drift (PSI) per feature", "B"): equals(1.0),
+    ("Rows/s stored by table", "A"): POSITIVE,
+    ("Bytes/s stored by table", "A"): POSITIVE,
+    ("Files/s published by table", "A"): POSITIVE,
+    ("Storage lag (records)", "A"): NONNEG,
+    ("Storage lag (seconds)", "A"): NONNEG,
+    ("Storage lag (seconds)", "B"): equals(60.0),
+    ("Store delay (produced to stored)", "A"): LATENCY,
+    ("Store delay (produced to stored)", "B"): LATENCY,
+    ("Open files", "A"): NONNEG,
+    ("Store write errors/s", "A"): EMPTY,  # no write failed
 }
 # After the input stops: the backlog drains and the workers stay up.
 AFTER_DRAIN: dict[tuple[str, str], Expect] = {
@@ -366,6 +383,9 @@ AFTER_DRAIN: dict[tuple[str, str], Expect] = {
     ("Workers up", "A"): UP,
     ("Workers up", "B"): UP,
     ("Targets down", "A"): ZERO,
+    ("Storage lag (records)", "A"): ZERO,  # every open file published, its offsets committed
+    ("Storage lag (seconds)", "A"): ZERO,
+    ("Open files", "A"): ZERO,
 }
 
 
@@ -422,8 +442,11 @@ def prometheus_binary() -> str:
 
 
 @pytest.fixture()
-def pipeline(pipeline_overrides: dict[str, str]) -> Iterator[tuple[Settings, LocalPipeline]]:
-    with running_pipeline({**pipeline_overrides, **SLO}) as running:
+def pipeline(
+    pipeline_overrides: dict[str, str], tmp_path: Path
+) -> Iterator[tuple[Settings, LocalPipeline]]:
+    store = {"store.path": str(tmp_path / "store"), **STORE}
+    with running_pipeline({**pipeline_overrides, **SLO, **store}) as running:
         yield running
 
 
@@ -446,7 +469,7 @@ def test_dashboard_and_alert_queries_on_a_live_pipeline(
 
         def stages_up() -> bool:
             up = prom.query(f'streamflow_worker_up{{pipeline="{name}"}} == 1')
-            return {m["stage"] for m, _ in up} >= {"clean", "normalize", "inference"}
+            return {m["stage"] for m, _ in up} >= WORKERS
 
         assert wait_for(stages_up, timeout_s=30), (
             f"prometheus never scraped the stages up: {prom.log.read_text()[-2000:]}"
@@ -513,6 +536,10 @@ def test_dashboard_and_alert_queries_on_a_live_pipeline(
                 table.check(
                     "drained", f"{title} [{ref}]", expr, prom.query(expr), AFTER_DRAIN[(title, ref)]
                 )
+        # What the store panels counted is on disk: Parquet files of both tables.
+        folder = tmp_path / "store"
+        tables = {f.relative_to(folder).parts[0] for f in folder.rglob("*.parquet")}
+        assert tables == {"results", "dead_letters"}, f"stored tables {tables}"
 
         # Every alert rule, as the server loaded it from deploy/prometheus/alerts.yml.
         rules = [

@@ -3,6 +3,9 @@
 Docker and Kubernetes are not available where these are developed, so nothing here starts a
 container: the files are parsed and checked against what streamflow itself computes (setting
 names, consumer groups, topics, partitions) and against each other (ports, paths, images).
+Every step of ``streamflow.steps.STEPS`` and every sink of ``SINKS`` needs, by its name, a
+compose service running ``worker --stage NAME``, a Prometheus job, and a k8s Deployment with a
+KEDA ScaledObject on its consumer group (docs/architecture.md, "Add a step", "Add a sink").
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import base64
 import fnmatch
 import re
 import shlex
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +24,7 @@ import yaml
 
 from streamflow.settings import Settings
 from streamflow.settings.loading import ENV_PREFIX, env_overrides, load_settings
-from streamflow.steps import STEPS, step_named
+from streamflow.steps import SINKS, STEPS, step_named
 from streamflow.steps import source_topic as step_source_topic
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,14 +34,19 @@ K8S_DIR = ROOT / "deploy" / "k8s"
 PIPELINE = ROOT / "pipelines" / "telemetry.toml"
 PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 
-STAGES = tuple(step.name for step in STEPS)  # what the deploy files must name: the pipeline's steps
+STAGES = tuple(step.name for step in STEPS)  # the pipeline's steps
+SINK_STAGES = tuple(step.name for step in SINKS)  # the sinks beside them (the store)
+WORKERS = (*STAGES, *SINK_STAGES)  # what the deploy files must name: each `worker --stage X`
 # compose service -> the stage it runs; all of them scale with --scale
 AGENT_SERVICES = {
     "clean": "clean",
     "normalize": "normalize",
     "inference": "inference",
     "inference-cpu": "inference",
+    "store": "store",
 }
+STORE_MOUNT = "/var/lib/streamflow/store"  # where compose (and store-pvc) keep the store's files
+STORE_PVC = K8S_DIR / "store-pvc"  # the kustomize Component: the store on a volume, not S3
 SCALABLE = (*AGENT_SERVICES, "collector")
 PIPELINE_VAR = f"{ENV_PREFIX}PIPELINE"  # the pipeline file itself, not a setting
 
@@ -182,6 +192,14 @@ def source_topic(s: Settings, stage: str) -> str:
     return step_source_topic(s, step_named(stage))
 
 
+def source_topics(s: Settings, stage: str) -> tuple[str, ...]:
+    """What the stage's consumer group reads: a step its one source topic, a sink the sink
+    topic and the dead-letter topic (steps.py, ``SINKS``)."""
+    if stage in SINK_STAGES:
+        return (s.topics.scored, s.topics.dlq)
+    return (source_topic(s, stage),)
+
+
 def topic_partitions(s: Settings, topic: str) -> int:
     return (
         s.topics.partitions
@@ -263,7 +281,7 @@ def test_each_agent_service_runs_its_stage() -> None:
     for name, stage in AGENT_SERVICES.items():
         assert name in svcs, f"docker-compose.yml has no service {name!r}"
         assert runs_stage(svcs[name]) == stage, f"{name}: command {svcs[name].get('command')}"
-    assert {runs_stage(s) for s in svcs.values()} - {None} == set(STAGES)
+    assert {runs_stage(s) for s in svcs.values()} - {None} == set(WORKERS)
 
 
 def test_scalable_services_publish_no_fixed_host_port_and_have_no_container_name() -> None:
@@ -462,7 +480,7 @@ def test_metrics_port_matches_the_prometheus_scrape_config(profiles: set[str]) -
             assert ports == {want}, (
                 f"Prometheus scrapes {host} on {ports}, {service} serves metrics on {want}"
             )
-    assert stages_scraped == set(STAGES), (
+    assert stages_scraped == set(WORKERS), (
         f"profiles {sorted(profiles)}: Prometheus scrapes stages {stages_scraped}"
     )
     mounted = {
@@ -517,7 +535,11 @@ def test_dockerfile(flavour: str) -> None:
         rel = Path(f).relative_to(ROOT)
         assert rel.parts[0] in sources and not dockerignored(str(rel)), rel
     pip = " ".join(args for instr, args in instructions if instr == "RUN" and "pip install" in args)
-    assert f'".[{flavour}]"' in pip and f".[{'gpu' if flavour == 'cpu' else 'cpu'}]" not in pip
+    extras = re.findall(r'"\.\[([\w,-]+)\]"', pip)
+    assert len(extras) == 1, pip
+    # exactly one onnxruntime flavour (both provide the module), and the store's Parquet and S3
+    assert set(extras[0].split(",")) & {"cpu", "gpu"} == {flavour}
+    assert "store" in extras[0].split(","), f"{path.name}: the store step needs the `store` extra"
     entrypoint = [args for instr, args in instructions if instr == "ENTRYPOINT"]
     assert entrypoint[-1] == '["streamflow"]'
     user = [args for instr, args in instructions if instr == "USER"]
@@ -562,35 +584,40 @@ def test_manifests_parse_and_kustomization_lists_them() -> None:
         assert (K8S_DIR / res).is_file(), res
     listed = set(resources) | {"kustomization.yaml"}
     on_disk = {p.name for p in K8S_DIR.glob("*.yaml")}
-    assert on_disk - listed == {"secret-kafka.example.yaml"}, (
-        "every manifest but the Secret example is applied"
+    assert on_disk - listed == {"secret-kafka.example.yaml", "secret-store.example.yaml"}, (
+        "every manifest but the Secret examples is applied"
     )
     namespaces = k8s("Namespace")
     assert kustomization()["namespace"] in namespaces
 
 
 def test_one_deployment_service_and_scaledobject_per_stage() -> None:
-    assert len(k8s("Deployment")) == len(STAGES)
-    for stage in STAGES:
+    assert len(k8s("Deployment")) == len(WORKERS)
+    for stage in WORKERS:
         deployment_for(stage)
 
 
-def test_scaledobjects_follow_the_consumer_groups_and_topics_streamflow_computes() -> None:
+@pytest.mark.parametrize("stage", WORKERS)
+def test_scaledobjects_follow_the_consumer_groups_and_topics_streamflow_computes(
+    stage: str,
+) -> None:
+    """One kafka trigger per topic the stage's group reads (a sink: the sink and dead-letter
+    topics), each on that group."""
     s = settings()
     scaled = k8s("ScaledObject")
-    assert len(scaled) == len(STAGES)
+    assert len(scaled) == len(WORKERS)
     bootstrap = env_configmap()["STREAMFLOW_KAFKA_BOOTSTRAP"]
-    for stage in STAGES:
-        name = deployment_for(stage)["metadata"]["name"]
-        [so] = [o for o in scaled.values() if o["spec"]["scaleTargetRef"]["name"] == name]
-        [trigger] = so["spec"]["triggers"]
+    name = deployment_for(stage)["metadata"]["name"]
+    [so] = [o for o in scaled.values() if o["spec"]["scaleTargetRef"]["name"] == name]
+    triggers = so["spec"]["triggers"]
+    assert [t["metadata"]["topic"] for t in triggers] == list(source_topics(s, stage))
+    for trigger in triggers:
         meta = trigger["metadata"]
         assert trigger["type"] == "kafka"
         assert all(isinstance(v, str) for v in meta.values()), (
             "KEDA trigger metadata values are strings"
         )
         assert meta["consumerGroup"] == s.group_id(stage)
-        assert meta["topic"] == source_topic(s, stage)
         assert meta["bootstrapServers"] == bootstrap
         assert int(meta["lagThreshold"]) > 0
         assert 1 <= so["spec"]["minReplicaCount"] <= so["spec"]["maxReplicaCount"]
@@ -609,7 +636,7 @@ def test_pipeline_configmap_is_the_pipeline_file() -> None:
 
 def test_pods_mount_the_pipeline_where_streamflow_looks_for_it() -> None:
     pipeline_var = env_configmap()[PIPELINE_VAR]
-    for stage in STAGES:
+    for stage in WORKERS:
         d = deployment_for(stage)
         c = container(d)
         volumes = {v["name"]: v for v in d["spec"]["template"]["spec"]["volumes"]}
@@ -623,7 +650,7 @@ def test_pods_mount_the_pipeline_where_streamflow_looks_for_it() -> None:
 
 def test_pod_environments_load() -> None:
     s = settings()
-    for stage in STAGES:
+    for stage in WORKERS:
         env = pod_env(deployment_for(stage))
         env.pop(PIPELINE_VAR)
         loaded = load_settings(
@@ -636,7 +663,7 @@ def test_pod_environments_load() -> None:
 def test_envfrom_refers_to_objects_that_exist() -> None:
     configmaps = k8s("ConfigMap")
     secrets = {d["metadata"]["name"] for _, d in k8s_docs() if d["kind"] == "Secret"}
-    for stage in STAGES:
+    for stage in WORKERS:
         for src in container(deployment_for(stage))["envFrom"]:
             if "configMapRef" in src:
                 assert src["configMapRef"]["name"] in configmaps
@@ -648,7 +675,7 @@ def test_envfrom_refers_to_objects_that_exist() -> None:
 def test_ports_probes_and_services_agree() -> None:
     metrics_port = int(env_configmap()["STREAMFLOW_METRICS_PORT"])
     svcs = k8s("Service")
-    for stage in STAGES:
+    for stage in WORKERS:
         d = deployment_for(stage)
         c = container(d)
         assert port_of(c, "metrics") == metrics_port
@@ -672,7 +699,7 @@ def test_ports_probes_and_services_agree() -> None:
 
 def test_images_are_built_from_deploy_docker() -> None:
     built = images_built_here()
-    for stage in STAGES:
+    for stage in WORKERS:
         image = container(deployment_for(stage))["image"]
         assert image in built, (
             f"{stage}: image {image} is not one built from deploy/docker/ ({sorted(built)})"
@@ -682,7 +709,7 @@ def test_images_are_built_from_deploy_docker() -> None:
 
 def test_resources_gpu_and_graceful_stop() -> None:
     drain = settings().runtime.drain_timeout_s
-    for stage in STAGES:
+    for stage in WORKERS:
         d = deployment_for(stage)
         res = container(d)["resources"]
         assert {"cpu", "memory"} <= set(res["requests"]) and {"cpu", "memory"} <= set(
@@ -700,10 +727,129 @@ def test_resources_gpu_and_graceful_stop() -> None:
     )
 
 
-def test_secret_example_holds_placeholders_only() -> None:
-    [secret] = [d for _, d in k8s_docs() if d["kind"] == "Secret"]
-    values = secret["stringData"]
-    assert values and all(re.fullmatch(r"<[^>]+>", v) for v in values.values()), (
-        "placeholders, never real values"
+def test_secret_examples_hold_placeholders_only() -> None:
+    secrets = {d["metadata"]["name"]: d for _, d in k8s_docs() if d["kind"] == "Secret"}
+    for name, secret in secrets.items():
+        values = secret["stringData"]
+        assert values and all(re.fullmatch(r"<[^>]+>", v) for v in values.values()), (
+            f"{name}: placeholders, never real values"
+        )
+    assert (
+        f"{ENV_PREFIX}KAFKA_SASL_PASSWORD" in secrets["streamflow-kafka-credentials"]["stringData"]
     )
-    assert f"{ENV_PREFIX}KAFKA_SASL_PASSWORD" in values
+    assert (
+        f"{ENV_PREFIX}STORE_S3_SECRET_ACCESS_KEY"
+        in (secrets["streamflow-store-credentials"]["stringData"])
+    )
+
+
+# --- the store: its files on a volume (compose, store-pvc) or S3 (k8s) ---------------------
+
+S3_SECRETS = (f"{ENV_PREFIX}STORE_S3_ACCESS_KEY_ID", f"{ENV_PREFIX}STORE_S3_SECRET_ACCESS_KEY")
+
+
+def test_compose_store_keeps_its_files_on_a_named_volume_the_image_lets_it_write() -> None:
+    store = services()["store"]
+    s = load_settings(PIPELINE, environ={**environment(store), PIPELINE_VAR: ""})
+    assert s.store.path == STORE_MOUNT
+    mounts = {
+        str(v).split(":")[1]: str(v).split(":")[0]
+        for v in store["volumes"]
+        if not str(v).startswith((".", "/"))
+    }
+    assert mounts.get(STORE_MOUNT) in (compose().get("volumes") or {}), (
+        f"no named volume at store.path {STORE_MOUNT}"
+    )
+    assert any(str(v).startswith("./pipelines:/app/pipelines") for v in store["volumes"]), (
+        "the store's volumes replace x-worker's: the pipeline mount must be repeated"
+    )
+    # A named volume starts as a copy of the image's folder, with its owner: the folder must
+    # exist in the image and belong to the user the image runs as, or the store cannot write.
+    for flavour in ("cpu", "gpu"):
+        instructions = dockerfile_instructions(DOCKER_DIR / f"Dockerfile.{flavour}")
+        user = [args for instr, args in instructions if instr == "USER"][-1]
+        runs = " ".join(args for instr, args in instructions if instr == "RUN")
+        assert f"mkdir -p {STORE_MOUNT}" in runs and f"chown {user} {STORE_MOUNT}" in runs, flavour
+
+
+def test_k8s_store_writes_to_s3_with_credentials_from_a_secret_only() -> None:
+    store = deployment_for("store")
+    env = pod_env(store)
+    s = load_settings(PIPELINE, environ={k: v for k, v in env.items() if k.startswith(ENV_PREFIX)})
+    assert s.store.path.startswith("s3://"), "the default on a cluster: S3 (see stage-store.yaml)"
+    assert s.store.s3_secret_access_key.reveal(), "the example Secret's key reaches the pod"
+    refs = {
+        src["secretRef"]["name"]: src["secretRef"]
+        for src in container(store)["envFrom"]
+        if "secretRef" in src
+    }
+    assert refs["streamflow-store-credentials"].get("optional") is True, (
+        "without the Secret the AWS chain (an IAM role) applies"
+    )
+    for _, doc in k8s_docs():  # the keys only in a Secret: never a ConfigMap or a pod's env
+        if doc["kind"] == "ConfigMap":
+            assert not set(S3_SECRETS) & set(doc["data"]), doc["metadata"]["name"]
+        if doc["kind"] == "Deployment":
+            assert not set(S3_SECRETS) & {e["name"] for e in container(doc).get("env", [])}
+    for name in S3_SECRETS:
+        assert environment(services()["store"])[name] == "", (
+            f"compose: {name} from the shell or .env, no default in the file"
+        )
+
+
+def test_store_pvc_component_mounts_a_shared_volume_at_the_store_path() -> None:
+    """deploy/k8s/store-pvc: a kustomize Component (offered, commented, in kustomization.yaml)
+    that puts the store on a ReadWriteMany volume instead of S3."""
+    comp = yaml.safe_load((STORE_PVC / "kustomization.yaml").read_text())
+    assert comp["kind"] == "Component"
+    assert "#   - store-pvc" in (K8S_DIR / "kustomization.yaml").read_text()
+    [pvc] = [yaml.safe_load((STORE_PVC / r).read_text()) for r in comp["resources"]]
+    assert pvc["kind"] == "PersistentVolumeClaim"
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"], "replicas on several nodes share it"
+    [patch] = [yaml.safe_load((STORE_PVC / p["path"]).read_text()) for p in comp["patches"]]
+    assert patch["metadata"]["name"] == deployment_for("store")["metadata"]["name"]
+    pod = patch["spec"]["template"]["spec"]
+    [c] = pod["containers"]
+    assert c["name"] == container(deployment_for("store"))["name"]  # merged by name
+    path = {e["name"]: e["value"] for e in c["env"]}[f"{ENV_PREFIX}STORE_PATH"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    [mount] = [m for m in c["volumeMounts"] if m["mountPath"] == path]
+    assert volumes[mount["name"]]["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
+    assert (
+        pod["securityContext"]["fsGroup"]
+        == (deployment_for("store")["spec"]["template"]["spec"]["securityContext"]["runAsGroup"])
+    ), "the volume must be writable by the image's user"
+
+
+def test_store_pvc_component_renders(tmp_path: Path) -> None:
+    """With kubectl at hand: the Component switched on renders the store Deployment with the
+    volume, and the base alone without it."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl not installed")
+    shutil.copytree(K8S_DIR, tmp_path / "k8s")
+    base = tmp_path / "k8s" / "kustomization.yaml"
+    text = base.read_text()
+    assert "# components:\n#   - store-pvc\n" in text
+    rendered = {}
+    for variant, body in (
+        ("s3", text),
+        ("pvc", text.replace("# components:\n#   - store-pvc\n", "components:\n  - store-pvc\n")),
+    ):
+        base.write_text(body)
+        out = subprocess.run(
+            [kubectl, "kustomize", str(base.parent)], capture_output=True, text=True, timeout=60
+        )
+        assert out.returncode == 0, out.stderr
+        docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+        [dep] = [
+            d
+            for d in docs
+            if d["kind"] == "Deployment" and d["metadata"]["name"] == "streamflow-store"
+        ]
+        env = {e["name"]: e.get("value") for e in container(dep)["env"]}
+        mounts = {m["mountPath"] for m in container(dep)["volumeMounts"]}
+        pvcs = [d for d in docs if d["kind"] == "PersistentVolumeClaim"]
+        rendered[variant] = (env[f"{ENV_PREFIX}STORE_PATH"], STORE_MOUNT in mounts, len(pvcs))
+    assert rendered["s3"][0].startswith("s3://") and rendered["s3"][1:] == (False, 0)
+    assert rendered["pvc"] == (STORE_MOUNT, True, 1)
