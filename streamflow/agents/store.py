@@ -51,6 +51,7 @@ class StoreHandler:
         s = ctx.settings
         self.conf = s.store
         self.storage = storage if storage is not None else storage_for(s)
+        self.storage.check()  # a wrong or unreachable store is named now, before joining
         self.source_topic = s.topics.scored
         self.source_topics = (s.topics.scored, s.topics.dlq)
         self.max_weight = s.batching.clean_max_batch

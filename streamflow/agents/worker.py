@@ -212,6 +212,8 @@ class StageWorker:
                 high = consumer.highwater(tp)
             except Exception:  # not fetched yet
                 continue
+            if high is None:  # assigned, nothing fetched yet (after a rebalance)
+                continue
             nxt = ctx.next_offsets.get((tp.topic, tp.partition))
             if nxt is None:
                 nxt = await consumer.position(tp) or 0

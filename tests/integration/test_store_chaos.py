@@ -1,5 +1,6 @@
 """Exactly once into storage: 100,000 records at a steady rate while the store worker is
-SIGKILLed three times and the inference worker once, at random moments.
+SIGKILLed three times and the inference worker once, at random moments, and a second store
+worker joins the group and leaves it again (two rebalances).
 
 A killed store worker loses its open files (their offsets were never committed) and its
 replacement reads them again; a file it published just before dying, whose offsets were not yet
@@ -17,6 +18,8 @@ from __future__ import annotations
 import os
 import random
 import signal
+import socket
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -28,7 +31,8 @@ import pytest
 
 from streamflow.collectors.produce import ProduceStats, RawProducer, run_synthetic
 from streamflow.store.files import Storage
-from tests.integration.helpers import read_topic, running_pipeline, wait_for
+from streamflow.supervisor import child_command
+from tests.integration.helpers import argv_for, read_topic, running_pipeline, wait_for
 
 pytestmark = pytest.mark.integration
 N = 100_000
@@ -85,6 +89,19 @@ def test_the_store_holds_every_result_exactly_once_through_kills(
         reader = Reader(store)
         feeder.start()
         reader.start()
+        # A second store worker joins the group for a while (two rebalances: its partitions'
+        # open files are published by their old owner before it takes them, and back).
+        with socket.socket() as sock:  # its own metrics port
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        with (tmp_path / "second-store.log").open("wb") as log:
+            second = subprocess.Popen(
+                child_command(
+                    "store", argv_for({**overrides, "metrics.port": str(port)}), bootstrap
+                ),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         victims = ["store", "store", "store", "inference"]
         rng.shuffle(victims)
         kills: list[tuple[float, str]] = []
@@ -95,6 +112,8 @@ def test_the_store_holds_every_result_exactly_once_through_kills(
             assert pipe.stages.restart(index, signal.SIGKILL) == -signal.SIGKILL
             kills.append((round(time.monotonic() - started, 1), stage))
             assert pipe.wait_consuming(90), f"{stage} did not come back; logs in {pipe.log_dir}"
+        second.send_signal(signal.SIGTERM)  # drains: publishes its open files, commits, leaves
+        assert second.wait(60) == 0, (tmp_path / "second-store.log").read_text()[-2000:]
         feeder.join()
         assert stats[0].produced == N and stats[0].failed == 0
         t = settings.topics
