@@ -9,6 +9,7 @@ latency as the time a result becomes readable minus the raw message's Kafka time
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 import sys
 import threading
@@ -20,7 +21,7 @@ from streamflow.cli.report import MetricsRecorder
 from streamflow.collectors.produce import RawProducer, run_synthetic
 from streamflow.errors import ConfigError
 from streamflow.monitor import ResultMonitor, Tally, percentiles, scrape
-from streamflow.settings import Settings
+from streamflow.settings import Settings, with_overrides
 from streamflow.signals import install_stop_handler
 from streamflow.steps import STAGES
 from streamflow.supervisor import LocalPipeline
@@ -112,6 +113,29 @@ def report_line(settings: Settings, samples: Path) -> str:
     return f"  report    {png}  (again: {redo})"
 
 
+def store_summary(settings: Settings, scored: int) -> str:
+    """What the store holds once the pipeline has stopped: ``streamflow query --summary``."""
+    from streamflow.cli.query import reader_of, summary_table, write_table
+    from streamflow.store.files import StoreError
+    from streamflow.store.query import open_store
+
+    path = settings.store.path
+    again = f"streamflow query --summary --set store.path={path}"
+    try:
+        store = open_store(settings)
+        try:
+            ((stored,),) = store.query("SELECT count(*) FROM results").fetchall()
+            table = summary_table(store, settings)
+        finally:
+            store.close()
+    except StoreError as exc:
+        return f"  store     cannot read it: {exc}"
+    out = io.StringIO()
+    write_table(reader_of(table), out, max_rows=48)
+    head = f"store {path}: {stored} results (this run scored {scored})  (again: {again})"
+    return head + "\n" + "\n".join("  " + line for line in out.getvalue().splitlines())
+
+
 def run_demo(
     settings: Settings, argv_settings: list[str], *, records: int, rate: float, seed: int = 0
 ) -> int:
@@ -121,6 +145,11 @@ def run_demo(
     all of them were accounted for; 130 on a second Ctrl-C."""
     stop = install_stop_handler()
     pipe = LocalPipeline(settings, argv_settings)
+    if not settings.store.path:  # the demo stores what it scores, beside its logs
+        store = str(Path(pipe.log_dir) / "store")
+        settings = with_overrides(settings, store={"path": store})
+        argv_settings = [*argv_settings, "--set", f"store.path={store}"]
+        pipe.settings, pipe.argv_settings = settings, argv_settings  # read by start()
     print(
         "streamflow demo: starting "
         + ("the embedded broker, " if not settings.kafka.bootstrap else "")
@@ -130,7 +159,8 @@ def run_demo(
     try:
         bootstrap = pipe.start()
         print(
-            f"  broker    {bootstrap}\n  metrics   {pipe.metrics_url}\n  logs      {pipe.log_dir}",
+            f"  broker    {bootstrap}\n  metrics   {pipe.metrics_url}\n  logs      {pipe.log_dir}"
+            f"\n  store     {settings.store.path}",
             flush=True,
         )
         if not pipe.wait_consuming():
@@ -194,6 +224,8 @@ def run_demo(
         recorder.stop()
         print(summary(raw.stats.produced, monitor.tally, started, raw.stats.faults), flush=True)
         print(report_line(settings, recorder.path), flush=True)
+        pipe.stop()  # the store step drains: it publishes its open files before it exits
+        print(store_summary(settings, monitor.tally.scored), flush=True)
         return 0 if (not records or monitor.tally.accounted == raw.stats.produced) else 1
     except KeyboardInterrupt:  # a second signal: abort
         pipe.kill()
