@@ -12,11 +12,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     be = sub.add_parser("bench", help="benchmarks (see benchmarks/)")
     be.add_argument(
         "what",
-        choices=["e2e", "inference"],
+        choices=["e2e", "inference", "store"],
         nargs="?",
         default="e2e",
         help="e2e: the whole pipeline against baselines; inference: the inference "
-        "agent against raw session.run per batch size",
+        "agent against raw session.run per batch size; store: the store step against a plain "
+        "consume-decode-write-commit loop",
     )
     be.add_argument(
         "--batch-sizes", default="1,8,64,512,4096", help="inference: the batch sizes to measure"
@@ -58,6 +59,12 @@ def run(args: argparse.Namespace) -> int:
             batch_sizes=sizes,
             rate=rates[0] if rates else 0.0,
             seconds=args.seconds,
+        )
+    if args.what == "store":
+        from streamflow.bench.store import bench_store
+
+        return bench_store(
+            load(args), argv_settings(args), records=args.records, repeat=args.repeat
         )
     from streamflow.bench import run_bench
 
