@@ -66,6 +66,7 @@ class StoreHandler:
         self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="streamflow-store")
         self._ticker: asyncio.Task[None] | None = None
         self._order = asyncio.Lock()
+        self._folders: dict[int, str] = {}  # hour -> its folder
 
     @property
     def within(self) -> float:
@@ -131,6 +132,10 @@ class StoreHandler:
                 last = self._add(key, table, row, schema, msg.offset, event_ms, size)
             if last is not None:
                 waits.append(last)
+            buf = self.open.get(key)
+            if buf is not None:
+                buf.seal()  # the chunk's rows as columns: the dicts go
+            chunk.slim()  # held until the file is published: keep only what acking reads
         if rejected:
             dlq = self.ctx.settings.topics.dlq
             waits.append(self.ctx.send([dead_letter(r, dlq) for r in rejected]))
@@ -155,7 +160,10 @@ class StoreHandler:
         """Add one row to the partition's open file (rotating first when the rules say); the
         future of the file that holds it."""
         c = self.conf
-        folder = hour_folder(event_ms)
+        hour = event_ms // 3_600_000
+        folder = self._folders.get(hour)
+        if folder is None:
+            folder = self._folders[hour] = hour_folder(event_ms)
         buf = self.open.get(key)
         if buf is not None and (
             buf.folder != folder
@@ -171,7 +179,7 @@ class StoreHandler:
             self.waiter[key] = asyncio.get_running_loop().create_future()
         buf.add(row, offset, event_ms, size)
         fut = self.waiter[key]
-        if len(buf.rows) >= c.flush_size or buf.bytes >= c.flush_bytes:
+        if buf.count >= c.flush_size or buf.bytes >= c.flush_bytes:
             self.rotate(key)
         return fut
 
@@ -212,14 +220,11 @@ class StoreHandler:
             self.hwm.get((buf.topic, buf.partition), -1), buf.last_offset
         )
         labels = (s.name, buf.table)
-        m.store_rows.labels(*labels).inc(len(buf.rows))
+        m.store_rows.labels(*labels).inc(buf.count)
         m.store_bytes.labels(*labels).inc(size)
         m.store_files.labels(*labels).inc()
         now_ms = time.time() * 1000
-        observe_many(
-            m.store_delay.labels(*labels),
-            [(now_ms - r["kafka_timestamp"]) / 1000 for r in buf.rows],
-        )
+        observe_many(m.store_delay.labels(*labels), (now_ms - buf.kafka_timestamps_ms()) / 1000)
         if not waiter.done():
             waiter.set_result(None)
 

@@ -31,9 +31,13 @@ from faust.types.tuples import ack_lock
 from mode.utils.futures import notify
 
 
-@dataclass(frozen=True)
+@dataclass
 class Chunk:
-    """Consecutive records of one partition, as aiokafka returned them (timestamps in ms)."""
+    """Consecutive records of one partition, as aiokafka returned them (timestamps in ms).
+
+    A step that keeps chunks unacked for long (the store, until its file is published) may
+    ``slim`` them once their records are read: acking needs only the offsets and the last
+    timestamp."""
 
     topic: str
     partition: int
@@ -46,6 +50,19 @@ class Chunk:
     @property
     def last_offset(self) -> int:
         return int(self.records[-1].offset)
+
+    def slim(self) -> None:
+        """Drop the records' keys, values and headers, keeping their offsets and timestamps."""
+        self.records = [_Acked(r.offset, r.timestamp) for r in self.records]
+
+
+class _Acked:
+    """A record already read: what acking and lag accounting need."""
+
+    __slots__ = ("offset", "timestamp")
+
+    def __init__(self, offset: int, timestamp: int) -> None:
+        self.offset, self.timestamp = offset, timestamp
 
 
 class ChunkBuffer:
