@@ -67,6 +67,7 @@ class StoreHandler:
         self._ticker: asyncio.Task[None] | None = None
         self._order = asyncio.Lock()
         self._folders: dict[int, str] = {}  # hour -> its folder
+        self.publishing: set[asyncio.Future[None]] = set()  # files rotated, not yet published
 
     @property
     def within(self) -> float:
@@ -136,6 +137,7 @@ class StoreHandler:
             if buf is not None:
                 buf.seal()  # the chunk's rows as columns: the dicts go
             chunk.slim()  # held until the file is published: keep only what acking reads
+            await self._backpressure()
         if rejected:
             dlq = self.ctx.settings.topics.dlq
             waits.append(self.ctx.send([dead_letter(r, dlq) for r in rejected]))
@@ -183,13 +185,22 @@ class StoreHandler:
             self.rotate(key)
         return fut
 
+    async def _backpressure(self) -> None:
+        """Files rotated and not yet published are rows in memory: when more wait than there are
+        open files (or 4), stop taking records until one is out. A store slower than Kafka then
+        holds consumption back instead of filling memory."""
+        while len(self.publishing) > max(4, len(self.open)):
+            await asyncio.wait(list(self.publishing), return_when=asyncio.FIRST_COMPLETED)
+
     def rotate(self, key: Key) -> None:
         """Publish the partition's open file (after its previous one), in the background."""
         buf, waiter = self.open.pop(key, None), self.waiter.pop(key, None)
         if buf is None or waiter is None:
             return
         previous = self.tail.get(key)
-        self.tail[key] = asyncio.ensure_future(self._publish(buf, waiter, previous))
+        task = self.tail[key] = asyncio.ensure_future(self._publish(buf, waiter, previous))
+        self.publishing.add(task)
+        task.add_done_callback(self.publishing.discard)
 
     async def _publish(
         self, buf: RowBuffer, waiter: asyncio.Future[None], previous: asyncio.Future[None] | None
@@ -209,7 +220,12 @@ class StoreHandler:
             def to(f: Any) -> None:
                 pq.write_table(table, f, compression=c.compression, row_group_size=c.row_group_rows)
 
-            return self.storage.publish(rel, to)
+            try:
+                return self.storage.publish(rel, to)
+            finally:
+                import pyarrow as pa
+
+                pa.default_memory_pool().release_unused()  # the file's buffers, back to the OS
 
         try:
             size = await self._retry(write, f"publish {rel}")
