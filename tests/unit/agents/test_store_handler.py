@@ -210,3 +210,40 @@ def test_the_store_needs_a_path(tmp_path: Path, missing: str) -> None:
     ctx = StageContext(replace(s), "store", Metrics.create(CollectorRegistry()), None)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="store.path"):
         StoreHandler(ctx)
+
+
+def test_a_result_schema_change_starts_a_new_file(tmp_path: Path) -> None:
+    """Results in the Confluent wire format: a writer schema with one more field (the model's
+    new version added an output) starts a file of its own, with that schema in its metadata."""
+    import struct
+
+    from streamflow.codecs import _registry_for
+
+    url = f"mock://store-schema-{tmp_path.name}"
+    registry = _registry_for(url)
+    v2 = {**SCHEMA, "fields": [*SCHEMA["fields"], {"name": "p_fan", "type": "double"}]}
+    ids = [registry.register("a-value", SCHEMA), registry.register("b-value", v2)]
+
+    def wire(offset: int, version: int) -> bytes:
+        rec = {"device_id": "d", "timestamp": T0, "score": 0.5, "label": "normal",
+               "model_name": "m", "model_version": str(version + 1), "latency_ms": 1.0,
+               "p_fan": 0.25}  # fmt: skip
+        schema = fastavro.parse_schema(_strip_logical_types([SCHEMA, v2][version]))
+        buf = io.BytesIO()
+        fastavro.schemaless_writer(buf, schema, rec)
+        return struct.pack(">bI", 0, ids[version]) + buf.getvalue()
+
+    async def go() -> None:
+        h = handler(tmp_path)
+        h.decoder.registry = registry
+        recs = [Msg(o, wire(o, 0 if o < 3 else 1), T0) for o in range(5)]
+        await h.handle([Chunk("telemetry.scored", 0, recs, 5)])
+        await h.flush()
+
+    asyncio.run(go())
+    storage = Storage(str(tmp_path))
+    ranges = storage.ranges("results")
+    assert [(r.first_offset, r.last_offset) for r in ranges] == [(0, 2), (3, 4)]
+    second = pq.read_table(tmp_path / ranges[1].path)
+    assert second["p_fan"].to_pylist() == [0.25, 0.25]
+    assert "p_fan" in storage.metadata(ranges[1].path)["schema"]
