@@ -182,7 +182,13 @@ def from_prometheus(base: str, pipeline: str, minutes: float, window: str = "30s
 
 
 def render(p: Panels, out: Path, title: str) -> Path:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise ConfigError(
+            "streamflow report draws with matplotlib, which is not installed: "
+            "pip install matplotlib (the package's `report` extra)"
+        ) from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
