@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streamflow.errors import BrokerUnavailable
+from streamflow.errors import BrokerUnavailable, ConfigError
 from streamflow.kafka.config import kafka_config, mask
 
 if TYPE_CHECKING:
@@ -100,6 +100,15 @@ def ensure_topics(
     admin = admin_client(bootstrap, settings)
     wanted = {t.name: t for t in topics}
     existing = admin.list_topics(timeout=timeout_s).topics
+    if settings is not None and not settings.topics.create:
+        missing = sorted(n for n in wanted if n not in existing)
+        if missing:
+            raise ConfigError(
+                f"topics.create = false and {len(missing)} topic(s) the pipeline uses do not "
+                f"exist at {bootstrap}: {', '.join(missing)} (create them, with "
+                "their partitions, or let streamflow create them)"
+            )
+        return []
     for name, spec in wanted.items():
         if name in existing and len(existing[name].partitions) < spec.partitions:
             log.warning(

@@ -85,6 +85,9 @@ class TopicSettings:
     partitions: int = 4
     replication: int = 1
     internal_partitions: int = 0  # 0: same as partitions
+    # false: the application may not create topics (no create rights on the cluster): every
+    # topic must exist, and a missing one stops start-up naming it
+    create: bool = True
 
 
 @dataclass(frozen=True)
