@@ -11,7 +11,7 @@ from typing import Any
 
 import faust
 
-from streamflow.kafka.config import faust_credentials
+from streamflow.kafka.config import agent_consumer, faust_credentials
 from streamflow.kafka.transport import ChunkedApp
 from streamflow.settings import Settings
 
@@ -23,26 +23,27 @@ def make_app(settings: Settings, stage: str, bootstrap: str, *, chunked: bool = 
     # Per-process scratch (no tables are kept), owned by whoever runs the worker: a shared parent
     # made by another user would stop it with PermissionError.
     datadir = tempfile.mkdtemp(prefix=f"streamflow-faust-{settings.group_id(stage)}-")
-    return ChunkedApp(
-        settings.group_id(stage),
+    conf: dict[str, Any] = {
         # streamflow:// is faust's aiokafka transport with chunked delivery (kafka/transport.py)
-        broker=f"{'streamflow' if chunked else 'kafka'}://{bootstrap}",
-        broker_credentials=faust_credentials(settings),  # [kafka] TLS/SASL, as aiokafka takes them
-        broker_session_timeout=k.session_timeout_s,
-        broker_heartbeat_interval=k.heartbeat_interval_s,
-        broker_commit_interval=k.commit_interval_s,
-        broker_request_timeout=max(30.0, k.session_timeout_s * 2),
-        consumer_auto_offset_reset="earliest",
-        consumer_max_fetch_size=max(4 * 1024 * 1024, k.max_message_bytes * 2),
-        broker_max_poll_records=5000,
-        stream_buffer_maxsize=8192,
-        stream_wait_empty=False,
-        topic_allow_declare=False,
-        topic_disable_leader=True,
-        web_enabled=False,
-        datadir=datadir,
-        processing_guarantee="at_least_once",
-    )
+        "broker": f"{'streamflow' if chunked else 'kafka'}://{bootstrap}",
+        "broker_credentials": faust_credentials(settings),  # [kafka] TLS/SASL, as aiokafka takes
+        "broker_session_timeout": k.session_timeout_s,
+        "broker_heartbeat_interval": k.heartbeat_interval_s,
+        "broker_commit_interval": k.commit_interval_s,
+        "broker_request_timeout": max(30.0, k.session_timeout_s * 2),
+        "consumer_auto_offset_reset": "earliest",
+        "consumer_max_fetch_size": max(4 * 1024 * 1024, k.max_message_bytes * 2),
+        "broker_max_poll_records": 5000,
+        "stream_buffer_maxsize": 8192,
+        "stream_wait_empty": False,
+        "topic_allow_declare": False,
+        "topic_disable_leader": True,
+        "web_enabled": False,
+        "datadir": datadir,
+        "processing_guarantee": "at_least_once",
+    }
+    conf.update(agent_consumer(k))  # [kafka.consumer], mapped onto faust's settings
+    return ChunkedApp(settings.group_id(stage), **conf)
 
 
 class DrainingWorker(faust.Worker):

@@ -23,7 +23,7 @@ from streamflow.headers import (
     H_SOURCE_TOPIC,
     H_STAGE,
 )
-from streamflow.kafka.config import kafka_config
+from streamflow.kafka.config import consumer_config
 from streamflow.settings import Settings
 
 
@@ -87,7 +87,7 @@ def consume(
     dedupe: bool = False,
 ) -> int:
     consumer = Consumer(
-        kafka_config(settings, bootstrap, logger="streamflow.librdkafka.consume")
+        consumer_config(settings, bootstrap, logger="streamflow.librdkafka.consume")
         | {
             "group.id": f"streamflow-consume-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,

@@ -31,7 +31,7 @@ from streamflow.headers import (
     H_STAGE,
     H_TRUNCATED,
 )
-from streamflow.kafka.config import kafka_config
+from streamflow.kafka.config import consumer_config
 from streamflow.settings import Settings
 
 IDLE_AFTER_END_S = 0.5  # keep reading this long after every partition reported its end
@@ -127,7 +127,7 @@ def read_dead_letters(
     offset order; stops at the end of the topic, or after ``timeout_s`` without a message."""
     topic = settings.topics.dlq
     consumer = Consumer(
-        kafka_config(settings, bootstrap, logger="streamflow.librdkafka.dlq")
+        consumer_config(settings, bootstrap, logger="streamflow.librdkafka.dlq")
         | {
             "group.id": f"streamflow-dlq-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,

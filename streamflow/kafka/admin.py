@@ -25,9 +25,13 @@ log = logging.getLogger(__name__)
 
 def admin_client(bootstrap: str, settings: Settings | None = None, **extra: Any) -> AdminClient:
     """An admin client with the pipeline's TLS/SASL settings (plaintext without settings)."""
+    admin = dict(settings.kafka.admin) if settings is not None else {}  # [kafka.admin]
     return AdminClient(
         kafka_config(
-            settings, bootstrap, logger="streamflow.librdkafka.admin", **({"log_level": 0} | extra)
+            settings,
+            bootstrap,
+            logger="streamflow.librdkafka.admin",
+            **({"log_level": 0} | admin | extra),
         )
     )
 

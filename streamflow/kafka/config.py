@@ -248,6 +248,87 @@ def faust_credentials(settings: Settings) -> Any:
     )
 
 
+# Properties streamflow's guarantees rest on: refused in [kafka.producer|consumer|admin], why.
+_SECURITY = "set it in [kafka] (security_protocol, ssl_*, sasl_*): every client takes those"
+REFUSED: dict[str, dict[str, str]] = {
+    "producer": {
+        "acks": "results and dead letters are acknowledged by every in-sync replica (acks=all): "
+        "at-least-once rests on it",
+        "enable.idempotence": "retries must not duplicate or reorder a partition's messages",
+        "transactional.id": "streamflow does not produce in transactions (README: Records and "
+        "guarantees)",
+        "partitioner": "a result goes to the partition other clients pick for its key "
+        "(murmur2_random, the Java client's)",
+        "message.max.bytes": "set kafka.max_message_bytes (the limits are checked against it)",
+    },
+    "consumer": {
+        "enable.auto.commit": "offsets are committed only once a batch's output is delivered",
+        "enable.auto.offset.store": "offsets are committed only once a batch's output is delivered",
+        "group.id": "each step's group is <kafka.group_prefix>-<pipeline>-<step>",
+        "fetch.wait.max.ms": "set kafka.fetch_max_wait_ms",
+    },
+    "admin": {},
+}
+SHARED = {"bootstrap.servers": "set kafka.bootstrap"}
+# librdkafka consumer property -> (the faust app setting of the agents' consumer, convert)
+AGENT_CONSUMER: dict[str, tuple[str, Any]] = {
+    "auto.offset.reset": (
+        "consumer_auto_offset_reset",
+        lambda v: {
+            "smallest": "earliest",
+            "beginning": "earliest",
+            "largest": "latest",
+            "end": "latest",
+        }.get(str(v), str(v)),
+    ),  # fmt: skip
+    "session.timeout.ms": ("broker_session_timeout", lambda v: int(v) / 1000),
+    "heartbeat.interval.ms": ("broker_heartbeat_interval", lambda v: int(v) / 1000),
+    "max.poll.interval.ms": ("broker_max_poll_interval", lambda v: int(v) / 1000),
+    "max.partition.fetch.bytes": ("consumer_max_fetch_size", int),
+    "fetch.max.bytes": ("consumer_max_fetch_size", int),
+    "client.id": ("broker_client_id", str),
+    "request.timeout.ms": ("broker_request_timeout", lambda v: int(v) / 1000),
+}
+
+
+def passthrough_problems(k: KafkaSettings) -> list[str]:
+    """Every [kafka.producer|consumer|admin] property refused, or that the agents' consumer cannot
+    honour, naming its key and why."""
+    p: list[str] = []
+    for table in ("producer", "consumer", "admin"):
+        for name in getattr(k, table):
+            where = f"kafka.{table}.{name}"
+            why = REFUSED[table].get(name) or SHARED.get(name)
+            if why is None and name.split(".")[0] in ("security", "sasl", "ssl"):
+                why = _SECURITY
+            if why is not None:
+                p.append(f"{where}: streamflow sets this itself: {why}")
+            elif table == "consumer" and name not in AGENT_CONSUMER:
+                p.append(
+                    f"{where}: the agents' consumer (aiokafka, through faust) has no equivalent "
+                    f"of this librdkafka property; it takes {', '.join(sorted(AGENT_CONSUMER))}"
+                )
+    if "auto.offset.reset" in k.consumer:
+        value = AGENT_CONSUMER["auto.offset.reset"][1](k.consumer["auto.offset.reset"])
+        if value not in ("earliest", "latest"):
+            p.append(f"kafka.consumer.auto.offset.reset: earliest or latest, got {value!r}")
+    return p
+
+
+def agent_consumer(k: KafkaSettings) -> dict[str, Any]:
+    """The faust app settings [kafka.consumer] maps onto (checked by ``passthrough_problems``)."""
+    out: dict[str, Any] = {}
+    for name, value in k.consumer.items():
+        setting, convert = AGENT_CONSUMER[name]
+        out[setting] = convert(value)
+    return out
+
+
+def consumer_config(settings: Settings, bootstrap: str, **extra: Any) -> dict[str, Any]:
+    """A confluent-kafka consumer of the CLI (consume, dlq, monitor): [kafka.consumer] on top."""
+    return kafka_config(settings, bootstrap, **extra) | dict(settings.kafka.consumer)
+
+
 def producer_config(settings: Settings, bootstrap: str, **extra: Any) -> dict[str, Any]:
     k = settings.kafka
     conf = kafka_config(settings, bootstrap, logger="streamflow.librdkafka.producer")
@@ -266,5 +347,6 @@ def producer_config(settings: Settings, bootstrap: str, **extra: Any) -> dict[st
             "partitioner": "murmur2_random",
         }
     )
+    conf.update(k.producer)  # [kafka.producer]: compression.type, client.rack, ...
     conf.update(extra)
     return conf

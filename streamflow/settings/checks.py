@@ -14,6 +14,7 @@ from pathlib import Path
 
 from streamflow.errors import ConfigError
 from streamflow.inference.kinds import settings_problems
+from streamflow.kafka.config import passthrough_problems
 from streamflow.settings.schema import SASL_MECHANISMS, FeatureSpec, KafkaSettings, Settings
 from streamflow.stages.transforms import import_named, load_function
 
@@ -113,6 +114,7 @@ def check(s: Settings) -> list[str]:
     if s.kafka.fetch_max_wait_ms < 0:
         p.append("kafka.fetch_max_wait_ms: must be >= 0")
     p.extend(check_kafka_security(s.kafka))
+    p.extend(passthrough_problems(s.kafka))
     if s.monitoring.drift_window < 100:
         p.append(f"monitoring.drift_window: must be >= 100, got {s.monitoring.drift_window}")
     if not s.monitoring.max_input_psi > 0:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from streamflow.errors import ConfigError
+from streamflow.resources import find_pipeline
 from streamflow.settings.checks import check
 from streamflow.settings.schema import (
     PATH_KEYS,
@@ -109,6 +110,17 @@ def _coerce(value: Any, tp: Any, where: str, wording: str | None = None) -> Any:
             return value
         raise ValueError(_not_a_choice(value, choices, where, wording or _ONE_OF))
     base = origin or tp
+    if base is dict:  # a table of librdkafka properties: name -> string, number or boolean
+        if not isinstance(value, Mapping):
+            raise ValueError(f"{where}: expected a table of properties, got {value!r}")
+        bad = [
+            f"{where}.{k}: expected a string, number or boolean, got {v!r}"
+            for k, v in value.items()
+            if not isinstance(v, str | int | float | bool)
+        ]
+        if bad:
+            raise ValueError(*bad)
+        return dict(value)
     if base is tuple:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
@@ -177,6 +189,11 @@ def _coerce(value: Any, tp: Any, where: str, wording: str | None = None) -> Any:
     raise TypeError(f"unsupported settings type {tp!r}")  # pragma: no cover
 
 
+# Settings that are tables of free-form properties, set from the command line as
+# section.table.property=value (e.g. --set kafka.consumer.auto.offset.reset=latest).
+TABLE_KEYS = {"kafka": ("producer", "consumer", "admin")}
+
+
 def _unknown(key: str, known: list[str], where: str) -> str:
     hint = difflib.get_close_matches(key, known, n=1)
     return f"{where}: unknown key" + (f" (did you mean {hint[0]!r}?)" if hint else "")
@@ -225,8 +242,9 @@ def env_overrides(environ: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 def pipeline_path_from_env(default: str) -> str:
-    """The pipeline file: ``$STREAMFLOW_PIPELINE`` or ``default``."""
-    return os.environ.get(f"{ENV_PREFIX}PIPELINE", default)
+    """The pipeline file: ``$STREAMFLOW_PIPELINE`` or ``default``; a relative path that is not
+    here may name an installed example (``resources.find_pipeline``)."""
+    return find_pipeline(os.environ.get(f"{ENV_PREFIX}PIPELINE", default))
 
 
 def load_settings(
@@ -269,6 +287,12 @@ def collect_settings(
             section, _, key = dotted.partition(".")
             if section not in SECTIONS or not key:
                 problems.append(f"{dotted} (from the {origin}): unknown setting")
+                continue
+            table, dot, prop = key.partition(".")
+            if dot and table in TABLE_KEYS.get(section, ()):  # kafka.producer.linger.ms=5
+                target = layered.setdefault(section, {}).setdefault(table, {})
+                if isinstance(target, dict):
+                    target[prop] = value
                 continue
             layered.setdefault(section, {})[key] = value
 

@@ -212,6 +212,13 @@ class KafkaSettings:
     sasl_oauth_client_id: str = ""
     sasl_oauth_client_secret: Secret = Secret()
     sasl_oauth_scope: str = ""  # space-separated, optional
+    # librdkafka properties passed through ([kafka.producer], [kafka.consumer], [kafka.admin]):
+    # the producer and admin clients take them as they are; the agents' consumer (aiokafka,
+    # through faust) takes those it has an equivalent for (kafka/config.py: AGENT_CONSUMER), the
+    # others stop start-up naming the key. Properties streamflow's guarantees rest on are refused.
+    producer: dict[str, str | int | float | bool] = field(default_factory=dict)
+    consumer: dict[str, str | int | float | bool] = field(default_factory=dict)
+    admin: dict[str, str | int | float | bool] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
