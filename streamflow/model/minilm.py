@@ -123,7 +123,7 @@ def load_weights(src: Path) -> dict[str, np.ndarray]:
         from safetensors.numpy import load_file
     except ImportError:
         raise ConfigError(
-            "reading the weights needs safetensors: pip install 'streamflow[text]'"
+            "reading the weights needs safetensors: pip install 'streamflow-inference[text]'"
         ) from None
     return dict(load_file(str(src / "model.safetensors")))
 

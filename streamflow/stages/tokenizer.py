@@ -24,7 +24,8 @@ def _tokenizers() -> Any:
         import tokenizers
     except ImportError:
         raise ConfigError(
-            "the text pipeline needs Hugging Face's tokenizer: pip install 'streamflow[text]'"
+            "the text pipeline needs Hugging Face's tokenizer: "
+            "pip install 'streamflow-inference[text]'"
         ) from None
     return tokenizers
 

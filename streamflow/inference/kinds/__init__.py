@@ -278,9 +278,12 @@ def build_encoder(s: Settings, output_fields: Sequence[ResultField]) -> ResultEn
     )
 
 
-def check_result_schema(s: Settings, output_fields: Sequence[ResultField]) -> list[str]:
+def check_result_schema(
+    s: Settings, output_fields: Sequence[ResultField], *, outputs_known: bool = True
+) -> list[str]:
     """``streamflow validate``: the user's result schema against the declared record, and every
-    pass-through field against the input schema."""
+    pass-through field against the input schema. ``outputs_known=False`` (the model does not
+    load, which is reported already): the schema is compared once the outputs are known."""
     p: list[str] = []
     inputs = input_types(_input_schema(s))
     for name in s.result.pass_through:
@@ -292,7 +295,7 @@ def check_result_schema(s: Settings, output_fields: Sequence[ResultField]) -> li
         if f.name in seen:
             p.append(f"result: two result fields are named {f.name!r}")
         seen.add(f.name)
-    if not s.output.schema or not Path(s.output.schema).is_file():
+    if not outputs_known or not s.output.schema or not Path(s.output.schema).is_file():
         return p
     try:
         given = json.loads(Path(s.output.schema).read_text())
@@ -342,7 +345,7 @@ def model_signature(s: Settings) -> tuple[dict[str, Any], dict[str, Any], Any, l
             {},
             {},
             None,
-            ["model: ONNX Runtime is not installed (pip install 'streamflow[cpu]')"],
+            ["model: ONNX Runtime is not installed (pip install 'streamflow-inference[cpu]')"],
         )
     try:
         sess = ort.InferenceSession(s.model.path, providers=["CPUExecutionProvider"])

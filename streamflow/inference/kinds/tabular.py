@@ -215,7 +215,7 @@ class TabularKind:
         inputs, outputs, sess, problems = model_signature(s)
         p += problems
         if sess is None:
-            return p + check_result_schema(s, [])
+            return p + check_result_schema(s, [], outputs_known=False)
         before = len(p)
         if s.model.input not in inputs:
             p.append(

