@@ -6,17 +6,26 @@ model): never record keys or offsets.
 
 When ``PROMETHEUS_MULTIPROC_DIR`` is set (``streamflow worker --stage all`` runs one
 process per stage), values are written to shared files and the supervising process
-serves their sum on one endpoint (prometheus_client's multiprocess mode).
+serves their sum on one endpoint (prometheus_client's multiprocess mode). The standard
+``process_*`` metrics come from ``ProcessMetrics``: multiprocess mode has none, so the serving
+process reads each child's from /proc at scrape time.
 """
 
 from __future__ import annotations
 
 import os
+import platform
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
+from importlib import metadata
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client import multiprocess as _mp
+from prometheus_client.metrics_core import Metric
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
 
 BATCH_BUCKETS = (1, 8, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 SECONDS_BUCKETS = (
@@ -62,8 +71,32 @@ LATENCY_BUCKETS = (
 )
 
 
+BUILD_LABELS = ("version", "python", "onnxruntime", "faust", "confluent_kafka")
+
+
 def multiprocess_enabled() -> bool:
     return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
+def build_info(version: str) -> dict[str, str]:
+    """streamflow_build_info's labels: streamflow's ``version`` (``resources.version()``) and the
+    versions of what it runs on ("" for one not installed)."""
+
+    def installed(*names: str) -> str:
+        for name in names:
+            try:
+                return metadata.version(name)
+            except metadata.PackageNotFoundError:
+                continue
+        return ""
+
+    return {
+        "version": version,
+        "python": platform.python_version(),
+        "onnxruntime": installed("onnxruntime", "onnxruntime-gpu"),
+        "faust": installed("faust-streaming"),
+        "confluent_kafka": installed("confluent-kafka"),
+    }
 
 
 @dataclass
@@ -86,7 +119,11 @@ class Metrics:
     model_info: Gauge
     padding_waste: Gauge
     gpus: Gauge
-    slo: Gauge
+    slo_p99_latency: Gauge
+    slo_dead_letter_ratio: Gauge
+    slo_lag: Gauge
+    slo_input_drift: Gauge
+    build_info: Gauge
     gpu_utilization: Gauge
     gpu_memory_used: Gauge
     gpu_memory_total: Gauge
@@ -103,6 +140,10 @@ class Metrics:
     store_open_files: Gauge
     store_delay: Histogram
     store_errors: Counter
+    # `streamflow collect http`
+    collector_requests: Counter
+    collector_records: Counter
+    collector_request_seconds: Histogram
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
@@ -210,12 +251,41 @@ class Metrics:
                 registry=r,
                 multiprocess_mode="livemax",
             ),
-            slo=Gauge(
-                "streamflow_slo",
-                "The pipeline's objectives from its [slo] section (alert rules compare "
-                "against them): objective = p99_latency_seconds | dead_letter_ratio | lag_seconds; "
-                "and max_input_psi from [monitoring].",
-                ["pipeline", "objective"],
+            # The pipeline's objectives (alert rules compare against them): one gauge per
+            # objective, each in its own unit, so a rule or a panel never mixes seconds and ratios.
+            slo_p99_latency=Gauge(
+                "streamflow_slo_p99_latency_seconds",
+                "Objective for the end-to-end p99 latency (slo.p99_latency_ms).",
+                ["pipeline"],
+                registry=r,
+                multiprocess_mode="livemax",
+            ),
+            slo_dead_letter_ratio=Gauge(
+                "streamflow_slo_max_dead_letter_ratio",
+                "Objective for dead letters over input records (slo.max_dead_letter_ratio).",
+                ["pipeline"],
+                registry=r,
+                multiprocess_mode="livemax",
+            ),
+            slo_lag=Gauge(
+                "streamflow_slo_max_lag_seconds",
+                "Objective for a partition's consumer lag in seconds (slo.max_lag_seconds).",
+                ["pipeline"],
+                registry=r,
+                multiprocess_mode="livemax",
+            ),
+            slo_input_drift=Gauge(
+                "streamflow_slo_max_input_drift_psi",
+                "Threshold for streamflow_input_drift_psi (monitoring.max_input_psi).",
+                ["pipeline"],
+                registry=r,
+                multiprocess_mode="livemax",
+            ),
+            build_info=Gauge(
+                "streamflow_build_info",
+                "The running build (value 1): streamflow's version and those of Python, "
+                "ONNX Runtime, faust and confluent-kafka.",
+                list(BUILD_LABELS),
                 registry=r,
                 multiprocess_mode="livemax",
             ),
@@ -337,20 +407,84 @@ class Metrics:
                 ["pipeline"],
                 registry=r,
             ),
+            # `streamflow collect http`
+            collector_requests=Counter(
+                "streamflow_collector_requests",
+                "Requests the HTTP collector answered, by status code.",
+                ["pipeline", "status"],
+                registry=r,
+            ),
+            collector_records=Counter(
+                "streamflow_collector_records",
+                "Records the HTTP collector received, by outcome: accepted (acknowledged by the "
+                "broker), rejected (in a body with a bad line: 400), failed (not acknowledged: "
+                "503).",
+                ["pipeline", "outcome"],
+                registry=r,
+            ),
+            collector_request_seconds=Histogram(
+                "streamflow_collector_request_duration_seconds",
+                "Time the HTTP collector takes to answer a request, from its headers to the "
+                "reply (reading the body and waiting for the broker included).",
+                ["pipeline"],
+                buckets=LATENCY_BUCKETS,
+                registry=r,
+            ),
         )
 
 
+# A child process's labels and pid, for ProcessMetrics.
+ChildProcess = tuple[Mapping[str, str], int]
+
+
+class ProcessMetrics(Collector):
+    """The standard ``process_*`` metrics (CPU seconds, resident and virtual memory, open and
+    maximum file descriptors, start time) for the serving process and each of its children.
+
+    The serving process's own are unlabelled, as prometheus_client's ProcessCollector exports
+    them. Multiprocess mode (``worker --stage all``) has no process metrics of its own: each
+    child's are read here from /proc/<pid> at scrape time and labelled with what ``children``
+    gives (pipeline, stage, replica), so they are never stale and a child that has exited drops
+    out. Linux only, like ProcessCollector (elsewhere there are none).
+    """
+
+    def __init__(self, children: Callable[[], Iterable[ChildProcess]] = tuple) -> None:
+        self._children = children
+        self._own = ProcessCollector(registry=None)
+
+    def collect(self) -> Iterable[Metric]:
+        families: dict[str, Metric] = {}
+
+        def add(collector: ProcessCollector, labels: Mapping[str, str]) -> None:
+            for m in collector.collect():
+                family = families.setdefault(m.name, Metric(m.name, m.documentation, m.type))
+                for s in m.samples:
+                    family.add_sample(s.name, {**s.labels, **labels}, s.value)
+
+        add(self._own, {})
+        for labels, pid in self._children():
+            add(ProcessCollector(pid=partial(str, pid), registry=None), labels)
+        return list(families.values())
+
+
 def serve(
-    metrics_registry: CollectorRegistry | None, host: str, port: int, *, multiprocess_dir: str = ""
+    metrics_registry: CollectorRegistry | None,
+    host: str,
+    port: int,
+    *,
+    multiprocess_dir: str = "",
+    children: Callable[[], Iterable[ChildProcess]] = tuple,
 ) -> Any:
-    """Serve ``/metrics`` on host:port; with ``multiprocess_dir``, the sum over every process
-    writing there. Returns the HTTP server (``.shutdown()`` stops it)."""
+    """Serve ``/metrics`` on host:port: the registry's metrics, or with ``multiprocess_dir`` the
+    sum over every process writing there; and ``process_*`` for this process and ``children``.
+    Returns the HTTP server (``.shutdown()`` stops it)."""
+    registry = CollectorRegistry()
     if multiprocess_dir:
-        registry = CollectorRegistry()
         _mp.MultiProcessCollector(registry, path=multiprocess_dir)
     else:
         assert metrics_registry is not None
-        registry = metrics_registry
+        registry.register(metrics_registry)
+    registry.register(ProcessMetrics(children))
     server, _thread = start_http_server(port, addr=host, registry=registry)
     return server
 

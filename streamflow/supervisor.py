@@ -23,9 +23,10 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from streamflow import logs
 from streamflow.broker import EmbeddedBroker, die_with_parent
 from streamflow.kafka.admin import ensure_topics, wait_ready
-from streamflow.metrics import mark_process_dead, serve
+from streamflow.metrics import ChildProcess, mark_process_dead, serve
 from streamflow.settings import Settings
 from streamflow.steps import pipeline_topics, process_stages
 
@@ -35,6 +36,7 @@ def child_command(stage: str, argv_settings: list[str], bootstrap: str) -> list[
         sys.executable,
         "-m",
         "streamflow.cli",
+        *logs.cli_args(),  # the same log format and level as this process
         "worker",
         "--stage",
         stage,
@@ -66,6 +68,8 @@ class StageProcesses:
         self.mp_dir = mp_dir or tempfile.mkdtemp(prefix="streamflow-metrics-")
         self.serve_metrics = serve_metrics
         self.server: Any = None
+        # Whose process metrics this group's endpoint serves (run_all: every group's).
+        self.peers: list[StageProcesses] = [self]
 
     def start(self) -> None:
         self.procs = [(stage, self._spawn(i, stage)) for i, stage in enumerate(self.stages)]
@@ -75,7 +79,20 @@ class StageProcesses:
                 self.settings.metrics.host,
                 self.settings.metrics.port,
                 multiprocess_dir=self.mp_dir,
+                children=lambda: [c for g in self.peers for c in g.children()],
             )
+
+    def children(self) -> list[ChildProcess]:
+        """The running stage processes, labelled for their ``process_*`` metrics: pipeline,
+        stage and replica (0, 1, ... among processes of the same stage)."""
+        out: list[ChildProcess] = []
+        seen: dict[str, int] = {}
+        for stage, p in list(self.procs):
+            replica = seen[stage] = seen.get(stage, -1) + 1
+            if p.poll() is None:
+                labels = {"pipeline": self.settings.name, "stage": stage, "replica": str(replica)}
+                out.append((labels, p.pid))
+        return out
 
     def _spawn(self, index: int, stage: str) -> subprocess.Popen[bytes]:
         env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=self.mp_dir, PYTHONUNBUFFERED="1")
@@ -166,6 +183,7 @@ def run_all(pipelines: list[tuple[Settings, list[str]]], bootstrap: str, stage: 
                 serve_metrics=i == 0,
             )
         )
+    groups[0].peers = groups  # the one endpoint shows every group's process metrics
     for g in groups:
         g.start()
     stop = {"signal": 0}
@@ -196,7 +214,7 @@ def run_all(pipelines: list[tuple[Settings, list[str]]], bootstrap: str, stage: 
     for g in groups:
         g.stop()
     if died and not stop["signal"]:
-        print(f"streamflow: stage process died: {', '.join(died)}", file=sys.stderr)
+        logs.say(f"stage process died: {', '.join(died)}")
         return 1
     return 0
 

@@ -18,6 +18,7 @@ import signal
 import time
 from typing import Any
 
+from streamflow import logs
 from streamflow.agents.app import DrainingWorker, make_app
 from streamflow.agents.context import StageContext
 from streamflow.agents.handler import Handler
@@ -28,7 +29,8 @@ from streamflow.kafka.admin import ensure_topics, wait_ready
 from streamflow.kafka.config import producer_config
 from streamflow.kafka.producer import BatchProducer
 from streamflow.kafka.transport import Chunk, ChunkBuffer, patch_fetch_wait
-from streamflow.metrics import Metrics, multiprocess_enabled, serve
+from streamflow.metrics import Metrics, build_info, multiprocess_enabled, serve
+from streamflow.resources import version
 from streamflow.settings import Settings
 from streamflow.steps import handler_class, pipeline_topics, step_named
 
@@ -96,14 +98,13 @@ class StageWorker:
             self.metrics.delivery_errors.labels(self.settings.name, topic).inc(bad)
 
     def _export_constants(self) -> None:
+        """The pipeline's objectives (the alert rules' thresholds), the GPUs and the build."""
         s, m = self.settings, self.metrics
-        for objective, value in (
-            ("p99_latency_seconds", s.slo.p99_latency_ms / 1000),
-            ("dead_letter_ratio", s.slo.max_dead_letter_ratio),
-            ("lag_seconds", s.slo.max_lag_seconds),
-            ("max_input_psi", s.monitoring.max_input_psi),  # StreamflowInputDrift
-        ):
-            m.slo.labels(s.name, objective).set(value)
+        m.slo_p99_latency.labels(s.name).set(s.slo.p99_latency_ms / 1000)
+        m.slo_dead_letter_ratio.labels(s.name).set(s.slo.max_dead_letter_ratio)
+        m.slo_lag.labels(s.name).set(s.slo.max_lag_seconds)
+        m.slo_input_drift.labels(s.name).set(s.monitoring.max_input_psi)  # StreamflowInputDrift
+        m.build_info.labels(**build_info(version())).set(1)
         if self.gpus is not None:
             m.gpus.labels(s.name).set(len(self.gpus))
 
@@ -300,7 +301,7 @@ class StageWorker:
         async def flush_producer(app: Any, **kwargs: Any) -> None:
             await self.shutdown()
 
-    def run(self, *, serve_metrics: bool, loglevel: str) -> None:
+    def run(self, *, serve_metrics: bool) -> None:
         s = self.settings
         self.wire()
         if serve_metrics and not multiprocess_enabled():
@@ -310,9 +311,11 @@ class StageWorker:
             self.app,
             self.drain,
             s.runtime.drain_timeout_s,
-            loglevel=loglevel,
             quiet=True,
             redirect_stdouts=False,
+            # streamflow.logs configured logging at start-up (--log-format, --log-level); mode
+            # would replace the root handler with its own, on stdout, undoing JSON lines.
+            override_logging=False,
         )
         try:
             worker.execute_from_commandline()
@@ -328,11 +331,11 @@ def run_stage(
     bootstrap: str,
     *,
     serve_metrics: bool = True,
-    loglevel: str = "info",
 ) -> None:
     """Run one step's agent in this process until SIGINT/SIGTERM."""
+    logs.bind(pipeline=settings.name, stage=stage)  # on each JSON log line
     patch_fetch_wait(settings.kafka.fetch_max_wait_ms)
     require_valid(settings)
     wait_ready(bootstrap, settings.kafka.connect_timeout_s, settings=settings)
     ensure_topics(bootstrap, pipeline_topics(settings), settings=settings)
-    StageWorker(settings, stage, bootstrap).run(serve_metrics=serve_metrics, loglevel=loglevel)
+    StageWorker(settings, stage, bootstrap).run(serve_metrics=serve_metrics)

@@ -10,13 +10,14 @@ consume, dlq).
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from pathlib import Path
 from types import ModuleType
 
+from streamflow import logs
 from streamflow.errors import ConfigError, StreamflowError
+from streamflow.resources import find_pipeline, version
 from streamflow.settings import Settings
 from streamflow.settings.loading import load_settings, pipeline_path_from_env
 
@@ -74,14 +75,15 @@ def overrides(args: argparse.Namespace) -> dict[str, str]:
 
 
 def pipeline_path(args: argparse.Namespace) -> str:
-    """The command's one pipeline file: --pipeline, else $STREAMFLOW_PIPELINE, else the default."""
+    """The command's one pipeline file: --pipeline, else $STREAMFLOW_PIPELINE, else the default;
+    a relative path that is not here may name an installed example (``resources.find_pipeline``)."""
     given = args.pipeline or []
     if len(given) > 1:
         raise ConfigError(
             "--pipeline: only `streamflow worker` takes several pipeline files",
             source="command line",
         )
-    return given[0] if given else pipeline_path_from_env(DEFAULT_PIPELINE)
+    return find_pipeline(given[0]) if given else pipeline_path_from_env(DEFAULT_PIPELINE)
 
 
 def load(args: argparse.Namespace) -> Settings:
@@ -136,6 +138,7 @@ def command_modules() -> tuple[ModuleType, ...]:
         demo,
         dlq,
         doctor,
+        init,
         kcat,
         model,
         produce,
@@ -149,6 +152,7 @@ def command_modules() -> tuple[ModuleType, ...]:
     )
 
     return (
+        init,
         validate,
         schema,
         broker,
@@ -172,7 +176,17 @@ def command_modules() -> tuple[ModuleType, ...]:
 def build_parser() -> argparse.ArgumentParser:
     """The ``streamflow`` parser: the global options and every command's subparser."""
     p = argparse.ArgumentParser(prog="streamflow", description="Streaming inference on Kafka.")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument(
+        "-v", "--verbose", action="store_true", help="debug logging, the client libraries' too"
+    )
+    p.add_argument(
+        "--log-format",
+        choices=logs.FORMATS,
+        default="text",
+        help="log lines on stderr: text, or json (one object per line, for Loki or ELK)",
+    )
+    p.add_argument("--log-level", choices=logs.LEVELS, default="info", help="(default: info)")
+    p.add_argument("--version", action="version", version=f"streamflow {version()}")
     sub = p.add_subparsers(dest="command", required=True)
     for module in command_modules():
         module.add_parser(sub)
@@ -191,17 +205,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"streamflow: error: {exc}", file=sys.stderr)
             return 2
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    for noisy in ("aiokafka", "faust", "mode", "kafka"):
-        logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    logs.configure(args.log_format, args.log_level, verbose=args.verbose)
     try:
         return int(args.func(args) or 0)
     except StreamflowError as exc:
-        print(f"streamflow: error: {exc}", file=sys.stderr)
+        logs.say(str(exc), prefix="streamflow: error: ")
         return 2
     except KeyboardInterrupt:
         return 130

@@ -25,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     cf.add_argument("path")
     settings_args(cf)
     ch = csub.add_parser(
-        "http", help="an HTTP endpoint: POST /records (JSON or JSON lines), GET /healthz"
+        "http", help="an HTTP(S) endpoint: POST /records (JSON or JSON lines), GET /healthz"
     )
     ch.add_argument(
         "--host", default=None, help="address to bind (default collector.host, 127.0.0.1)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from streamflow import logs
 from streamflow.cli import DEFAULT_PIPELINE, argv_settings, bootstrap_or_fail, load, settings_args
 from streamflow.settings import Settings
 from streamflow.settings.loading import pipeline_path_from_env
@@ -19,7 +20,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         required=True,
         choices=["clean", "normalize", "inference", "chained", "store", "all"],
     )
-    w.add_argument("--loglevel", default="info")
+    w.add_argument(
+        "--loglevel", default=None, help="the global --log-level, for this command (old scripts)"
+    )
     settings_args(w)
     w.set_defaults(func=run)
 
@@ -30,6 +33,8 @@ def run(args: argparse.Namespace) -> int:
     from streamflow.agents.worker import run_stage
     from streamflow.supervisor import run_all
 
+    if args.loglevel:  # before any child process is started: they get it too
+        logs.set_level(args.loglevel)
     files = args.pipeline or [pipeline_path_from_env(DEFAULT_PIPELINE)]
     pipelines: list[tuple[Settings, list[str]]] = []
     for f in files:  # every pipeline file with the same overrides; each child re-reads its own
@@ -39,5 +44,5 @@ def run(args: argparse.Namespace) -> int:
     bootstrap = bootstrap_or_fail(s, "streamflow worker")
     if args.stage == "all" or len(pipelines) > 1:
         return run_all(pipelines, bootstrap, args.stage)
-    run_stage(s, args.stage, bootstrap, loglevel=args.loglevel)
+    run_stage(s, args.stage, bootstrap)
     return 0

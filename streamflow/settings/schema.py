@@ -245,6 +245,10 @@ class CollectorSettings:
     port: int = 8088
     token: Secret = Secret()  # when set, POST /records needs "Authorization: Bearer <token>"
     max_body_bytes: int = 1_048_576  # larger requests get 413 before their body is read
+    # HTTPS: the server's certificate (chain) and private key, PEM; both or neither
+    tls_certfile: str = ""
+    tls_keyfile: str = ""
+    tls_client_cafile: str = ""  # mutual TLS: clients need a certificate signed by these CAs
     # `streamflow collect synthetic` and the demo: "module:Class" (beside the pipeline file, or
     # on PYTHONPATH) with TelemetryGenerator's interface; empty: the model kind's own records
     synthetic: str = ""

@@ -166,7 +166,7 @@ def test_drift_gauge_moves_and_the_alert_fires_only_on_the_drifted_half(
         alert = next(a for a in prom.api("alerts")["alerts"] if a["labels"]["alertname"] == ALERT)
         notes = alert["annotations"]
         assert alert["labels"]["feature"] in notes["summary"] and "PSI" in notes["summary"]
-        assert "Check:" in notes["runbook"] and "Do:" in notes["runbook"]
+        assert notes["runbook_url"].endswith(f"docs/runbooks.md#{ALERT.lower()}")
 
     print(
         f"\nundrifted: max PSI {max(calm.values()):.3f} ({max(calm, key=calm.__getitem__)}) "

@@ -7,17 +7,25 @@ import http.client
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from streamflow.broker import free_port
+from streamflow.kafka.admin import ensure_topics
 from streamflow.settings import Settings
+from streamflow.settings.loading import load_settings
+from streamflow.steps import pipeline_topics
 from tests.conftest import PIPELINE, ROOT
 from tests.integration.helpers import read_topic, running_pipeline
+from tests.integration.tls import make_certificates
 
 pytestmark = pytest.mark.integration
 TOKEN = "tok-http-8Jm2-never-logged"
@@ -34,19 +42,25 @@ def pipeline(pipeline_overrides: dict[str, str]) -> Iterator[tuple[Settings, dic
         yield settings, overrides
 
 
-def post(port: int, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    conn.request("POST", "/records", body=body, headers=headers)
-    resp = conn.getresponse()
-    out = json.loads(resp.read() or b"{}")
-    conn.close()
-    return resp.status, out
+def post(
+    port: int, body: bytes, headers: dict[str, str], tls: ssl.SSLContext | None = None
+) -> tuple[int, dict[str, Any]]:
+    conn = (
+        http.client.HTTPSConnection("127.0.0.1", port, timeout=30, context=tls)
+        if tls
+        else http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    )
+    try:
+        conn.request("POST", "/records", body=body, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read() or b"{}")
+    finally:
+        conn.close()
 
 
-def test_http_collector_checks_the_token_and_size_and_its_records_get_scored(
-    pipeline: tuple[Settings, dict[str, str]],
-) -> None:
-    settings, overrides = pipeline
+def start_collector(overrides: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
+    """`streamflow collect http` on any free port, its metrics on another (the pipeline's
+    processes serve theirs on metrics.port); the process and its banner."""
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -58,7 +72,7 @@ def test_http_collector_checks_the_token_and_size_and_its_records_get_scored(
             "0",
             "--pipeline",
             str(PIPELINE),
-            *sets({**overrides, "collector.max_body_bytes": "4096"}),
+            *sets({**overrides, "metrics.port": str(free_port())}),
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -72,7 +86,14 @@ def test_http_collector_checks_the_token_and_size_and_its_records_get_scored(
         lines.append(line)
         if "listening on" in line:
             break
-    banner = "".join(lines)
+    return proc, "".join(lines)
+
+
+def test_http_collector_checks_the_token_and_size_and_its_records_get_scored(
+    pipeline: tuple[Settings, dict[str, str]],
+) -> None:
+    settings, overrides = pipeline
+    proc, banner = start_collector({**overrides, "collector.max_body_bytes": "4096"})
     assert "listening on http://127.0.0.1:" in banner and "bearer token required" in banner, banner
     port = int(banner.split("listening on http://127.0.0.1:")[1].split()[0])
     auth = {"Authorization": f"Bearer {TOKEN}"}
@@ -111,3 +132,70 @@ def test_http_collector_checks_the_token_and_size_and_its_records_get_scored(
     assert proc.returncode == 0, banner + rest
     assert f"produced 10 records to {settings.topics.raw}" in rest
     assert TOKEN not in banner + rest
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The collector's samples by name and labels."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        text = resp.read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_https_collector_refuses_plain_http_and_counts_requests_by_status(
+    bootstrap: str, pipeline_overrides: dict[str, str], tmp_path: Path
+) -> None:
+    ca, cert, key = make_certificates(tmp_path)
+    settings = load_settings(PIPELINE, pipeline_overrides)
+    ensure_topics(bootstrap, pipeline_topics(settings))
+    proc, banner = start_collector(
+        {
+            **pipeline_overrides,
+            "collector.tls_certfile": str(cert),
+            "collector.tls_keyfile": str(key),
+        }
+    )
+    assert "listening on https://127.0.0.1:" in banner and "/metrics" in banner, banner
+    port = int(banner.split("listening on https://127.0.0.1:")[1].split()[0])
+    metrics_url = "http://" + banner.split("metrics on http://")[1].split()[0]
+    tls = ssl.create_default_context(cafile=str(ca))
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    body = "\n".join(
+        json.dumps({"device_id": f"rack3-node{i}", "timestamp": 1764000000000 + i})
+        for i in range(3)
+    ).encode()
+    try:
+        assert post(port, body, auth, tls) == (200, {"accepted": 3, "topic": settings.topics.raw})
+        assert post(port, body, auth, tls)[0] == 200
+        assert post(port, body + b"\n[1]\n", auth, tls)[0] == 400
+        assert post(port, body, {}, tls)[0] == 401
+        with pytest.raises((OSError, http.client.HTTPException)):
+            post(port, body, auth)  # plain HTTP
+        raw = read_topic(bootstrap, settings.topics.raw, until=6, timeout_s=30)
+        samples = scrape(metrics_url)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=30)
+    assert len(raw) == 6
+    name = settings.name
+    requests = {
+        dict(labels)["status"]: v
+        for (metric, labels), v in samples.items()
+        if metric == "streamflow_collector_requests_total" and dict(labels)["pipeline"] == name
+    }
+    assert requests == {"200": 2, "400": 1, "401": 1}
+    records = {
+        dict(labels)["outcome"]: v
+        for (metric, labels), v in samples.items()
+        if metric == "streamflow_collector_records_total"
+    }
+    assert records == {"accepted": 6, "rejected": 4}
+    duration = ("streamflow_collector_request_duration_seconds_count", (("pipeline", name),))
+    assert samples[duration] == 4
+    assert proc.returncode == 0, banner + rest
+    assert f"produced 6 records to {settings.topics.raw}" in rest

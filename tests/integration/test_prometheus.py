@@ -7,6 +7,8 @@ server (Debian's package) scrapes its metrics endpoint every second with the rea
 loaded. Every PromQL expression of every dashboard panel (template variables substituted as
 Grafana would) and every alert rule expression (as the server loaded it) is evaluated through
 the HTTP API and its values judged. Run with ``-s`` to see the table of what was checked.
+(The dashboard's import-readiness and its variables are checked without a server in
+tests/unit/test_deploy.py.)
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import pytest
 from streamflow.broker import die_with_parent, free_port, stop_process
 from streamflow.cli import report
 from streamflow.collectors.produce import ProduceStats, RawProducer, run_synthetic
-from streamflow.metrics import Metrics
+from streamflow.metrics import Metrics, ProcessMetrics
 from streamflow.settings import Settings
 from streamflow.steps import SINKS, STEPS
 from streamflow.supervisor import LocalPipeline
@@ -65,9 +67,12 @@ STORE = {"store.rotate_schedule_interval_ms": "1000"}
 ABSENT_HERE = {"streamflow_delivery_retries_total", "streamflow_store_write_errors_total"}
 # Every `worker --stage X` the pipeline runs here, and that compose runs (and Prometheus scrapes).
 WORKERS = {s.name for s in (*STEPS, *SINKS)}
-# Grafana's values for the variables: one pipeline, every worker ("All" is the regex .*),
-# $__rate_interval as for a 1 s scrape interval, $__range as for a short time range.
+# Grafana's values for the variables: one pipeline; every job ("All": the jobs listed, as a
+# regex); every namespace and every worker ("All" is the regex .*: there is no namespace label
+# here, as with compose); $__rate_interval as for a 1 s scrape interval, $__range as for a short
+# time range.
 RATE_INTERVAL = "10s"
+JOB = "streamflow-local"  # the test's scrape job
 
 
 # ------------------------------------------------------------------ promtool
@@ -119,9 +124,10 @@ def dashboard_panels() -> list[dict[str, Any]]:
 
 
 def known_series() -> set[str]:
-    """Every series name streamflow exports, from a fresh set of its instruments, plus `up`."""
+    """Every series name streamflow exports, from a fresh set of its instruments and the
+    process metrics, plus `up`."""
     names = {"up"}
-    for fam in Metrics.create().registry.collect():
+    for fam in [*Metrics.create().registry.collect(), *ProcessMetrics().collect()]:
         suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}.get(
             fam.type, ("",)
         )
@@ -130,13 +136,11 @@ def known_series() -> set[str]:
 
 
 def test_dashboard_is_complete_and_consistent() -> None:
-    """Units and thresholds on every panel, the provisioned data source, no overlapping
-    panels, only defined variables, only metrics streamflow exports (alerts too)."""
+    """Units and thresholds on every panel, the data source variable, no overlapping panels,
+    only defined variables, only metrics streamflow exports (alerts too); the compose
+    provisioning in place."""
     dash = json.loads(DASHBOARD.read_text())
-    ds = re.search(
-        r"uid:\s*(\S+)", (GRAFANA_DIR / "provisioning/datasources/prometheus.yml").read_text()
-    )
-    assert ds, "the provisioned data source has no uid"
+    ds = {"type": "prometheus", "uid": "${datasource}"}
     assert (
         "url: http://prometheus:9090"
         in (GRAFANA_DIR / "provisioning/datasources/prometheus.yml").read_text()
@@ -146,7 +150,7 @@ def test_dashboard_is_complete_and_consistent() -> None:
         in (GRAFANA_DIR / "provisioning/dashboards/streamflow.yml").read_text()
     )
     variables = {v["name"] for v in dash["templating"]["list"]}
-    assert {"pipeline", "instance"} <= variables
+    assert {"datasource", "job", "namespace", "pipeline", "instance"} <= variables
     ids: set[int] = set()
     cells: set[tuple[int, int]] = set()
     series = known_series()
@@ -155,7 +159,7 @@ def test_dashboard_is_complete_and_consistent() -> None:
         defaults = p["fieldConfig"]["defaults"]
         assert defaults.get("unit"), f"{title}: no unit"
         assert defaults.get("thresholds", {}).get("steps"), f"{title}: no thresholds"
-        assert p["datasource"]["uid"] == ds.group(1), title
+        assert p["datasource"] == ds, title
         assert p["id"] not in ids, f"{title}: duplicate id"
         ids.add(p["id"])
         g = p["gridPos"]
@@ -167,10 +171,10 @@ def test_dashboard_is_complete_and_consistent() -> None:
         cells |= mine
         assert p["targets"], f"{title}: no query"
         for t in p["targets"]:
-            assert t["datasource"]["uid"] == ds.group(1), title
+            assert t["datasource"] == ds, title
             used = set(re.findall(r"\$(\w+)", t["expr"])) - {"__rate_interval", "__range"}
             assert used <= variables, f"{title}: undefined variables {used - variables}"
-            unknown = set(re.findall(r"\b(streamflow_\w+|up)\b", t["expr"])) - series
+            unknown = set(re.findall(r"\b(streamflow_\w+|process_\w+|up)\b", t["expr"])) - series
             assert not unknown, f"{title}: metrics streamflow does not export: {unknown}"
     unknown = (
         set(re.findall(r"\b(streamflow_\w+)\b", (PROM_DIR / "alerts.yml").read_text())) - series
@@ -279,6 +283,8 @@ POSITIVE = Expect(
     lambda r: bool(r) and all(v >= 0 for _, v in r) and sum(v for _, v in r) > 0,
 )
 LATENCY = Expect("every value in (0, 10) s", _all(lambda v: 0 < v < 10))
+BYTES = Expect("every value in (1 MB, 4 GB)", _all(lambda v: 1e6 < v < 4e9))
+AGE = Expect("every value in [0, 1 day) s", _all(lambda v: 0 <= v < 86400))
 FRACTION = Expect("every value in (0, 1]", _all(lambda v: 0 < v <= 1))
 DL_RATIO = Expect("in (0.005, 0.1): faults are ~2 %", _all(lambda v: 0.005 < v < 0.1))
 AT_LEAST_1 = Expect("every value >= 1 record", _all(lambda v: v >= 1))
@@ -374,6 +380,14 @@ WHILE_FLOWING: dict[tuple[str, str], Expect] = {
     ("Store delay (produced to stored)", "B"): LATENCY,
     ("Open files", "A"): NONNEG,
     ("Store write errors/s", "A"): EMPTY,  # no write failed
+    ("CPU per process", "A"): POSITIVE,
+    ("Memory per process", "A"): BYTES,
+    ("Open file descriptors (of the limit)", "A"): FRACTION,
+    ("Process age", "A"): AGE,
+    ("Build per worker", "A"): Expect(
+        "1, with streamflow's version",
+        lambda r: bool(r) and all(v == 1 and m.get("version") for m, v in r),
+    ),
 }
 # After the input stops: the backlog drains and the workers stay up.
 AFTER_DRAIN: dict[tuple[str, str], Expect] = {
@@ -389,11 +403,22 @@ AFTER_DRAIN: dict[tuple[str, str], Expect] = {
 }
 
 
-def substitute(expr: str, pipeline: str) -> str:
+def promql_regex_escape(value: str) -> str:
+    """A value's regex metacharacters escaped inside a PromQL string, as Grafana's Prometheus
+    data source does for multi-value variables (``-`` is left alone: ``\\-`` is no escape in a
+    PromQL string)."""
+    return re.sub(r"([\\^$*+?.()|{}\[\]])", r"\\\\\1", value)
+
+
+def substitute(expr: str, pipeline: str, jobs: tuple[str, ...] = (JOB,)) -> str:
+    """The query Grafana sends: multi-value "All" without a custom value is the values listed,
+    escaped and joined as a regex (job); with one (.*), that (namespace, worker)."""
     return (
         expr.replace("$__rate_interval", RATE_INTERVAL)
         .replace("$__range", "5m")
         .replace("$pipeline", re.escape(pipeline))
+        .replace("$job", "(" + "|".join(promql_regex_escape(j) for j in jobs) + ")")
+        .replace("$namespace", ".*")
         .replace("$instance", ".*")
     )
 
@@ -475,12 +500,39 @@ def test_dashboard_and_alert_queries_on_a_live_pipeline(
             f"prometheus never scraped the stages up: {prom.log.read_text()[-2000:]}"
         )
 
-        # The variables, as Grafana's label_values() asks for them.
-        pipelines = prom.api("label/pipeline/values", **{"match[]": "streamflow_worker_up"})
+        # The variables, as Grafana's label_values() asks for them: job, then namespace (none
+        # here, as with compose: "All" is .*, which matches series without the label), then
+        # pipeline and worker.
+        jobs = prom.api("label/job/values", **{"match[]": "streamflow_worker_up"})
+        assert jobs == [JOB], jobs
+        namespaces = prom.api(
+            "label/namespace/values", **{"match[]": f'streamflow_worker_up{{job=~"{JOB}"}}'}
+        )
+        assert namespaces == [], namespaces
+        scope = f'job=~"({JOB})", namespace=~".*"'
+        pipelines = prom.api(
+            "label/pipeline/values", **{"match[]": f"streamflow_worker_up{{{scope}}}"}
+        )
         instances = prom.api(
-            "label/instance/values", **{"match[]": f'streamflow_worker_up{{pipeline=~"{name}"}}'}
+            "label/instance/values",
+            **{"match[]": f'streamflow_worker_up{{{scope}, pipeline=~"{name}"}}'},
         )
         assert name in pipelines and instances == [target], (pipelines, instances)
+
+        # The standard process metrics of every stage process (read from /proc by the
+        # supervisor: multiprocess mode has none of its own), beside the supervisor's own.
+        for series in (
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_open_fds",
+            "process_start_time_seconds",
+        ):
+            per_stage = prom.query(f'{series}{{pipeline="{name}"}}')
+            assert {m["stage"] for m, _ in per_stage} == WORKERS, (series, per_stage)
+            assert all(v > 0 for _, v in per_stage) or series == "process_cpu_seconds_total"
+            assert prom.query(f'{series}{{job="{JOB}", stage=""}}'), f"{series}: the supervisor's"
+        build = prom.query("streamflow_build_info")
+        assert len(build) == 1 and build[0][0]["version"] and build[0][1] == 1, build
 
         raw = RawProducer(settings, bootstrap)
         stats: list[ProduceStats] = []
@@ -582,11 +634,11 @@ def test_dashboard_and_alert_queries_on_a_live_pipeline(
         for a in alerts:
             assert a["state"] == "pending" and a["labels"]["pipeline"] == name
             notes = a["annotations"]
-            assert {"summary", "description", "runbook"} <= set(notes), notes
+            assert set(notes) == {"summary", "description", "runbook_url"}, notes
             assert (
                 "error" not in notes["summary"] + notes["description"] and "%" in notes["summary"]
             ), notes
-            assert "Check:" in notes["runbook"] and "Do:" in notes["runbook"]
+            assert notes["runbook_url"].endswith("docs/runbooks.md#streamflowdeadletterratiohigh")
 
         # `streamflow report --prometheus` draws the run from this same server.
         panels = report.from_prometheus(prom.url, name, minutes=3, window="10s")

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import base64
 import fnmatch
+import importlib.util
+import json
 import re
 import shlex
 import shutil
 import subprocess
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -90,9 +93,19 @@ def active(profiles: set[str]) -> dict[str, dict[str, Any]]:
     }
 
 
+def command(args: list[str]) -> list[str]:
+    """A ``streamflow`` command line without the global options before the command
+    (``--log-format json``, ``--log-level``, ``-v``)."""
+    args = list(args)
+    while args and args[0].startswith("-"):
+        takes_value = args[0] in ("--log-format", "--log-level")
+        args = args[2:] if takes_value else args[1:]
+    return args
+
+
 def runs_stage(svc: dict[str, Any]) -> str | None:
     cmd = svc.get("command") or []
-    cmd = shlex.split(cmd) if isinstance(cmd, str) else cmd
+    cmd = command(shlex.split(cmd) if isinstance(cmd, str) else cmd)
     if cmd[:2] == ["worker", "--stage"] and len(cmd) >= 3:
         return str(cmd[2])
     return None
@@ -158,7 +171,7 @@ def deployment_for(stage: str) -> dict[str, Any]:
     found = [
         d
         for d in k8s("Deployment").values()
-        if container(d).get("args", [])[:3] == ["worker", "--stage", stage]
+        if command(container(d).get("args", []))[:3] == ["worker", "--stage", stage]
     ]
     assert len(found) == 1, (
         f"expected one Deployment running `worker --stage {stage}`, found {len(found)}"
@@ -853,3 +866,149 @@ def test_store_pvc_component_renders(tmp_path: Path) -> None:
         rendered[variant] = (env[f"{ENV_PREFIX}STORE_PATH"], STORE_MOUNT in mounts, len(pvcs))
     assert rendered["s3"][0].startswith("s3://") and rendered["s3"][1:] == (False, 0)
     assert rendered["pvc"] == (STORE_MOUNT, True, 1)
+
+
+# --- monitoring: deploy/prometheus, deploy/grafana, their k8s copies, docs/runbooks.md -------
+
+ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
+DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "streamflow.json"
+RUNBOOKS = ROOT / "docs" / "runbooks.md"
+DS_REF = {"type": "prometheus", "uid": "${datasource}"}  # what every panel and query names
+# Grafana's built-in annotation query ("Annotations & Alerts") is the one other data source.
+BUILTIN_DS = {"type": "grafana", "uid": "-- Grafana --"}
+# Every metric a panel may select: streamflow's, Prometheus' `up`, the standard process_*.
+SELECTOR = re.compile(r"\b((?:streamflow|process)_\w+|up)\b(\{[^}]*\})?")
+NO_PIPELINE_LABEL = {"streamflow_build_info"}  # one per process: the build, not a pipeline's
+
+
+def render_monitoring() -> ModuleType:
+    """deploy/k8s/render_monitoring.py, the script that writes the k8s copies."""
+    spec = importlib.util.spec_from_file_location(
+        "render_monitoring", K8S_DIR / "render_monitoring.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def dashboard() -> dict[str, Any]:
+    return dict(json.loads(DASHBOARD.read_text()))
+
+
+def variables() -> dict[str, dict[str, Any]]:
+    return {v["name"]: v for v in dashboard()["templating"]["list"]}
+
+
+def targets() -> list[tuple[str, dict[str, Any]]]:
+    return [(p["title"], t) for p in dashboard()["panels"] for t in p.get("targets", [])]
+
+
+def datasource_refs(node: Any) -> list[Any]:
+    """Every value of a ``datasource`` key anywhere in the dashboard."""
+    if isinstance(node, dict):
+        found = [node["datasource"]] if "datasource" in node else []
+        return found + [r for v in node.values() for r in datasource_refs(v)]
+    if isinstance(node, list):
+        return [r for v in node for r in datasource_refs(v)]
+    return []
+
+
+def github_anchor(heading: str) -> str:
+    """The anchor GitHub (and most Markdown renderers) give a heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_dashboard_imports_into_any_grafana() -> None:
+    """No data source uid of ours: the import dialog asks for a Prometheus (``__inputs``), the
+    ``datasource`` variable defaults to it, and every panel and query follows the variable."""
+    d = dashboard()
+    [ds_input] = d["__inputs"]
+    assert ds_input["name"] == "DS_PROMETHEUS"
+    assert (ds_input["type"], ds_input["pluginId"]) == ("datasource", "prometheus")
+    requires = {(r["type"], r["id"]) for r in d["__requires"]}
+    assert {("grafana", "grafana"), ("datasource", "prometheus")} <= requires
+    assert {("panel", p["type"]) for p in d["panels"] if p["type"] != "row"} <= requires
+    ds = variables()["datasource"]
+    assert (ds["type"], ds["query"]) == ("datasource", "prometheus")
+    assert ds["current"]["value"] == "${DS_PROMETHEUS}", "import sets it to the data source chosen"
+    refs = datasource_refs(d)
+    assert len(refs) > len(targets())
+    assert [r for r in refs if r not in (DS_REF, BUILTIN_DS)] == []
+    assert "streamflow-prometheus" not in DASHBOARD.read_text()  # the compose data source's uid
+
+
+def test_dashboard_variables_and_every_query_filter_by_them() -> None:
+    """job and namespace beside pipeline and worker, chained in that order; every series a panel
+    selects is filtered by job and namespace (and by pipeline where it has that label)."""
+    v = variables()
+    assert list(v) == ["datasource", "job", "namespace", "pipeline", "instance"]
+    assert v["instance"]["label"] == "worker"
+    for name in ("job", "namespace", "pipeline", "instance"):
+        assert v[name]["type"] == "query" and v[name]["datasource"] == DS_REF, name
+        assert f", {name})" in v[name]["query"]["query"], name
+    # All on job is the jobs listed (series of streamflow's workers), not .*: `up{job=~"$job"}`
+    # must not count every target of a shared Prometheus.
+    assert v["job"]["includeAll"] and "allValue" not in v["job"]
+    # All on namespace matches series without one too (compose's targets have no namespace).
+    assert v["namespace"]["includeAll"] and v["namespace"]["allValue"] == ".*"
+    assert 'job=~"$job"' in v["namespace"]["query"]["query"]
+    for name in ("pipeline", "instance"):
+        query = v[name]["query"]["query"]
+        assert 'job=~"$job"' in query and 'namespace=~"$namespace"' in query, name
+    assert 'pipeline=~"$pipeline"' in v["instance"]["query"]["query"]
+    for title, t in targets():
+        selectors = SELECTOR.findall(t["expr"])
+        assert selectors, f"{title}: no series"
+        for series, matchers in selectors:
+            assert matchers, f"{title}: {series} without label matchers"
+            assert 'job=~"$job"' in matchers and 'namespace=~"$namespace"' in matchers, (
+                f"{title}: {series}{matchers}"
+            )
+            if series.startswith("streamflow_") and series not in NO_PIPELINE_LABEL:
+                assert 'pipeline=~"$pipeline"' in matchers, f"{title}: {series}{matchers}"
+
+
+def test_dashboard_configmap_is_the_dashboard_for_grafanas_sidecar() -> None:
+    rm = render_monitoring()
+    cm = k8s("ConfigMap")["streamflow-dashboard"]
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert (K8S_DIR / "configmap-dashboard.yaml").read_text() == rm.dashboard_configmap(
+        DASHBOARD.read_text()
+    ), "deploy/k8s/configmap-dashboard.yaml is stale: run python deploy/k8s/render_monitoring.py"
+    shipped = json.loads(cm["data"]["streamflow.json"])
+    # The same dashboard, but for the data source the sidecar's Grafana has as its default.
+    [ds] = [v for v in shipped["templating"]["list"] if v["type"] == "datasource"]
+    assert ds["current"]["value"] == "default"
+    ds["current"] = variables()["datasource"]["current"]
+    assert shipped == dashboard()
+
+
+def test_prometheusrule_is_alerts_yml() -> None:
+    rm = render_monitoring()
+    assert (K8S_DIR / "prometheusrule.yaml").read_text() == rm.prometheus_rule(
+        ALERTS.read_text()
+    ), "deploy/k8s/prometheusrule.yaml is stale: run python deploy/k8s/render_monitoring.py"
+    rule = k8s("PrometheusRule")["streamflow"]
+    assert rule["spec"] == yaml.safe_load(ALERTS.read_text())
+    # Rendered for another address, only the runbook links change.
+    other = yaml.safe_load(rm.prometheus_rule(ALERTS.read_text(), "https://git.example.org/sf/"))
+    urls = [r["annotations"]["runbook_url"] for g in other["spec"]["groups"] for r in g["rules"]]
+    assert urls and all(u.startswith("https://git.example.org/sf/docs/runbooks.md#") for u in urls)
+
+
+def test_every_alert_has_a_summary_a_description_and_a_runbook_for_compose_and_k8s() -> None:
+    rm = render_monitoring()
+    rules = [r for g in yaml.safe_load(ALERTS.read_text())["groups"] for r in g["rules"]]
+    text = RUNBOOKS.read_text()
+    sections = dict(re.findall(r"^## (\S+)\n(.*?)(?=^## |\Z)", text, flags=re.M | re.S))
+    assert sorted(sections) == sorted(r["alert"] for r in rules), "one runbook per alert, no more"
+    for r in rules:
+        name, notes = r["alert"], r["annotations"]
+        assert set(notes) == {"summary", "description", "runbook_url"}, name
+        assert notes["summary"].strip() and notes["description"].strip(), name
+        assert notes["runbook_url"] == f"{rm.RUNBOOK_BASE}{rm.RUNBOOKS}#{github_anchor(name)}"
+        body = sections[name]
+        assert "**Means**" in body and "**Check**" in body and "**Do**" in body, name
+        # compose and Kubernetes: their commands, or the table of them at the top
+        assert re.search(r"[Cc]ompose", body) and re.search(r"[Kk]ubernetes", body), name
