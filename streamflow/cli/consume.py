@@ -32,6 +32,15 @@ def codec_for(settings: Settings, topic: str) -> RecordCodec | None:
     (raw bytes)."""
     t = settings.topics
     if topic == t.scored:
+        if not settings.output.schema:  # the schema the pipeline's declaration generates
+            from streamflow.inference.record import generated_schema
+
+            return RecordCodec(
+                generated_schema(settings),
+                format=settings.output.format,
+                schema_registry_url=settings.input.schema_registry_url,
+                topic=topic,
+            )
         return RecordCodec(
             settings.output.schema,
             format=settings.output.format,

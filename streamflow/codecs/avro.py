@@ -212,20 +212,26 @@ class RecordCodec:
 
     def __init__(
         self,
-        schema_path: str,
+        schema_path: str | dict[str, Any],
         *,
         format: str = "avro",
         schema_registry_url: str = "",
         topic: str = "",
         limits: LimitSettings | None = None,
     ) -> None:
+        """``schema_path``: an .avsc file, or the schema itself (a generated result schema)."""
         self.schema_path = schema_path
-        self.schema = load_schema(schema_path)
+        raw = _raw_schema(schema_path) if isinstance(schema_path, str) else schema_path
+        self.schema = (
+            load_schema(schema_path)
+            if isinstance(schema_path, str)
+            else fastavro.parse_schema(_strip_logical_types(schema_path))
+        )
         self.format = format
         self.registry = _registry_for(schema_registry_url) if schema_registry_url else None
         self.subject = f"{topic}-value"
         self.limits = limits or LimitSettings()
-        self._check = _checker(_strip_logical_types(_raw_schema(schema_path)), self.limits)
+        self._check = _checker(_strip_logical_types(raw), self.limits)
 
     def encode(self, record: dict[str, Any]) -> bytes:
         if self.format == "json":
