@@ -14,6 +14,7 @@ from pathlib import Path
 
 from streamflow.errors import ConfigError
 from streamflow.inference.kinds import settings_problems
+from streamflow.collectors.http_tls import check_tls
 from streamflow.kafka.config import passthrough_problems
 from streamflow.settings.schema import SASL_MECHANISMS, FeatureSpec, KafkaSettings, Settings
 from streamflow.stages.transforms import import_named, load_function
@@ -115,6 +116,7 @@ def check(s: Settings) -> list[str]:
         p.append("kafka.fetch_max_wait_ms: must be >= 0")
     p.extend(check_kafka_security(s.kafka))
     p.extend(passthrough_problems(s.kafka))
+    p.extend(check_tls(s.collector))  # `collect http`: also reported by validate
     if s.monitoring.drift_window < 100:
         p.append(f"monitoring.drift_window: must be >= 100, got {s.monitoring.drift_window}")
     if not s.monitoring.max_input_psi > 0:
