@@ -295,19 +295,29 @@ def test_mutual_tls_needs_a_client_certificate_from_the_ca(certs: dict[str, Path
     ]
 
 
+def loaded_anyway(**extra: str) -> Any:
+    """The settings as far as they load: the settings checks report a half TLS setting too
+    (``streamflow validate``), and the server must still refuse one it is handed."""
+    from streamflow.settings.loading import collect_settings
+
+    s, problems = collect_settings(PIPELINE, {"name": "unit", **extra}, environ={})
+    assert problems and all(p.startswith("collector.tls_") for p in problems), problems
+    return s
+
+
 def test_half_a_tls_setting_is_a_start_up_error_naming_the_key(certs: dict[str, Path]) -> None:
-    only_cert = settings(**{"collector.tls_certfile": str(certs["cert"])})
+    only_cert = loaded_anyway(**{"collector.tls_certfile": str(certs["cert"])})
     assert check_tls(only_cert.collector) == [
         "collector.tls_keyfile: required with collector.tls_certfile (both or neither)"
     ]
     with pytest.raises(ConfigError, match="collector.tls_keyfile: required"):
         CollectorServer(only_cert, FakeRaw())  # type: ignore[arg-type]
-    only_ca = settings(**{"collector.tls_client_cafile": str(certs["ca"])})
+    only_ca = loaded_anyway(**{"collector.tls_client_cafile": str(certs["ca"])})
     assert check_tls(only_ca.collector) == [
         "collector.tls_client_cafile: needs collector.tls_certfile and collector.tls_keyfile "
         "(client certificates are checked only over TLS)"
     ]
-    missing = settings(
+    missing = loaded_anyway(
         **{"collector.tls_certfile": "/nonexistent.pem", "collector.tls_keyfile": "/nope.key"}
     )
     assert check_tls(missing.collector) == [
