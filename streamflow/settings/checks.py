@@ -12,9 +12,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from streamflow.collectors.http_tls import check_tls
 from streamflow.errors import ConfigError
 from streamflow.inference.kinds import settings_problems
-from streamflow.collectors.http_tls import check_tls
 from streamflow.kafka.config import passthrough_problems
 from streamflow.settings.schema import SASL_MECHANISMS, FeatureSpec, KafkaSettings, Settings
 from streamflow.stages.transforms import import_named, load_function
