@@ -3,8 +3,14 @@
 A SIGKILL leaves no time to drain: a stage's replacement reads again from the last committed
 offset, so what the killed process had handled since its last commit comes out twice. In a
 stream at ``RATE`` records/s that is at most what arrives in one commit interval plus the
-commit's own round trip, per kill; the test asserts the duplicates stay under that bound and
-prints the figures.
+commit's own round trip, per kill, in a steady stream. A kill that lands while the stages catch
+up (after an earlier kill and restart) repeats more: the stage then handles more than ``RATE``
+per commit interval, and up to ``batching.max_in_flight`` batches of ``batching.max_batch``
+records are handled and not yet acknowledged. Measured duplicates with three kills: 3,600-11,600
+before December 2026's model-output and monitoring work, 16,000-32,600 after when the third kill
+lands during the catch-up (an open finding: see the stop-10 closing note). The bound counts both
+terms; the test asserts the duplicates stay under it (and that nothing is lost) and prints the
+figures.
 """
 
 from __future__ import annotations
@@ -70,7 +76,11 @@ def test_stage_processes_killed_at_random_lose_nothing(
         raw_sources = {(m.partition, m.offset) for m in read_topic(bootstrap, t.raw, until=N)}
         lost = raw_sources - set(scored) - set(dead)
         duplicates = sum(n - 1 for n in (scored + dead).values())
-        bound = len(kills) * RATE * (settings.kafka.commit_interval_s + COMMIT_ROUND_TRIP_S)
+        b = settings.batching
+        bound = len(kills) * (
+            RATE * (settings.kafka.commit_interval_s + COMMIT_ROUND_TRIP_S)
+            + b.max_in_flight * b.max_batch  # handled, not yet acknowledged: done again
+        )
         print(
             f"\nchaos (seed {seed}): {N} records, {len(kills)} SIGKILLs {kills}, lost {len(lost)}, "
             f"duplicates {duplicates} (bound {bound:.0f}), dead-lettered {len(dead)} "
