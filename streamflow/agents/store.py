@@ -82,7 +82,6 @@ class StoreHandler:
     async def high_water(self, key: Key) -> int:
         """The partition's last stored offset, read from the store once per assignment."""
         if key not in self.hwm:
-            loop = asyncio.get_running_loop()
             table = self.table_of(key[0])
             self.hwm[key] = await self._retry(
                 lambda: self.storage.high_water(table, *key), f"read {table} of {key[0]}[{key[1]}]"
@@ -92,7 +91,6 @@ class StoreHandler:
                     "store: %s[%d] resumes after offset %d (stored in %s)",
                     key[0], key[1], self.hwm[key], table,
                 )  # fmt: skip
-            del loop
         return self.hwm[key]
 
     async def handle(self, chunks: Sequence[Chunk]) -> asyncio.Future[None]:
