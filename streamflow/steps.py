@@ -20,6 +20,7 @@ from typing import Any
 
 from streamflow.errors import ConfigError
 from streamflow.kafka.admin import TopicSpec
+from streamflow.kafka.config import topic_configs
 from streamflow.settings import Settings
 
 
@@ -101,16 +102,27 @@ def sink_topic(settings: Settings, step: Step) -> str:
 
 
 def pipeline_topics(settings: Settings) -> list[TopicSpec]:
-    """The user-facing and internal topics of a pipeline, with their partition counts."""
+    """The user-facing and internal topics of a pipeline, with their partition counts and the
+    configs they are created with ([topics.<role>_configs]; kafka/config.py:topic_configs)."""
     t = settings.topics
-    internal = [
-        TopicSpec(internal_topic(settings, s), settings.internal_partitions, t.replication)
-        for s in STEPS
-        if s.output
-    ]
+
+    def spec(name: str, role: str, partitions: int) -> TopicSpec:
+        configs = tuple(sorted(topic_configs(settings, role).items()))
+        return TopicSpec(name, partitions, t.replication, configs, f"topics.{role}_configs")
+
     return [
-        TopicSpec(t.raw, t.partitions, t.replication),
-        TopicSpec(t.scored, t.partitions, t.replication),
-        TopicSpec(t.dlq, t.partitions, t.replication),
-        *internal,
+        spec(t.raw, "raw", t.partitions),
+        spec(t.scored, "scored", t.partitions),
+        spec(t.dlq, "dlq", t.partitions),
+        *(
+            spec(internal_topic(settings, s), "internal", settings.internal_partitions)
+            for s in STEPS
+            if s.output
+        ),
     ]
+
+
+def writes_internal_topic(settings: Settings, stage: str) -> bool:
+    """Whether ``worker --stage`` ``stage`` sends what it passes on to an internal topic."""
+    step = step_named(stage)
+    return settings.runtime.topology == "stages" and step in STEPS and bool(step.output)

@@ -321,9 +321,8 @@ def result_schema(settings: Any) -> dict[str, Any]:
 
 
 def _registry(settings: Any) -> Any:
-    url = settings.input.schema_registry_url
-    if not url or settings.output.format != "avro":
+    if settings.output.format != "avro":
         return None
-    from streamflow.codecs import _registry_for
+    from streamflow.codecs import schema_registry
 
-    return _registry_for(url)
+    return schema_registry(settings)

@@ -26,13 +26,13 @@ from streamflow.errors import EX_SOFTWARE, exit_status
 from streamflow.inference.gpu import Gpus
 from streamflow.inference.kinds import require_valid
 from streamflow.kafka.admin import ensure_topics, wait_ready
-from streamflow.kafka.config import producer_config
+from streamflow.kafka.config import internal_compression, producer_config
 from streamflow.kafka.producer import BatchProducer
 from streamflow.kafka.transport import Chunk, ChunkBuffer, patch_fetch_wait
 from streamflow.metrics import Metrics, build_info, multiprocess_enabled, serve
 from streamflow.resources import version
 from streamflow.settings import Settings
-from streamflow.steps import handler_class, pipeline_topics, step_named
+from streamflow.steps import handler_class, pipeline_topics, step_named, writes_internal_topic
 
 log = logging.getLogger(__name__)
 EXIT_STAGE_FAILED = EX_SOFTWARE  # 70; a retriable InfrastructureError exits EX_TEMPFAIL (75)
@@ -54,8 +54,12 @@ class StageWorker:
         self.settings, self.stage, self.bootstrap = settings, stage, bootstrap
         self.metrics = metrics = Metrics.create()
         # client.id names the stage on the broker side (its logs, quotas, request metrics)
+        # a stage writing an internal topic compresses with its codec (topics.internal_configs)
         conf = producer_config(
-            settings, bootstrap, **{"client.id": f"streamflow-{settings.name}-{stage}"}
+            settings,
+            bootstrap,
+            **{"client.id": f"streamflow-{settings.name}-{stage}"},
+            **(internal_compression(settings) if writes_internal_topic(settings, stage) else {}),
         )
         self.producer = BatchProducer(conf, on_delivered=self.delivered)
         self.ctx = StageContext(settings, stage, metrics, self.producer)

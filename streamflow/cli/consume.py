@@ -12,7 +12,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
 
 from streamflow.cli import connect, settings_args
-from streamflow.codecs import RecordCodec, to_json_line
+from streamflow.codecs import RecordCodec, schema_registry, to_json_line
 from streamflow.dedupe import Deduplicator
 from streamflow.errors import ConfigError, DecodeError
 from streamflow.headers import (
@@ -38,20 +38,20 @@ def codec_for(settings: Settings, topic: str) -> RecordCodec | None:
             return RecordCodec(
                 generated_schema(settings),
                 format=settings.output.format,
-                schema_registry_url=settings.input.schema_registry_url,
+                registry=schema_registry(settings),
                 topic=topic,
             )
         return RecordCodec(
             settings.output.schema,
             format=settings.output.format,
-            schema_registry_url=settings.input.schema_registry_url,
+            registry=schema_registry(settings),
             topic=topic,
         )
     if topic == t.raw:
         return RecordCodec(
             settings.input.schema,
             format="avro",
-            schema_registry_url=settings.input.schema_registry_url,
+            registry=schema_registry(settings),
             topic=topic,
         )
     return None

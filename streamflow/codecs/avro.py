@@ -13,15 +13,18 @@ import io
 import json
 import struct
 import time
+import urllib.parse
+import uuid
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, NoReturn
 
 import fastavro
 
 from streamflow.codecs.flatavro import Checker, compile_checker
-from streamflow.errors import DecodeError, InfrastructureError
+from streamflow.errors import ConfigError, DecodeError, InfrastructureError, StreamflowError
 from streamflow.records import ReasonCode
-from streamflow.settings import LimitSettings
+from streamflow.settings import LimitSettings, SchemaRegistrySettings, Settings
 
 WIRE_MAGIC = 0
 
@@ -60,33 +63,112 @@ def _field_types(path: str) -> dict[str, set[str]]:
     return {f["name"]: types(f["type"]) for f in _raw_schema(path)["fields"]}
 
 
-class _Registry:
+# Newer confluent-kafka serializers (schema.id.serializer = header_schema_id_serializer) carry
+# the writer schema's reference in this header instead of a prefix: magic byte 1 + the
+# schema's 16-byte GUID (or magic byte 0 + the 4-byte id), and the value is plain Avro.
+VALUE_SCHEMA_ID_HEADER = "__value_schema_id"
+# SchemaRegistryClient properties that [schema_registry] sets by name (refused in its client table)
+_REGISTRY_OWN = {
+    "url": "input.schema_registry_url",
+    "basic.auth.user.info": "schema_registry.username and password",
+    "basic.auth.credentials.source": "schema_registry.username and password",
+    "bearer.auth.token": "schema_registry.bearer_token",
+    "bearer.auth.logical.cluster": "schema_registry.logical_cluster",
+    "bearer.auth.identity.pool.id": "schema_registry.identity_pool_id",
+    "ssl.ca.location": "schema_registry.ssl_cafile",
+    "ssl.certificate.location": "schema_registry.ssl_certfile",
+    "ssl.key.location": "schema_registry.ssl_keyfile",
+    "timeout": "schema_registry.timeout_s",
+}
+SchemaRef = int | str  # a registry's schema id, or a schema GUID
+
+
+def registry_client_config(url: str, r: SchemaRegistrySettings) -> dict[str, Any]:
+    """confluent-kafka's SchemaRegistryClient configuration for ``url`` and [schema_registry]."""
+    conf: dict[str, Any] = {"url": url, "timeout": r.timeout_s}
+    if r.username:
+        conf["basic.auth.user.info"] = f"{r.username}:{r.password.reveal()}"
+    if r.bearer_token:
+        conf["bearer.auth.credentials.source"] = "STATIC_TOKEN"
+        conf["bearer.auth.token"] = r.bearer_token.reveal()
+        conf["bearer.auth.logical.cluster"] = r.logical_cluster
+        if r.identity_pool_id:
+            conf["bearer.auth.identity.pool.id"] = r.identity_pool_id
+    for key, prop in (
+        ("ssl_cafile", "ssl.ca.location"),
+        ("ssl_certfile", "ssl.certificate.location"),
+        ("ssl_keyfile", "ssl.key.location"),
+    ):
+        if getattr(r, key):
+            conf[prop] = getattr(r, key)
+    return conf | dict(r.client)
+
+
+def registry_problems(url: str, r: SchemaRegistrySettings) -> list[str]:
+    """What is wrong with [schema_registry], naming the key (no secret's value)."""
+    p = [
+        f"schema_registry.client.{name}: set {_REGISTRY_OWN[name]} instead"
+        for name in r.client
+        if name in _REGISTRY_OWN
+    ]
+    if bool(r.username) != bool(r.password):
+        p.append("schema_registry.username: HTTP Basic needs both username and password")
+    if r.username and r.bearer_token:
+        p.append("schema_registry.bearer_token: set either a bearer token or username/password")
+    if r.ssl_keyfile and not r.ssl_certfile:
+        p.append(
+            "schema_registry.ssl_keyfile: needs schema_registry.ssl_certfile (the client "
+            "certificate it belongs to)"
+        )
+    for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        path = getattr(r, key)
+        if path and not Path(path).is_file():
+            p.append(f"schema_registry.{key}: file not found: {path}")
+    if not r.timeout_s > 0:
+        p.append(f"schema_registry.timeout_s: must be > 0, got {r.timeout_s}")
+    configured = r.username or r.bearer_token or r.ssl_certfile or r.ssl_cafile or r.client
+    if configured and not url:
+        p.append("schema_registry: is configured but input.schema_registry_url is not set")
+    return p
+
+
+def _shown(url: str) -> str:
+    """``url`` for messages: a password in it (http://user:pass@host) masked."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password:
+        netloc = f"{parts.username}:********@{parts.hostname}" + (
+            f":{parts.port}" if parts.port else ""
+        )
+        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+class SchemaRegistry:
     """Schema ids <-> writer schemas through confluent-kafka's schema-registry client."""
 
     UNKNOWN_TTL_S = 30.0  # an id the registry did not know is asked again after this long
     UNKNOWN_MAX = 10_000
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, conf: dict[str, Any]) -> None:
         from confluent_kafka.schema_registry import SchemaRegistryClient
 
-        self.url = url
-        self.client = SchemaRegistryClient.new_client(
-            {"url": url}
-        )  # mock:// URLs give the built-in mock
-        self._writers: dict[int, tuple[Any, Any]] = {}
+        self.url = _shown(conf["url"])
+        self.client = SchemaRegistryClient.new_client(conf)  # mock:// URLs give the built-in mock
+        self._writers: dict[SchemaRef, tuple[Any, Any]] = {}
         self._ids: dict[str, int] = {}
         # Ids that are no Avro schema of this registry, with the reason and when it was found:
         # a flood of records with made-up ids costs one registry request per id, not per record.
-        self._bad: dict[int, tuple[str, float]] = {}
-        self._checkers: dict[tuple[int, LimitSettings], Checker] = {}
+        self._bad: dict[SchemaRef, tuple[str, float]] = {}
+        self._checkers: dict[tuple[SchemaRef, LimitSettings], Checker] = {}
 
-    def writer_schema(self, schema_id: int) -> Any:
-        """The parsed writer schema of ``schema_id``."""
+    def writer_schema(self, schema_id: SchemaRef) -> Any:
+        """The parsed writer schema of ``schema_id`` (an id, or a GUID)."""
         return self.writer(schema_id)[0]
 
-    def writer(self, schema_id: int) -> tuple[Any, Any]:
-        """(parsed, JSON form) of the writer schema of ``schema_id``; DecodeError if the registry
-        has no Avro schema under that id, InfrastructureError if it does not answer."""
+    def writer(self, schema_id: SchemaRef) -> tuple[Any, Any]:
+        """(parsed, JSON form) of the writer schema of ``schema_id`` (an id, or a GUID);
+        DecodeError if the registry has no Avro schema under it, InfrastructureError if it does
+        not answer."""
         if schema_id in self._writers:
             return self._writers[schema_id]
         bad = self._bad.get(schema_id)
@@ -95,12 +177,13 @@ class _Registry:
         from confluent_kafka.schema_registry.error import SchemaRegistryError
 
         try:
-            s = self.client.get_schema(schema_id)
+            if isinstance(schema_id, str):
+                s = self.client.get_schema_by_guid(schema_id)
+            else:
+                s = self.client.get_schema(schema_id)
         except SchemaRegistryError as exc:
             if exc.http_status_code != 404:
-                raise InfrastructureError(
-                    f"schema registry {self.url}: schema id {schema_id}: {exc}", retriable=True
-                ) from None
+                raise self._failure(exc, f"schema id {schema_id}") from None
             self._refuse(schema_id, f"registry: unknown schema id {schema_id}")
         except Exception as exc:  # the registry does not answer: not the record's fault
             raise InfrastructureError(
@@ -124,7 +207,7 @@ class _Registry:
         self._writers[schema_id] = (parsed, raw)
         return parsed, raw
 
-    def checker(self, schema_id: int, limits: LimitSettings) -> Checker:
+    def checker(self, schema_id: SchemaRef, limits: LimitSettings) -> Checker:
         """The limits check for records written with ``schema_id`` (known to ``writer``)."""
         key = (schema_id, limits)
         if key not in self._checkers:
@@ -141,7 +224,7 @@ class _Registry:
                 )
         return self._checkers[key]
 
-    def _refuse(self, schema_id: int, reason: str) -> NoReturn:
+    def _refuse(self, schema_id: SchemaRef, reason: str) -> NoReturn:
         if len(self._bad) >= self.UNKNOWN_MAX:
             self._bad.clear()
         self._bad[schema_id] = (reason, time.monotonic())
@@ -151,16 +234,67 @@ class _Registry:
         """The id of ``schema`` (an .avsc path, or the schema itself) under ``subject``."""
         if subject not in self._ids:
             from confluent_kafka.schema_registry import Schema
+            from confluent_kafka.schema_registry.error import SchemaRegistryError
 
             text = json.dumps(_raw_schema(schema) if isinstance(schema, str) else schema)
-            self._ids[subject] = int(self.client.register_schema(subject, Schema(text, "AVRO")))
+            try:
+                schema_id = self.client.register_schema(subject, Schema(text, "AVRO"))
+            except SchemaRegistryError as exc:
+                raise self._failure(exc, f"registering {subject}") from None
+            except Exception as exc:  # it does not answer, or TLS fails
+                raise InfrastructureError(
+                    f"schema registry {self.url} did not answer registering {subject}: "
+                    f"{type(exc).__name__}: {exc}",
+                    retriable=True,
+                ) from None
+            self._ids[subject] = int(schema_id)
         return self._ids[subject]
 
+    def _failure(self, exc: Any, what: str) -> StreamflowError:
+        """The error for a registry's refusal: credentials refused (401, 403) are a
+        configuration to fix, naming the keys; anything else may pass (retriable)."""
+        status = exc.http_status_code
+        if status in (401, 403):
+            return ConfigError(
+                f"schema registry {self.url}: {what}: HTTP {status} "
+                f"({exc.error_message}): check schema_registry.username and password, or "
+                "bearer_token"
+            )
+        return InfrastructureError(f"schema registry {self.url}: {what}: {exc}", retriable=True)
 
-@lru_cache(maxsize=8)
-def _registry_for(url: str) -> _Registry:
-    """One registry client per URL and process, so its schema caches are shared."""
-    return _Registry(url)
+
+_REGISTRIES: dict[str, SchemaRegistry] = {}
+
+
+def registry_for(url: str, settings: SchemaRegistrySettings | None = None) -> SchemaRegistry | None:
+    """The registry client for ``url`` and [schema_registry] (None without a URL): one per
+    configuration and process, so its schema caches are shared."""
+    if not url:
+        return None
+    conf = registry_client_config(url, settings or SchemaRegistrySettings())
+    key = json.dumps(conf, sort_keys=True, default=str)
+    if key not in _REGISTRIES:
+        _REGISTRIES[key] = SchemaRegistry(conf)
+    return _REGISTRIES[key]
+
+
+def schema_registry(settings: Settings) -> SchemaRegistry | None:
+    """The pipeline's registry client (``input.schema_registry_url``, [schema_registry])."""
+    return registry_for(settings.input.schema_registry_url, settings.schema_registry)
+
+
+def header_schema_ref(value: bytes) -> SchemaRef:
+    """The schema reference in a ``__value_schema_id`` header: a GUID (magic byte 1) or an id
+    (magic byte 0); DecodeError when it is neither."""
+    if len(value) >= 17 and value[0] == 1:
+        return str(uuid.UUID(bytes=bytes(value[1:17])))
+    if len(value) >= 5 and value[0] == WIRE_MAGIC:
+        return int(struct.unpack(">I", value[1:5])[0])
+    raise DecodeError(
+        f"registry: the {VALUE_SCHEMA_ID_HEADER} header ({len(value)} bytes) holds no schema id "
+        "(magic byte 0 + id, or 1 + GUID)",
+        ReasonCode.UNKNOWN_SCHEMA,
+    )
 
 
 def _avro_read(
@@ -215,11 +349,12 @@ class RecordCodec:
         schema_path: str | dict[str, Any],
         *,
         format: str = "avro",
-        schema_registry_url: str = "",
+        registry: SchemaRegistry | None = None,
         topic: str = "",
         limits: LimitSettings | None = None,
     ) -> None:
-        """``schema_path``: an .avsc file, or the schema itself (a generated result schema)."""
+        """``schema_path``: an .avsc file, or the schema itself (a generated result schema);
+        ``registry``: the Confluent wire format through it (``schema_registry(settings)``)."""
         self.schema_path = schema_path
         raw = _raw_schema(schema_path) if isinstance(schema_path, str) else schema_path
         self.schema = (
@@ -228,7 +363,7 @@ class RecordCodec:
             else fastavro.parse_schema(_strip_logical_types(schema_path))
         )
         self.format = format
-        self.registry = _registry_for(schema_registry_url) if schema_registry_url else None
+        self.registry = registry
         self.subject = f"{topic}-value"
         self.limits = limits or LimitSettings()
         self._check = _checker(_strip_logical_types(raw), self.limits)
@@ -263,8 +398,17 @@ class RecordCodec:
 
 
 def _decode_wire(
-    data: bytes, registry: _Registry, reader: Any, limits: LimitSettings
+    data: bytes,
+    registry: SchemaRegistry,
+    reader: Any,
+    limits: LimitSettings,
+    header: bytes | None = None,
 ) -> dict[str, Any]:
+    """A registry-encoded value: the schema id in its 5-byte prefix, or, when the message has a
+    ``__value_schema_id`` header (``header``), there, and the whole value is Avro."""
+    if header is not None:
+        ref = header_schema_ref(header)
+        return _avro_read(data, registry.writer_schema(ref), reader, registry.checker(ref, limits))
     if len(data) < 5:
         raise DecodeError(
             f"registry: message of {len(data)} bytes is shorter than the 5-byte wire-format header",

@@ -15,13 +15,14 @@ from typing import Any
 import numpy as np
 
 from streamflow.codecs.avro import (
+    VALUE_SCHEMA_ID_HEADER,
     WIRE_MAGIC,
+    SchemaRegistry,
     _avro_read,
     _checker,
     _decode_wire,
     _field_types,
     _raw_schema,
-    _registry_for,
     _strip_logical_types,
     load_schema,
 )
@@ -111,7 +112,7 @@ class ReadingDecoder:
         format: str = "auto",
         key_field: str = "device_id",
         timestamp_field: str = "timestamp",
-        schema_registry_url: str = "",
+        registry: SchemaRegistry | None = None,
         limits: LimitSettings | None = None,
         kinds: Mapping[str, str] | None = None,
         vocabularies: Mapping[str, Sequence[str]] | None = None,
@@ -147,7 +148,7 @@ class ReadingDecoder:
         )
         self.format = format
         self.key_field, self.ts_field = key_field, timestamp_field
-        self.registry = _registry_for(schema_registry_url) if schema_registry_url else None
+        self.registry = registry  # the Confluent wire format (avro.schema_registry(settings))
         self.limits = limits or LimitSettings()
         self.max_bytes = self.limits.max_message_bytes
         # JSON fields that must be strings when present (the key field is required as well).
@@ -163,10 +164,14 @@ class ReadingDecoder:
         )
         self._unexpected = 0
 
-    def decode_one(self, value: bytes | None, key_bytes: int = 0) -> dict[str, Any]:
+    def decode_one(
+        self, value: bytes | None, key_bytes: int = 0, schema_header: bytes | None = None
+    ) -> dict[str, Any]:
         """One message as a record dict; raises DecodeError with the reason.
 
-        ``key_bytes``, the length of the message's key, counts towards max_message_bytes."""
+        ``key_bytes``, the length of the message's key, counts towards max_message_bytes;
+        ``schema_header``, its ``__value_schema_id`` header (registry only: the value is then
+        plain Avro of that schema)."""
         if not value:
             raise DecodeError("empty message", ReasonCode.EMPTY)
         if len(value) + key_bytes > self.max_bytes:
@@ -184,18 +189,18 @@ class ReadingDecoder:
                 # Avro can start like JSON too: a device_id of 16 bytes starting with "{" is
                 # b" {...".
                 try:
-                    return self._avro(value)
+                    return self._avro(value, schema_header)
                 except DecodeError:
                     pass
                 raise
         try:
-            return self._avro(value)
+            return self._avro(value, schema_header)
         except DecodeError as exc:
             raise self._diagnose(value, exc) from None
 
-    def _avro(self, value: bytes) -> dict[str, Any]:
+    def _avro(self, value: bytes, schema_header: bytes | None = None) -> dict[str, Any]:
         if self.registry is not None:
-            return _decode_wire(value, self.registry, self.schema, self.limits)
+            return _decode_wire(value, self.registry, self.schema, self.limits, schema_header)
         return self._read_avro(value)
 
     def _diagnose(self, value: bytes, exc: DecodeError) -> DecodeError:
@@ -301,11 +306,25 @@ class ReadingDecoder:
                 ) from None
         return rec
 
+    def schema_headers(self, headers: Sequence[Any] | None, n: int) -> Sequence[bytes | None]:
+        """Each message's ``__value_schema_id`` header value (None where it has none). Read only
+        with a registry: without one a value is never read by a schema id."""
+        if self.registry is None or headers is None:
+            return (None,) * n
+        return [
+            next((v for k, v in h if k == VALUE_SCHEMA_ID_HEADER), None) if h else None
+            for h in headers
+        ]
+
     def decode_batch(
-        self, values: Sequence[bytes | None], keys: Sequence[bytes | None] | None = None
+        self,
+        values: Sequence[bytes | None],
+        keys: Sequence[bytes | None] | None = None,
+        headers: Sequence[Any] | None = None,
     ) -> DecodedReadings:
         """Every message as a row; a bad one gets its reason in ``errors`` (its key counts
-        towards max_message_bytes when ``keys`` are given)."""
+        towards max_message_bytes when ``keys`` are given; ``headers``, each message's
+        ``(key, value)`` pairs, may name its writer schema: ``schema_headers``)."""
         n, names = len(values), self.names
         row_of = self._row_of
         rows: list[list[Any]] = []
@@ -319,9 +338,10 @@ class ReadingDecoder:
         key_bytes = [0] * n if keys is None else [len(k) if k else 0 for k in keys]
         dev: Any
         ts: Any
-        for value, kb in zip(values, key_bytes, strict=True):
+        schema_headers = self.schema_headers(headers, n)
+        for value, kb, sh in zip(values, key_bytes, schema_headers, strict=True):
             try:
-                rec = self.decode_one(value, kb)
+                rec = self.decode_one(value, kb, sh)
                 dev, ts = rec.get(self.key_field), rec.get(self.ts_field)
                 if not isinstance(dev, str) or not isinstance(ts, int):
                     name = self.key_field if not isinstance(dev, str) else self.ts_field

@@ -12,7 +12,7 @@ from typing import Any
 
 import fastavro
 
-from streamflow.codecs.avro import WIRE_MAGIC, _raw_schema, _registry_for, _strip_logical_types
+from streamflow.codecs.avro import WIRE_MAGIC, SchemaRegistry, _raw_schema, _strip_logical_types
 from streamflow.codecs.flatavro import compile_writer
 
 
@@ -28,7 +28,7 @@ class ResultEncoder:
         schema: dict[str, Any],
         *,
         format: str = "avro",
-        schema_registry_url: str = "",
+        registry: SchemaRegistry | None = None,
         topic: str = "",
     ) -> None:
         plain = _strip_logical_types(copy.deepcopy(schema))
@@ -40,8 +40,7 @@ class ResultEncoder:
         self.schema = fastavro.parse_schema(plain)
         self._write = compile_writer(plain)
         self._prefix = b""
-        if schema_registry_url and format == "avro":
-            registry = _registry_for(schema_registry_url)
+        if registry is not None and format == "avro":
             self._prefix = struct.pack(
                 ">bI", WIRE_MAGIC, registry.register(f"{topic}-value", schema)
             )

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from streamflow.codecs.avro import SchemaRegistry
 from streamflow.codecs.readings import ReadingDecoder
 from streamflow.errors import DecodeError, InfrastructureError
 from streamflow.records import ReasonCode
@@ -41,7 +42,7 @@ class TextDecoder:
         format: str = "auto",
         key_field: str = "id",
         timestamp_field: str = "timestamp",
-        schema_registry_url: str = "",
+        registry: SchemaRegistry | None = None,
         limits: LimitSettings | None = None,
         columns: Sequence[str] = (),
     ) -> None:
@@ -52,15 +53,19 @@ class TextDecoder:
             format=format,
             key_field=key_field,
             timestamp_field=timestamp_field,
-            schema_registry_url=schema_registry_url,
+            registry=registry,
             limits=limits,
         )
         self.text_field, self.key_field, self.ts_field = text_field, key_field, timestamp_field
 
     def decode_batch(
-        self, values: Sequence[bytes | None], keys: Sequence[bytes | None] | None = None
+        self,
+        values: Sequence[bytes | None],
+        keys: Sequence[bytes | None] | None = None,
+        headers: Sequence[Any] | None = None,
     ) -> DecodedTexts:
         key_bytes = [0] * len(values) if keys is None else [len(k) if k else 0 for k in keys]
+        schema_headers = self.records.schema_headers(headers, len(values))
         texts: list[object] = []
         device_ids: list[str] = []
         event_ms: list[int] = []
@@ -69,11 +74,11 @@ class TextDecoder:
         extra: dict[str, list[Any]] = {name: [] for name in self.columns}
         dev: Any
         ts: Any
-        for value, kb in zip(values, key_bytes, strict=True):
+        for value, kb, sh in zip(values, key_bytes, schema_headers, strict=True):
             reason: str | None = None
             code: ReasonCode | None = None
             try:
-                rec = self.records.decode_one(value, kb)
+                rec = self.records.decode_one(value, kb, sh)
                 dev, ts = rec.get(self.key_field), rec.get(self.ts_field)
                 if (
                     not isinstance(dev, str)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from confluent_kafka import Producer
 
-from streamflow.codecs import RecordCodec
+from streamflow.codecs import RecordCodec, schema_registry
 from streamflow.kafka.config import producer_config
 from streamflow.kafka.producer import produce_blocking
 from streamflow.settings import Settings
@@ -47,7 +47,7 @@ class RawProducer:
         self.codec = RecordCodec(
             settings.input.schema,
             format=fmt,
-            schema_registry_url=settings.input.schema_registry_url,
+            registry=schema_registry(settings),
             topic=self.topic,
         )
         self.producer = Producer(producer_config(settings, bootstrap, **{"linger.ms": 5}))

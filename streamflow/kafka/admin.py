@@ -85,6 +85,8 @@ class TopicSpec:
     name: str
     partitions: int
     replication: int = 1
+    configs: tuple[tuple[str, str], ...] = ()  # topic configs it is created with
+    setting: str = ""  # where its configs come from, for messages ("topics.dlq_configs")
 
 
 def ensure_topics(
@@ -122,7 +124,12 @@ def ensure_topics(
                 spec.partitions,
             )
     new = [
-        NewTopic(t.name, num_partitions=t.partitions, replication_factor=t.replication)
+        NewTopic(
+            t.name,
+            num_partitions=t.partitions,
+            replication_factor=t.replication,
+            config=dict(t.configs),
+        )
         for n, t in wanted.items()
         if n not in existing
     ]
@@ -133,8 +140,16 @@ def ensure_topics(
                 fut.result(timeout=timeout_s)
                 created.append(name)
             except KafkaException as exc:
-                if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
-                    raise
+                err = exc.args[0]
+                if err.name() == "TOPIC_ALREADY_EXISTS":
+                    continue
+                spec = wanted[name]
+                if spec.configs and err.name() in ("INVALID_CONFIG", "POLICY_VIOLATION"):
+                    raise ConfigError(
+                        f"{spec.setting or 'topics'}: the broker refused to create {name} with "
+                        f"{dict(spec.configs)}: {err.str()}"
+                    ) from None
+                raise
     # Wait until the metadata shows every partition with a leader, so clients start cleanly.
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

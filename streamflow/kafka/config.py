@@ -255,8 +255,7 @@ REFUSED: dict[str, dict[str, str]] = {
         "acks": "results and dead letters are acknowledged by every in-sync replica (acks=all): "
         "at-least-once rests on it",
         "enable.idempotence": "retries must not duplicate or reorder a partition's messages",
-        "transactional.id": "streamflow does not produce in transactions (README: Records and "
-        "guarantees)",
+        "transactional.id": "streamflow does not produce in transactions (docs/guarantees.md)",
         "partitioner": "a result goes to the partition other clients pick for its key "
         "(murmur2_random, the Java client's)",
         "message.max.bytes": "set kafka.max_message_bytes (the limits are checked against it)",
@@ -327,6 +326,34 @@ def agent_consumer(k: KafkaSettings) -> dict[str, Any]:
 def consumer_config(settings: Settings, bootstrap: str, **extra: Any) -> dict[str, Any]:
     """A confluent-kafka consumer of the CLI (consume, dlq, monitor): [kafka.consumer] on top."""
     return kafka_config(settings, bootstrap, **extra) | dict(settings.kafka.consumer)
+
+
+# What an internal topic is created with unless [topics.internal_configs] says otherwise. The
+# stages that write one compress with its codec: their messages are columnar chunks of many
+# records, the broker stores them as sent, and the next stage's consumer decompresses them.
+INTERNAL_TOPIC_CONFIGS: dict[str, str] = {"compression.type": "zstd", "cleanup.policy": "delete"}
+CODECS = ("gzip", "snappy", "lz4", "zstd")  # a producer's compression.type besides none
+TOPIC_ROLES = ("raw", "scored", "dlq", "internal")  # [topics.<role>_configs]
+
+
+def topic_configs(settings: Settings, role: str) -> dict[str, str]:
+    """The configs a topic of ``role`` (raw, scored, dlq, internal) is created with: the
+    defaults for its role, then [topics.<role>_configs], as Kafka's strings."""
+    base = INTERNAL_TOPIC_CONFIGS if role == "internal" else {}
+    user = getattr(settings.topics, f"{role}_configs")
+    return {
+        k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in (base | user).items()
+    }
+
+
+def internal_compression(settings: Settings) -> dict[str, Any]:
+    """The producer compression of a stage that writes an internal topic: that topic's codec
+    (zstd unless configured), or none when the topic's compression.type names no codec
+    (uncompressed, producer); [kafka.producer] compression.type, when set, wins everywhere."""
+    if "compression.type" in settings.kafka.producer:
+        return {}
+    codec = topic_configs(settings, "internal").get("compression.type", "")
+    return {"compression.type": codec if codec in CODECS else "none"}
 
 
 def producer_config(settings: Settings, bootstrap: str, **extra: Any) -> dict[str, Any]:

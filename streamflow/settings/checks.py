@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from streamflow.codecs.avro import registry_problems
 from streamflow.collectors.http_tls import check_tls
 from streamflow.errors import ConfigError
 from streamflow.inference.kinds import settings_problems
@@ -115,6 +116,7 @@ def check(s: Settings) -> list[str]:
     if s.kafka.fetch_max_wait_ms < 0:
         p.append("kafka.fetch_max_wait_ms: must be >= 0")
     p.extend(check_kafka_security(s.kafka))
+    p.extend(registry_problems(s.input.schema_registry_url, s.schema_registry))
     p.extend(passthrough_problems(s.kafka))
     p.extend(check_tls(s.collector))  # `collect http`: also reported by validate
     if s.monitoring.drift_window < 100:

@@ -191,7 +191,11 @@ def _coerce(value: Any, tp: Any, where: str, wording: str | None = None) -> Any:
 
 # Settings that are tables of free-form properties, set from the command line as
 # section.table.property=value (e.g. --set kafka.consumer.auto.offset.reset=latest).
-TABLE_KEYS = {"kafka": ("producer", "consumer", "admin")}
+TABLE_KEYS = {
+    "kafka": ("producer", "consumer", "admin"),
+    "topics": ("raw_configs", "scored_configs", "dlq_configs", "internal_configs"),
+    "schema_registry": ("client",),
+}
 
 
 def _unknown(key: str, known: list[str], where: str) -> str:

@@ -88,6 +88,14 @@ class TopicSettings:
     # false: the application may not create topics (no create rights on the cluster): every
     # topic must exist, and a missing one stops start-up naming it
     create: bool = True
+    # Topic configs (Kafka's topic-level properties: retention.ms, cleanup.policy, ...) for the
+    # topics streamflow creates, per role; an existing topic is left as it is. The internal
+    # topics get compression.type = zstd and cleanup.policy = delete unless set here, and the
+    # stages that write them compress with that codec (kafka/config.py: INTERNAL_TOPIC_CONFIGS).
+    raw_configs: dict[str, str | int | float | bool] = field(default_factory=dict)
+    scored_configs: dict[str, str | int | float | bool] = field(default_factory=dict)
+    dlq_configs: dict[str, str | int | float | bool] = field(default_factory=dict)
+    internal_configs: dict[str, str | int | float | bool] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -98,6 +106,28 @@ class InputSettings:
     timestamp_field: str = "timestamp"
     schema_registry_url: str = ""
     text_field: str = "text"  # model.kind = "text-embedding": the field holding the text
+
+
+@dataclass(frozen=True)
+class SchemaRegistrySettings:
+    """How the schema-registry client (``input.schema_registry_url``) authenticates and
+    connects: HTTP Basic or a bearer token, and TLS. Secrets are masked like the Kafka ones."""
+
+    username: str = ""  # HTTP Basic: with password
+    password: Secret = Secret()
+    bearer_token: Secret = Secret()  # a static bearer token (Authorization: Bearer ...)
+    # bearer token: the registry's logical cluster (Confluent Cloud: lsrc-...), sent as
+    # target-sr-cluster, and the identity pool, when the registry asks for them
+    logical_cluster: str = ""
+    identity_pool_id: str = ""
+    ssl_cafile: str = ""  # PEM CA certificate(s) for an https registry (empty: the system's CAs)
+    ssl_certfile: str = ""  # client certificate, PEM (mutual TLS)
+    ssl_keyfile: str = ""  # its private key, PEM
+    timeout_s: float = 10.0  # one request to the registry
+    # properties of confluent-kafka's SchemaRegistryClient passed through as they are (e.g.
+    # bearer.auth.credentials.source = "OAUTHBEARER" and its bearer.auth.* keys); url and the
+    # properties named above are refused here
+    client: dict[str, str | int | float | bool] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -198,7 +228,7 @@ class KafkaSettings:
     retry_backoff_max_s: float = 30.0  # longest wait between retries (they go on until delivered)
     connect_timeout_s: float = 10.0
     max_message_bytes: int = 1_048_576
-    # Security (see README "Security"); applied to every Kafka client streamflow creates.
+    # Security (docs/security.md); applied to every Kafka client streamflow creates.
     security_protocol: SecurityProtocol = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
     ssl_cafile: str = ""  # PEM CA certificate(s) for the brokers (empty: the system's CAs)
     ssl_certfile: str = ""  # client certificate, PEM (mutual TLS)
@@ -388,6 +418,7 @@ class Settings:
     limits: LimitSettings = field(default_factory=LimitSettings)
     collector: CollectorSettings = field(default_factory=CollectorSettings)
     slo: SloSettings = field(default_factory=SloSettings)
+    schema_registry: SchemaRegistrySettings = field(default_factory=SchemaRegistrySettings)
 
     @property
     def feature_names(self) -> list[str]:
@@ -422,6 +453,7 @@ SECTIONS: dict[str, type] = {
     "result": ResultSettings,
     "monitoring": MonitoringSettings,
     "store": StoreSettings,
+    "schema_registry": SchemaRegistrySettings,
 }
 # Paths, resolved against the pipeline file's folder when relative.
 PATH_KEYS = {
@@ -433,6 +465,9 @@ PATH_KEYS = {
     ("kafka", "ssl_cafile"),
     ("kafka", "ssl_certfile"),
     ("kafka", "ssl_keyfile"),
+    ("schema_registry", "ssl_cafile"),
+    ("schema_registry", "ssl_certfile"),
+    ("schema_registry", "ssl_keyfile"),
 }
 
 

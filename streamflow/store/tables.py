@@ -88,7 +88,7 @@ class ResultDecoder:
 
     schema: dict[str, Any]  # the result schema (Avro JSON, logical types kept)
     format: str = "avro"
-    registry: Any = None  # codecs.avro._Registry when results carry the wire format
+    registry: Any = None  # codecs.SchemaRegistry when results carry the wire format
     _parsed: Any = None
     _flat: Any = None
     _writers: dict[int, tuple[dict[str, Any], Any]] = field(default_factory=dict)

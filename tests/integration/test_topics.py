@@ -56,3 +56,47 @@ def test_a_consumer_property_passed_through_takes_effect(
         assert raw.flush() == 0
         scored = read_topic(bootstrap, s.topics.scored, until=80, timeout_s=30, idle_s=3.0)
     assert len(scored) == 30
+
+
+def test_compressed_input_and_topic_configs(
+    pipeline_overrides: dict[str, str], bootstrap: str
+) -> None:
+    """A user's producer compresses (lz4, zstd, snappy, gzip): every record is scored through
+    the three stages, whose internal topics are created zstd with their configs; the
+    dead-letter topic takes its configs from [topics.dlq_configs]."""
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import ConfigResource
+
+    from streamflow.codecs import RecordCodec
+    from tests.integration.helpers import read_topic, running_pipeline
+
+    overrides = {**pipeline_overrides, "runtime.topology": "stages",
+                 "topics.dlq_configs.retention.ms": "2592000000",
+                 "topics.internal_configs.retention.ms": "86400000"}  # fmt: skip
+    with running_pipeline(overrides) as (s, _):
+        codec = RecordCodec(s.input.schema)
+        n = 0
+        for codec_name in ("lz4", "zstd", "snappy", "gzip"):
+            p = Producer({"bootstrap.servers": bootstrap, "compression.type": codec_name,
+                          "linger.ms": 20})  # fmt: skip
+            for i in range(100):
+                rec = {"device_id": f"d{i % 7}", "timestamp": 1764000000000 + n,
+                       "cpu_temp_c": 50.0 + i % 9, "power_w": 300.0,
+                       "cpu_util_pct": 20.0}  # fmt: skip
+                p.produce(s.topics.raw, key=rec["device_id"].encode(), value=codec.encode(rec))
+                n += 1
+            assert p.flush(10) == 0
+        scored = read_topic(bootstrap, s.topics.scored, until=n, timeout_s=60)
+        dead = read_topic(bootstrap, s.topics.dlq, timeout_s=2, idle_s=1.0)
+    assert len(scored) == n and not dead
+    admin = admin_client(bootstrap)
+    internal = f"{s.name}.internal.cleaned"
+    wanted = [ConfigResource("topic", s.topics.dlq), ConfigResource("topic", internal)]
+    got = {
+        r.name: {k: v.value for k, v in f.result(timeout=10).items()}
+        for r, f in admin.describe_configs(wanted).items()
+    }
+    assert got[s.topics.dlq]["retention.ms"] == "2592000000"
+    assert got[internal]["compression.type"] == "zstd"
+    assert got[internal]["cleanup.policy"] == "delete"
+    assert got[internal]["retention.ms"] == "86400000"

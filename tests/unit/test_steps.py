@@ -60,3 +60,39 @@ def test_an_unknown_stage_names_the_choices() -> None:
         match="unknown stage 'enrich' .one of clean, normalize, inference, chained, store, all",
     ):
         step_named("enrich")
+
+
+def test_topics_are_created_with_their_roles_configs() -> None:
+    """[topics.<role>_configs] per topic; the internal topics compress with zstd and delete
+    unless told otherwise, and the stages writing them compress with that codec."""
+    from streamflow.kafka.config import internal_compression
+    from streamflow.steps import writes_internal_topic
+
+    s = load_settings(
+        PIPELINE,
+        {"topics.dlq_configs.retention.ms": "2592000000", "topics.scored_configs.retention.ms": 5,
+         "topics.internal_configs.retention.ms": 86400000},
+        environ={},
+    )  # fmt: skip
+    configs = {t.name: dict(t.configs) for t in pipeline_topics(s)}
+    assert configs[s.topics.raw] == {}
+    assert configs[s.topics.dlq] == {"retention.ms": "2592000000"}
+    assert configs[s.topics.scored] == {"retention.ms": "5"}
+    internal = [n for n in configs if ".internal." in n]
+    assert len(internal) == 2 and all(
+        configs[n] == {"compression.type": "zstd", "cleanup.policy": "delete",
+                       "retention.ms": "86400000"}
+        for n in internal
+    )  # fmt: skip
+    assert [writes_internal_topic(s, st) for st in ("clean", "normalize", "inference")] == [
+        True, True, False,
+    ]  # fmt: skip
+    chained = load_settings(PIPELINE, {"runtime.topology": "chained"}, environ={})
+    assert not writes_internal_topic(chained, "chained")
+    assert internal_compression(s) == {"compression.type": "zstd"}
+    plain = load_settings(
+        PIPELINE, {"topics.internal_configs.compression.type": "uncompressed"}, environ={}
+    )
+    assert internal_compression(plain) == {"compression.type": "none"}
+    mine = load_settings(PIPELINE, {"kafka.producer.compression.type": "lz4"}, environ={})
+    assert internal_compression(mine) == {}  # [kafka.producer] wins, for every producer

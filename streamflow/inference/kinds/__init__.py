@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 
-from streamflow.codecs import ResultEncoder
+from streamflow.codecs import ResultEncoder, schema_registry
 from streamflow.errors import ConfigError
 from streamflow.inference.outputs import (
     ResultField,
@@ -110,8 +110,14 @@ class ModelKind(Protocol):
         """The result encoder, built on first use: only the inference step registers a schema."""
         ...
 
-    def clean(self, values: Sequence[bytes | None], keys: Sequence[bytes | None]) -> Cleaned:
-        """The clean step: decode a partition's messages and check what the model needs."""
+    def clean(
+        self,
+        values: Sequence[bytes | None],
+        keys: Sequence[bytes | None],
+        headers: Sequence[Any] | None = None,
+    ) -> Cleaned:
+        """The clean step: decode a partition's messages and check what the model needs
+        (``headers``: each message's, where a registry reads schema ids from them)."""
         ...
 
     def prepare(self, batch: RecordBatch, stage: StageMetrics) -> Prepared:
@@ -211,7 +217,7 @@ def decoder_options(s: Settings) -> dict[str, Any]:
     """What every kind's input decoder takes from ``[input]`` and ``[limits]``."""
     i = s.input
     return {"format": i.format, "key_field": i.key_field, "timestamp_field": i.timestamp_field,
-            "schema_registry_url": i.schema_registry_url, "limits": s.limits,
+            "registry": schema_registry(s), "limits": s.limits,
             "columns": s.result.pass_through}  # fmt: skip
 
 
@@ -273,7 +279,7 @@ def build_encoder(s: Settings, output_fields: Sequence[ResultField]) -> ResultEn
     return ResultEncoder(
         result_schema_for(s, output_fields),
         format=s.output.format,
-        schema_registry_url=s.input.schema_registry_url,
+        registry=schema_registry(s),
         topic=s.topics.scored,
     )
 

@@ -115,8 +115,13 @@ class TabularKind:
         """[[features]] are checked by the settings themselves; [labels] would go unused."""
         return ["labels: only used with model.kind = text-embedding"] if s.labels else []
 
-    def clean(self, values: Sequence[bytes | None], keys: Sequence[bytes | None]) -> Cleaned:
-        dec = self.decoder.decode_batch(values, keys)
+    def clean(
+        self,
+        values: Sequence[bytes | None],
+        keys: Sequence[bytes | None],
+        headers: Sequence[Any] | None = None,
+    ) -> Cleaned:
+        dec = self.decoder.decode_batch(values, keys, headers)
         x, missing, unknown = dec.values, dec.missing, dec.unknown
         cols = self._columns
         if len(cols) != x.shape[1] or (cols != np.arange(len(cols))).any():

@@ -216,8 +216,13 @@ class TextEmbeddingKind:
             p.append(f"model.tokenizer: file not found: {s.model.tokenizer}")
         return p
 
-    def clean(self, values: Sequence[bytes | None], keys: Sequence[bytes | None]) -> Cleaned:
-        tdec = self.decoder.decode_batch(values, keys)
+    def clean(
+        self,
+        values: Sequence[bytes | None],
+        keys: Sequence[bytes | None],
+        headers: Sequence[Any] | None = None,
+    ) -> Cleaned:
+        tdec = self.decoder.decode_batch(values, keys, headers)
         ok, reasons, codes = clean_texts(
             tdec.texts, self.settings.input.text_field, self.settings.limits.max_string_length
         )

@@ -217,10 +217,10 @@ def test_a_result_schema_change_starts_a_new_file(tmp_path: Path) -> None:
     new version added an output) starts a file of its own, with that schema in its metadata."""
     import struct
 
-    from streamflow.codecs import _registry_for
+    from streamflow.codecs import registry_for
 
     url = f"mock://store-schema-{tmp_path.name}"
-    registry = _registry_for(url)
+    registry = registry_for(url)
     v2 = {**SCHEMA, "fields": [*SCHEMA["fields"], {"name": "p_fan", "type": "double"}]}
     ids = [registry.register("a-value", SCHEMA), registry.register("b-value", v2)]
 

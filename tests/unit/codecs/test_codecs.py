@@ -15,6 +15,7 @@ from streamflow.codecs import (
     encode_record_batch,
     encode_record_batches,
     record_batch_length,
+    registry_for,
     to_json_line,
 )
 from streamflow.collectors.synthetic import MEASUREMENTS
@@ -124,10 +125,10 @@ def test_decode_batch_gives_values_or_a_precise_reason_per_row() -> None:
 
 def test_wire_format_with_a_schema_registry() -> None:
     url = "mock://streamflow-test"
-    codec = RecordCodec(READING, schema_registry_url=url, topic="raw")
+    codec = RecordCodec(READING, registry=registry_for(url), topic="raw")
     data = codec.encode(reading())
     assert data[0] == 0 and len(data) > 5
-    dec = ReadingDecoder(READING, MEASUREMENTS, schema_registry_url=url)
+    dec = ReadingDecoder(READING, MEASUREMENTS, registry=registry_for(url))
     assert dec.decode_one(data)["device_id"] == "rack1-node1"
     with pytest.raises(DecodeError, match="registry: unknown schema id 4242"):
         dec.decode_one(b"\x00\x00\x00\x10\x92" + data[5:])
@@ -275,13 +276,12 @@ def test_arbitrary_bytes_never_raise_and_give_one_row_each(values: list[bytes]) 
 def test_registry_ids_that_are_not_avro_are_bad_records_but_a_silent_registry_is_not() -> None:
     from confluent_kafka.schema_registry import Schema
 
-    from streamflow.codecs import _registry_for
     from streamflow.errors import InfrastructureError
 
     url = "mock://streamflow-registry-errors"
-    reg = _registry_for(url)
+    reg = registry_for(url)
     proto = reg.client.register_schema("p", Schema('syntax = "proto3"; message M {}', "PROTOBUF"))
-    dec = ReadingDecoder(READING, MEASUREMENTS, schema_registry_url=url)
+    dec = ReadingDecoder(READING, MEASUREMENTS, registry=registry_for(url))
     body = RecordCodec(READING).encode(reading())
     with pytest.raises(
         DecodeError, match=f"registry: schema id {proto} is a PROTOBUF schema, not Avro"

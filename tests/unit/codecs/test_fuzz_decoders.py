@@ -24,11 +24,11 @@ from typing import Any
 import numpy as np
 import pytest
 from confluent_kafka.schema_registry import Schema
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from streamflow.agents.clean import CleanHandler
-from streamflow.codecs import RecordCodec, _registry_for
+from streamflow.codecs import RecordCodec, registry_for
 from streamflow.codecs.flatavro import zigzag
 from streamflow.errors import DecodeError, RecordError
 from streamflow.headers import H_TRUNCATED
@@ -191,6 +191,9 @@ def _with_string(rec: dict[str, Any], field: str, length: int, body: bytes) -> b
 def test_huge_string_length_prefixes(rec: dict[str, Any], length: int, field: str) -> None:
     """A string claiming up to 2**62 bytes: refused from its prefix, as a corrupt record."""
     value = _with_string(rec, field, length, b"x" * 16)
+    # a value that starts like a JSON object (b" {": a 16-byte device_id starting with "{") is
+    # read as JSON first, and JSON's reason is given (test_truncated_records)
+    assume(value.lstrip()[:1] != b"{")
     left = len(value) - len(zigzag(length)) if field == "device_id" else 16
     reasons = judge("huge length prefix", [value])
     assert reasons == [
@@ -220,7 +223,7 @@ def test_strings_over_the_limit(rec: dict[str, Any], length: int, field: str) ->
 
 def _register(schema: dict[str, Any]) -> int:
     return int(
-        _registry_for(REGISTRY).client.register_schema(
+        registry_for(REGISTRY).client.register_schema(
             f"s{hash(json.dumps(schema))}", Schema(json.dumps(schema), "AVRO")
         )
     )
