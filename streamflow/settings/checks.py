@@ -20,6 +20,9 @@ from streamflow.kafka.config import passthrough_problems
 from streamflow.settings.schema import SASL_MECHANISMS, FeatureSpec, KafkaSettings, Settings
 from streamflow.stages.transforms import import_named, load_function
 
+# pyarrow's Parquet codecs (store.compression)
+PARQUET_CODECS = ("none", "snappy", "gzip", "brotli", "lz4", "zstd")
+
 
 def check(s: Settings) -> list[str]:
     """Static checks that read no other file (they may see whether one exists): ranges, stats
@@ -117,6 +120,11 @@ def check(s: Settings) -> list[str]:
         p.append("kafka.fetch_max_wait_ms: must be >= 0")
     p.extend(check_kafka_security(s.kafka))
     p.extend(registry_problems(s.input.schema_registry_url, s.schema_registry))
+    if s.store.compression.lower() not in PARQUET_CODECS:
+        p.append(
+            f"store.compression: {s.store.compression!r} is not a Parquet codec "
+            f"({', '.join(PARQUET_CODECS)})"
+        )
     p.extend(passthrough_problems(s.kafka))
     p.extend(check_tls(s.collector))  # `collect http`: also reported by validate
     if s.monitoring.drift_window < 100:

@@ -79,31 +79,44 @@ class Secret:
 
 @dataclass(frozen=True)
 class TopicSettings:
-    raw: str = ""
-    scored: str = ""
+    raw: str = ""  # the topic the records arrive on (required)
+    scored: str = ""  # the topic results are written to (required)
+    # the dead-letter topic: records refused at any step, the reason in headers (required)
     dlq: str = ""
+    # partitions of raw, scored and dlq when streamflow creates them (an existing topic keeps
+    # its own); also the most consumers one step's group can use
     partitions: int = 4
-    replication: int = 1
+    replication: int = 1  # replication factor of every topic streamflow creates
     internal_partitions: int = 0  # 0: same as partitions
     # false: the application may not create topics (no create rights on the cluster): every
     # topic must exist, and a missing one stops start-up naming it
     create: bool = True
-    # Topic configs (Kafka's topic-level properties: retention.ms, cleanup.policy, ...) for the
-    # topics streamflow creates, per role; an existing topic is left as it is. The internal
-    # topics get compression.type = zstd and cleanup.policy = delete unless set here, and the
-    # stages that write them compress with that codec (kafka/config.py: INTERNAL_TOPIC_CONFIGS).
+    # Topic configs (Kafka's topic-level properties: retention.ms, cleanup.policy, ...) the raw
+    # topic is created with, when streamflow creates it; an existing topic is left as it is.
     raw_configs: dict[str, str | int | float | bool] = field(default_factory=dict)
+    # the same for the scored topic
     scored_configs: dict[str, str | int | float | bool] = field(default_factory=dict)
+    # the same for the dead-letter topic
     dlq_configs: dict[str, str | int | float | bool] = field(default_factory=dict)
+    # the same for the internal topics: they get compression.type = zstd and cleanup.policy =
+    # delete unless set here, and the stages that write them compress with that codec
+    # (kafka/config.py: INTERNAL_TOPIC_CONFIGS)
     internal_configs: dict[str, str | int | float | bool] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class InputSettings:
+    # Avro schema (.avsc) of the raw records, JSON ones included: their fields and types (required)
     schema: str = ""
-    format: InputFormat = "auto"  # avro | json | auto (JSON when the value starts with '{')
+    # auto: a message that starts like a JSON object ('{') is read as JSON, any other as Avro
+    format: InputFormat = "auto"
+    # the record's id field (a string, required in every record), copied onto each result; the
+    # collectors and `streamflow produce` key raw messages by it
     key_field: str = "device_id"
+    # the record's event time field, epoch ms (int or long), copied onto each result
     timestamp_field: str = "timestamp"
+    # a Confluent schema registry: raw values in its wire format are read with the writer's
+    # schema; Avro results are registered as <topics.scored>-value and sent in that format
     schema_registry_url: str = ""
     text_field: str = "text"  # model.kind = "text-embedding": the field holding the text
 
@@ -114,12 +127,12 @@ class SchemaRegistrySettings:
     connects: HTTP Basic or a bearer token, and TLS. Secrets are masked like the Kafka ones."""
 
     username: str = ""  # HTTP Basic: with password
-    password: Secret = Secret()
+    password: Secret = Secret()  # HTTP Basic: with username
     bearer_token: Secret = Secret()  # a static bearer token (Authorization: Bearer ...)
     # bearer token: the registry's logical cluster (Confluent Cloud: lsrc-...), sent as
-    # target-sr-cluster, and the identity pool, when the registry asks for them
+    # target-sr-cluster, when the registry asks for it
     logical_cluster: str = ""
-    identity_pool_id: str = ""
+    identity_pool_id: str = ""  # bearer token: the identity pool, sent when set
     ssl_cafile: str = ""  # PEM CA certificate(s) for an https registry (empty: the system's CAs)
     ssl_certfile: str = ""  # client certificate, PEM (mutual TLS)
     ssl_keyfile: str = ""  # its private key, PEM
@@ -138,7 +151,7 @@ class LimitSettings:
     array or map block) is checked against these limits before anything is allocated.
     """
 
-    max_message_bytes: int = 1_048_576
+    max_message_bytes: int = 1_048_576  # key + value of one raw message; <= kafka.max_message_bytes
     # bytes of an Avro string/bytes; characters of a JSON string field
     max_string_length: int = 4096
     # items of one Avro array or map (input or registry writer schema)
@@ -147,22 +160,33 @@ class LimitSettings:
 
 @dataclass(frozen=True)
 class OutputSettings:
+    # Avro schema (.avsc) results are written with; empty: the one the pipeline declares
+    # ([[outputs]] and [result]; `streamflow schema result` prints it)
     schema: str = ""
-    format: OutputFormat = "avro"  # avro | json
+    format: OutputFormat = "avro"  # json: the same fields, in the same order
 
 
 @dataclass(frozen=True)
 class ModelSettings:
     # tabular: [[features]] in, a score out | text-embedding: a text in, an embedding out
     kind: ModelKindName = "tabular"
-    path: str = ""
+    path: str = ""  # the ONNX model file (required); hot swap watches it
+    # in results, headers and metrics; empty: the file's metadata name, else its file name
     name: str = ""
+    # in results and headers; empty: the file's metadata version, else "0"
     version: str = ""
-    input: str = "features"
+    input: str = "features"  # tabular: the model's float input [batch, columns] fed the features
+    # only the first is used: the output a tabular pipeline without [[outputs]] makes score and
+    # label of, and that an [[outputs]] table without a tensor reads; text-embedding: the embedding
     outputs: tuple[str, ...] = ("score",)
+    # tabular without [[outputs]]: the label is "anomaly" when the score >= this, else "normal"
     threshold: float = 0.5
+    # the model file's sha256 (64 hex digits): another file is refused, at start-up and on hot
+    # swap; empty: any file
     sha256: str = ""
-    stats: str = ""  # JSON file with per-feature mean/std/min/max, used when not given inline
+    # JSON file of per-feature training statistics: mean, std, scale_min and scale_max (used
+    # when not given inline) and the drift bins of [monitoring]
+    stats: str = ""
     # hot swap: how often the model file is checked for a new version (0: never)
     watch_interval_s: float = 5.0
     tokenizer: str = ""  # text-embedding: the tokenizer.json that goes with the model
@@ -187,10 +211,10 @@ class BatchingSettings:
     # preferred_batch_size, e.g. the sizes a TensorRT engine was built for); else wait up to
     # the delay.
     preferred_batch_sizes: tuple[int, ...] = ()
-    # The inference stage's queue (records fetched, not yet in a batch; 0: two batches) and what
-    # happens when it is full: "wait" (stop fetching; the backlog waits in Kafka) or "reject"
-    # (dead-letter what arrives, reason code queue_full: bounded latency for the rest, replayable).
+    # the inference stage's queue: records fetched, not yet in a batch (0: two batches)
     max_queue_records: int = 0
+    # when that queue is full: "wait" (stop fetching; the backlog waits in Kafka) or "reject"
+    # (dead-letter what arrives, reason code queue_full: bounded latency for the rest, replayable)
     queue_policy: QueuePolicy = "wait"
     # steer the inference wait within [0, max_delay_ms] by slo.p99_latency_ms
     adapt_to_slo: bool = True
@@ -202,8 +226,12 @@ class RuntimeSettings:
     # by internal topics, each scaled on its own. "chained": one agent runs the three in turn
     # on each batch of raw records (no internal hops: less latency and broker load).
     topology: Topology = "stages"
+    # auto: TensorRT, then CUDA, then CPU, among the providers this ONNX Runtime build has;
+    # cuda and tensorrt refuse to start without a GPU
     device: Device = "auto"
-    intra_op_threads: int = 1
+    intra_op_threads: int = 1  # ONNX Runtime threads within one operator (0: ORT's default)
+    # ONNX Runtime threads running operators side by side: no effect, as the session runs them
+    # one after another (ORT's default sequential execution mode)
     inter_op_threads: int = 1
     drain_timeout_s: float = 30.0  # on SIGTERM: longest to finish in-flight batches before stopping
     device_id: int = 0  # which GPU (CUDA and TensorRT)
@@ -217,16 +245,27 @@ class RuntimeSettings:
 @dataclass(frozen=True)
 class KafkaSettings:
     bootstrap: str = ""  # empty: start the embedded broker (demo/up) or fail (worker)
-    group_prefix: str = "streamflow"
+    group_prefix: str = "streamflow"  # each step's consumer group is <group_prefix>-<name>-<step>
+    # the agents' consumer-group session: a member not heard from for this long loses its
+    # partitions to the others
     session_timeout_s: float = 6.0
+    # how often the agents' consumers heartbeat to their group (less than session_timeout_s)
     heartbeat_interval_s: float = 1.0
+    # longest the broker holds an agent's fetch while no new data arrives
     fetch_max_wait_ms: int = 10
+    # how long a producer waits to fill a batch (librdkafka linger.ms); the producers of the
+    # collectors, `streamflow produce` and the demo's feed use 5
     linger_ms: float = 2.0
+    # how often the agents commit the offsets whose output the broker has acknowledged: a
+    # crash repeats about this much input (docs/guarantees.md)
     commit_interval_s: float = 1.0
     delivery_timeout_s: float = 30.0  # librdkafka's own retries (message.timeout.ms); then ours
     retry_backoff_s: float = 0.5  # first wait before sending undelivered messages again; doubles
     retry_backoff_max_s: float = 30.0  # longest wait between retries (they go on until delivered)
+    # start-up waits this long for a broker to answer; also a producer's connection setup timeout
     connect_timeout_s: float = 10.0
+    # the largest key + value streamflow produces (producers allow at least 64 KiB more, for
+    # headers); a raw message over it is dead-lettered cut to its first 64 KiB
     max_message_bytes: int = 1_048_576
     # Security (docs/security.md); applied to every Kafka client streamflow creates.
     security_protocol: SecurityProtocol = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
@@ -234,27 +273,30 @@ class KafkaSettings:
     ssl_certfile: str = ""  # client certificate, PEM (mutual TLS)
     ssl_keyfile: str = ""  # its private key, PEM
     ssl_check_hostname: bool = True  # the broker's certificate must name the host connected to
-    # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512 | OAUTHBEARER
+    # how a SASL_PLAINTEXT or SASL_SSL client authenticates; empty: no SASL
     sasl_mechanism: SaslMechanismOrNone = ""
-    sasl_username: str = ""
-    sasl_password: Secret = Secret()
+    sasl_username: str = ""  # PLAIN, SCRAM: the user name
+    sasl_password: Secret = Secret()  # PLAIN, SCRAM: its password
     sasl_oauth_token_url: str = ""  # OAUTHBEARER: OAuth 2 client-credentials token endpoint
-    sasl_oauth_client_id: str = ""
-    sasl_oauth_client_secret: Secret = Secret()
+    sasl_oauth_client_id: str = ""  # OAUTHBEARER: the client id sent to the token endpoint
+    sasl_oauth_client_secret: Secret = Secret()  # OAUTHBEARER: that client's secret
     sasl_oauth_scope: str = ""  # space-separated, optional
-    # librdkafka properties passed through ([kafka.producer], [kafka.consumer], [kafka.admin]):
-    # the producer and admin clients take them as they are; the agents' consumer (aiokafka,
-    # through faust) takes those it has an equivalent for (kafka/config.py: AGENT_CONSUMER), the
-    # others stop start-up naming the key. Properties streamflow's guarantees rest on are refused.
+    # librdkafka properties every producer takes as they are ([kafka.producer]). Properties
+    # streamflow's guarantees rest on are refused, here and in consumer and admin.
     producer: dict[str, str | int | float | bool] = field(default_factory=dict)
+    # consumer properties ([kafka.consumer]): the CLI's librdkafka consumers take them as they
+    # are; the agents' consumer (aiokafka, through faust) takes those it has an equivalent for
+    # (kafka/config.py: AGENT_CONSUMER), the others stop start-up naming the key
     consumer: dict[str, str | int | float | bool] = field(default_factory=dict)
+    # librdkafka properties the admin clients (topic creation, metadata) take as they are
     admin: dict[str, str | int | float | bool] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class MetricsSettings:
+    # address the Prometheus metrics endpoint (/metrics) of a worker or collector binds
     host: str = "127.0.0.1"
-    port: int = 9108
+    port: int = 9108  # its port (--metrics-port)
 
 
 @dataclass(frozen=True)
@@ -271,13 +313,13 @@ class CollectorSettings:
     """``streamflow collect http``: where it listens and what it accepts; what
     ``collect synthetic`` generates."""
 
-    host: str = "127.0.0.1"
-    port: int = 8088
+    host: str = "127.0.0.1"  # address it listens on; it warns when not loopback and no token is set
+    port: int = 8088  # its port (0: any free port)
     token: Secret = Secret()  # when set, POST /records needs "Authorization: Bearer <token>"
     max_body_bytes: int = 1_048_576  # larger requests get 413 before their body is read
-    # HTTPS: the server's certificate (chain) and private key, PEM; both or neither
+    # HTTPS: the server's certificate (chain), PEM; with tls_keyfile (both or neither)
     tls_certfile: str = ""
-    tls_keyfile: str = ""
+    tls_keyfile: str = ""  # HTTPS: the certificate's private key, PEM
     tls_client_cafile: str = ""  # mutual TLS: clients need a certificate signed by these CAs
     # `streamflow collect synthetic` and the demo: "module:Class" (beside the pipeline file, or
     # on PYTHONPATH) with TelemetryGenerator's interface; empty: the model kind's own records
@@ -291,23 +333,34 @@ class FeatureSpec:
     A ``category`` feature takes ``len(vocabulary)`` model columns when one-hot encoded; every
     other feature takes one."""
 
+    # its name: the record field it is read from, unless it is a time part (read from source)
+    # or derived; the [[features]] tables are in the model's input order
     name: str
-    type: FeatureType = "float"  # float | int | bool | category | hour_of_day | day_of_week
+    # how the value is read: a number, true/false as 1/0, a vocabulary value, or a part (UTC)
+    # of an epoch-ms field (day_of_week: Monday is 0)
+    type: FeatureType = "float"
+    # a record without it is dead-lettered (missing_required); else `default` fills it in
     required: bool = False
     default: float | str | bool | None = None  # a number; a vocabulary value; true/false
-    min: float | None = None
-    max: float | None = None
-    out_of_range: OutOfRange = "reject"  # clip | reject
-    # applied in order, e.g. ("log1p", "zscore")
+    min: float | None = None  # the lowest valid value (numbers and time parts); unset: none
+    max: float | None = None  # the highest valid value; unset: none
+    # a value outside [min, max]: clip it to the bound (needs both) or dead-letter the record
+    out_of_range: OutOfRange = "reject"
+    # applied in order, e.g. ["log1p", "zscore"] or "log1p+zscore"; a feature whose type is
+    # not float or int defaults to "none"
     normalize: tuple[NormalizeStep, ...] = ("zscore",)
+    # zscore: (value - mean) / std, the value after log1p when that is listed; unset: model.stats
     mean: float | None = None
-    std: float | None = None
+    std: float | None = None  # zscore: > 0; unset: model.stats
+    # minmax: (value - scale_min) / (scale_max - scale_min), after log1p when listed; unset:
+    # model.stats
     scale_min: float | None = None
-    scale_max: float | None = None
+    scale_max: float | None = None  # minmax: > scale_min; unset: model.stats
     vocabulary: tuple[str, ...] = ()  # category: its values, in the model's column order
-    encoding: CategoryEncoding = "one_hot"  # category: one_hot | index
+    # category: a model column per vocabulary value (one_hot) or one holding the value's index
+    encoding: CategoryEncoding = "one_hot"
     unknown: UnknownCategory = (
-        "reject"  # category: a value outside the vocabulary: reject | default
+        "reject"  # category: a value outside the vocabulary is dead-lettered or takes the default
     )
     source: str = ""  # hour_of_day, day_of_week: the epoch-ms field; empty: input.timestamp_field
     derived: bool = False  # not in the record: an after_clean [[transforms]] function computes it
@@ -332,8 +385,10 @@ class OutputSpec:
     """One result field (or a group of them) made from a model output: ``[[outputs]]``."""
 
     field: str  # the result field; a per-class output gives one field per label: <field>_<label>
-    tensor: str = ""  # the model output it reads; empty: the model's first output
-    post: PostProcess = "identity"  # identity | threshold | argmax | top_k | softmax
+    tensor: str = ""  # the model output it reads; empty: model.outputs[0]
+    # what it makes of the output: the values as they are, a label by threshold, the label of
+    # the largest value (argmax) or of the k largest (top_k), or the values after a softmax
+    post: PostProcess = "identity"
     # class names in the tensor's column order; for an int64 label tensor, index -> name
     labels: tuple[str, ...] = ()
     threshold: float = 0.5  # threshold: labels[1] when the value >= threshold, else labels[0]
@@ -347,6 +402,9 @@ class ResultSettings:
     """What a result record carries besides the key, the timestamp and the model's outputs."""
 
     pass_through: tuple[str, ...] = ()  # input fields copied onto each result, e.g. rack, status
+    # fields after the pass-through ones, in this order: the model's name and version,
+    # latency_ms (the raw message's Kafka timestamp to the result), the raw message's topic,
+    # partition and offset, and ingest_ms (its Kafka timestamp)
     metadata: tuple[ResultMetadata, ...] = ("model_name", "model_version", "latency_ms")
 
 
@@ -374,13 +432,15 @@ class StoreSettings:
     rotate_interval_ms: int = 3_600_000  # record time one file may span
     rotate_schedule_interval_ms: int = 10_000  # wall-clock age at which an open file is published
     row_group_rows: int = 16_384  # rows per Parquet row group
+    # Parquet codec of the files (and of `streamflow store compact`), as pyarrow names them:
+    # zstd, snappy, gzip, lz4, brotli, none
     compression: str = "zstd"
     retry_backoff_s: float = 0.5  # a write the store refuses is retried, waiting this, doubling
-    retry_backoff_max_s: float = 30.0
+    retry_backoff_max_s: float = 30.0  # the longest wait between those retries
     s3_endpoint: str = ""  # an S3-compatible endpoint (http://host:port); empty: AWS
-    s3_region: str = ""
+    s3_region: str = ""  # empty: the AWS SDK finds it (environment, profile, instance metadata)
     s3_access_key_id: str = ""  # empty: AWS_ACCESS_KEY_ID and the rest of the AWS chain
-    s3_secret_access_key: Secret = Secret()
+    s3_secret_access_key: Secret = Secret()  # with s3_access_key_id: both or neither
 
 
 @dataclass(frozen=True)
@@ -388,6 +448,8 @@ class TransformSpec:
     """A user function over a batch's columns (``stages/transforms.py``), run at ``at``."""
 
     function: str  # "module:function": a module beside the pipeline file, or on PYTHONPATH
+    # when it runs: after the feature rules, after scaling (model-ready values), or after the
+    # model (its outputs among the columns)
     at: TransformPoint = "after_clean"
     name: str = ""  # in dead-letter reasons; the function's name when empty
 
@@ -468,6 +530,10 @@ PATH_KEYS = {
     ("schema_registry", "ssl_cafile"),
     ("schema_registry", "ssl_certfile"),
     ("schema_registry", "ssl_keyfile"),
+    ("collector", "tls_certfile"),
+    ("collector", "tls_keyfile"),
+    ("collector", "tls_client_cafile"),
+    ("runtime", "trt_cache_dir"),
 }
 
 
