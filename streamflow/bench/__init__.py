@@ -1,8 +1,9 @@
 """``streamflow bench e2e``: streamflow and two baselines, same data, same machine, same run.
 
 Systems: ``streamflow`` (the default topology, three stage processes), ``chained`` (the
-chained topology, one process), ``limit`` (a plain confluent-kafka batch loop) and ``naive``
-(a per-record faust agent); see ``baselines.py``.
+chained topology, one process), ``limit`` (a plain confluent-kafka batch loop, consume wait
+5 ms; ``limit-<N>ms`` the same loop with a wait of N ms) and ``naive`` (a per-record faust
+agent); see ``baselines.py``.
 
 1. Backlog: N synthetic records (with their malformed ones, the same ones every run) are
    produced to a raw topic on a fresh embedded broker per run (the broker slows down as it
@@ -13,10 +14,15 @@ chained topology, one process), ``limit`` (a plain confluent-kafka batch loop) a
    and read between the first and the last result, so start-up is not counted), peak worker
    RSS. ``--repeat`` runs each system several times, interleaved, and reports the median.
    Checked: scored + dead-lettered == produced, and a sample of scores equals a direct ONNX
-   Runtime computation on the same raw bytes.
-2. Latency: each system on a fresh topic fed at fixed rates. End-to-end latency is the
-   result's arrival at the separate consumer minus the raw message's Kafka timestamp.
+   Runtime computation on the same raw bytes. Then the record batches the run left per
+   partition of each topic are counted (``scan.py``).
+2. Latency (``latency.py``): each system on a fresh topic fed at fixed rates. End-to-end
+   latency is the result's arrival at the separate consumer minus the raw message's Kafka
+   timestamp: whole-run percentiles, per 5-second window, steady CPU per record, batches per
+   partition, the per-hop breakdown (``hops.py``) and the stages' own histograms
+   (``inprocess.py``).
 3. Optional scaling: 1, 2, 4 processes per stage on the backlog, for each streamflow topology.
+4. Goals (``goals.py``): issue 13's ratios to the plain loops of the same run, PASS or MISS.
 
 Writes bench-results/<timestamp>.json, .md and .png.
 """
@@ -26,78 +32,35 @@ from __future__ import annotations
 import io
 import json
 import random
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, cast
 
 import fastavro
 import numpy as np
 
+from streamflow.bench.goals import goal_rows, throughput_reference
+from streamflow.bench.latency import batches_line, latency_run, run_topics
+from streamflow.bench.results import Backlog, BenchResult, Latency
+from streamflow.bench.scan import scan_topics
 from streamflow.bench.systems import (
     CpuSampler,
     Run,
     System,
+    consume_wait_ms,
     fresh_raw_topic,
-    proc_cpu_s,
     wait_accounted,
 )
 from streamflow.broker import EmbeddedBroker
 from streamflow.collectors.produce import RawProducer, run_synthetic
-from streamflow.monitor import ResultMonitor, percentiles
+from streamflow.monitor import ResultMonitor
 from streamflow.settings import Settings, with_overrides
 
-SYSTEMS = ("streamflow", "chained", "limit", "naive")
+SYSTEMS = ("streamflow", "chained", "limit", "naive")  # also limit-<N>ms: systems.consume_wait_ms
 STREAMFLOW_KINDS = ("streamflow", "chained")  # the default topology (3 stages) and the chained one
-
-
-@dataclass
-class Backlog:
-    system: str
-    records: int
-    accounted: int
-    duplicates: int
-    seconds: float
-    records_per_s: float
-    cpu_us_per_record: float
-    rss_mb: float
-    scores_checked: int
-    scores_max_abs_error: float
-    processes: int = 1
-    cpu_us_by_process: dict[str, float] = field(default_factory=dict)
-    broker_cpu_us_per_record: float | None = None  # the embedded broker's CPU, when it is ours
-    runs_records_per_s: list[float] = field(
-        default_factory=list
-    )  # every run; this one is the median
-
-
-@dataclass
-class Latency:
-    system: str
-    rate: float
-    seconds: float
-    produced: int
-    accounted: int
-    p50_ms: float
-    p95_ms: float
-    p99_ms: float
-    max_ms: float
-    saturated: bool
-    cpu_pct: float = 0.0  # the system's processes, in % of one core, while records flowed
-    broker_cpu_pct: float | None = None  # the embedded broker's, likewise
-
-
-@dataclass
-class BenchResult:
-    records: int
-    backlog: list[Backlog] = field(default_factory=list)
-    latency: list[Latency] = field(default_factory=list)
-    scaling: list[Backlog] = field(default_factory=list)
-    ratios: dict[str, dict[str, float]] = field(default_factory=dict)  # per streamflow kind
-    machine: dict[str, Any] = field(default_factory=dict)
 
 
 def produce_backlog(settings: Settings, bootstrap: str, raw: str, records: int) -> None:
@@ -239,10 +202,6 @@ def median_run(runs: list[Backlog]) -> Backlog:
     return mid
 
 
-def _cpu(pid: int | None) -> float:
-    return proc_cpu_s(pid) if pid else 0.0
-
-
 def backlog_run(
     kind: str,
     settings: Settings,
@@ -278,6 +237,7 @@ def backlog_run(
     by_proc = {k: round(v / max(t.accounted, 1) * 1e6, 1) for k, v in used.items()}
     cpu = sum(used.values())
     checked, err = check_scores(system.settings, raw, monitor.values or {})
+    scan = scan_topics(system.settings, bootstrap, run_topics(system))
     b = Backlog(
         kind,
         records,
@@ -292,6 +252,7 @@ def backlog_run(
         len(system.pids()),
         by_proc,
         round(broker_cpu / max(t.accounted, 1) * 1e6, 1) if broker_pid else None,
+        batches=scan.batches,
     )
     print(
         f"    {b.records_per_s:,.0f} records/s, {b.cpu_us_per_record:.0f} CPU µs/record "
@@ -300,70 +261,12 @@ def backlog_run(
         f"CPU µs/record by process {by_proc}",
         flush=True,
     )
-    return b
-
-
-def latency_run(
-    kind: str,
-    settings: Settings,
-    bootstrap: str,
-    rate: float,
-    seconds: float,
-    broker_pid: int | None = None,
-) -> Latency:
-    raw_topic = fresh_raw_topic(bootstrap, settings)
-    system = System(kind, settings, bootstrap, Run(kind, raw_topic))
-    system.start()
-    monitor = ResultMonitor(system.settings, bootstrap, 0)
-    monitor.start()
-    rp = RawProducer(system.settings, bootstrap)
-    # Warm both ends before the clock starts: connection set-up is not pipeline latency.
-    rp.producer.list_topics(timeout=10)
-    monitor.ready.wait(10)
-    time.sleep(1.0)
-    n = int(rate * seconds)
-    feeder = threading.Thread(
-        target=run_synthetic, kwargs={"raw": rp, "rate": rate, "records": n, "seed": 5}
-    )
-    try:
-        t0, cpu0, broker0 = (
-            time.monotonic(),
-            sum(system.cpu_by_process().values()),
-            _cpu(broker_pid),
-        )
-        feeder.start()
-        feeder.join()
-        wait_accounted(monitor, n, system, timeout_s=30.0)
-        secs = time.monotonic() - t0
-        cpu_pct = (sum(system.cpu_by_process().values()) - cpu0) / secs * 100
-        broker_pct = (_cpu(broker_pid) - broker0) / secs * 100 if broker_pid else None
-    finally:
-        system.stop()
-        monitor.stop()
-    t = monitor.tally
-    pct = percentiles(t.latencies_ms)
-    lat = Latency(
-        kind,
-        rate,
-        seconds,
-        n,
-        t.accounted,
-        round(pct["p50"], 1),
-        round(pct["p95"], 1),
-        round(pct["p99"], 1),
-        round(pct["max"], 1),
-        t.accounted < n,
-        round(cpu_pct, 1),
-        round(broker_pct, 1) if broker_pct is not None else None,
-    )
     print(
-        f"  {kind} at {rate:,.0f}/s: p50 {lat.p50_ms} p95 {lat.p95_ms} p99 {lat.p99_ms} "
-        f"max {lat.max_ms} ms; "
-        f"CPU {lat.cpu_pct:.0f}% of a core, broker {lat.broker_cpu_pct}%"
-        + (f"  SATURATED ({t.accounted}/{n} in time)" if lat.saturated else ""),
+        "    batches per partition: "
+        + (batches_line(scan.batches, scan) if not scan.error else scan.error),
         flush=True,
     )
-    return lat
+    return b
 
 
 def run_bench(
@@ -372,14 +275,18 @@ def run_bench(
     *,
     records: int,
     what: str = "e2e",
-    rates: tuple[float, ...] = (1000.0, 5000.0, 20000.0),
-    seconds: float = 5.0,
+    rates: tuple[float, ...] = (1000.0, 5000.0),
+    seconds: float = 20.0,
     systems: tuple[str, ...] = SYSTEMS,
     scaling: bool = False,
     repeat: int = 1,
 ) -> int:
     from streamflow.bench.report import write_report
 
+    unknown = [k for k in systems if k not in SYSTEMS and consume_wait_ms(k) is None]
+    if unknown:
+        print(f"--systems: unknown {', '.join(unknown)} (one of {', '.join(SYSTEMS)}, limit-<N>ms)")
+        return 2
     embedded = not settings.kafka.bootstrap
     result = BenchResult(records, machine=_machine())
 
@@ -429,15 +336,17 @@ def run_bench(
             with broker_for_run() as (bootstrap, pid):
                 result.latency.append(latency_run(kind, settings, bootstrap, rate, seconds, pid))
     by = {b.system: b for b in result.backlog}
+    limit = throughput_reference(list(by))
     for kind in (k for k in STREAMFLOW_KINDS if k in by):
         sf, ratios = by[kind], result.ratios.setdefault(kind, {})
-        if "limit" in by:
-            ratios["ratio_to_limit"] = round(sf.records_per_s / by["limit"].records_per_s, 3)
+        if limit is not None:
+            ratios["ratio_to_limit"] = round(sf.records_per_s / by[limit].records_per_s, 3)
             ratios["cpu_ratio_to_limit"] = round(
-                sf.cpu_us_per_record / max(by["limit"].cpu_us_per_record, 1e-9), 3
+                sf.cpu_us_per_record / max(by[limit].cpu_us_per_record, 1e-9), 3
             )
         if "naive" in by:
             ratios["ratio_to_naive"] = round(sf.records_per_s / by["naive"].records_per_s, 3)
+    result.goals = goal_rows(result.backlog, result.latency)
     paths = write_report(result)
     print(Path(paths["md"]).read_text())
     print("wrote " + ", ".join(paths.values()))

@@ -1,15 +1,17 @@
 """The two baselines ``streamflow bench`` measures beside streamflow, on the same data and machine.
 
-- ``limit``: a plain confluent-kafka loop. ``consume(5000)``, decode, clean, normalize, one ORT run
-  per batch, encode, produce, async commit. No framework: the machine's limit for this work
-  in Python.
+- ``limit``: a plain confluent-kafka loop. ``consume(5000, 5 ms)``, decode, clean, normalize, one
+  ORT run per batch, encode, produce, async commit. No framework: the machine's limit for this
+  work in Python. ``limit-<N>ms`` is the same loop with a consume wait (and
+  ``fetch.wait.max.ms``) of N ms: ``limit-5ms`` names the latency reference explicitly (the same
+  wait as ``limit`` today), ``limit-50ms`` a loop tuned for batches over latency.
 - ``naive``: a per-record faust agent (``await topic.send`` per result), the way most faust
   code is written.
 
 Both use streamflow's own codecs and stages, and write the same headers as streamflow
 (source coordinates, ingest time), so one monitor measures all three systems.
 Run as ``python -m streamflow.bench.baselines limit|naive --pipeline P --bootstrap B --raw T
---scored S --dlq D --group G``. Each prints ``ready`` once it has its partitions.
+--scored S --dlq D --group G [--wait-ms 5]``. Each prints ``ready`` once it has its partitions.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from streamflow.bench.systems import LIMIT_WAIT_MS
 from streamflow.codecs import ReadingDecoder, ResultEncoder
 from streamflow.headers import H_MODEL, H_MODEL_VERSION, batch_source_headers, dead_letter
 from streamflow.inference.session import load_model
@@ -112,7 +115,7 @@ def run_limit(s: Settings, a: argparse.Namespace) -> None:
             "group.id": a.group,
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
-            "fetch.wait.max.ms": 5,
+            "fetch.wait.max.ms": max(1, round(a.wait_ms)),
             "session.timeout.ms": 6000,
             "heartbeat.interval.ms": 1000,
         }
@@ -123,8 +126,9 @@ def run_limit(s: Settings, a: argparse.Namespace) -> None:
         print("ready", flush=True)
 
     consumer.subscribe([a.raw], on_assign=on_assign)
+    wait_s = a.wait_ms / 1000.0
     while not stop["now"]:
-        batch = consumer.consume(5000, timeout=0.005)
+        batch = consumer.consume(5000, timeout=wait_s)
         msgs: list[RawMessage] = [
             (
                 m.topic() or "",
@@ -189,6 +193,12 @@ def main() -> None:
     p.add_argument("system", choices=["limit", "naive"])
     for flag in ("--pipeline", "--bootstrap", "--raw", "--scored", "--dlq", "--group"):
         p.add_argument(flag, required=True)
+    p.add_argument(
+        "--wait-ms",
+        type=float,
+        default=LIMIT_WAIT_MS,
+        help="limit: the consume wait (and fetch.wait.max.ms)",
+    )
     a = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     s = load_settings(

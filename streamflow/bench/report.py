@@ -8,12 +8,20 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from streamflow.bench.goals import goals_markdown
+
 LABELS = {
     "streamflow": "streamflow (3 faust stages)",
     "chained": "streamflow, chained topology (1 faust agent)",
     "limit": "plain confluent-kafka loop (limit)",
     "naive": "faust per-record agent (naive)",
 }
+
+
+def label(system: str) -> str:
+    if system in LABELS:
+        return LABELS[system]
+    return f"plain loop, {system[6:]} wait ({system})" if system.startswith("limit-") else system
 
 
 def to_json(result: Any) -> dict[str, Any]:
@@ -36,6 +44,10 @@ def to_json(result: Any) -> dict[str, Any]:
             "saturated": lat.saturated,
             "cpu_pct": lat.cpu_pct,
             "broker_cpu_pct": lat.broker_cpu_pct,
+            "steady_cpu_us_per_record": lat.steady_cpu_us_per_record,
+            "steady_broker_cpu_us_per_record": lat.steady_broker_cpu_us_per_record,
+            "windows": [asdict(w) for w in lat.windows],
+            "batches": lat.batches,
         }
     for kind, ratios in result.ratios.items():
         systems.setdefault(kind, {}).update(ratios)
@@ -58,14 +70,14 @@ def markdown(result: Any) -> str:
     for b in result.backlog:
         broker = "-" if b.broker_cpu_us_per_record is None else f"{b.broker_cpu_us_per_record:.0f}"
         lines.append(
-            f"| {LABELS.get(b.system, b.system)} | {b.records_per_s:,.0f} "
+            f"| {label(b.system)} | {b.records_per_s:,.0f} "
             f"| {b.cpu_us_per_record:.0f} | {broker} | {b.rss_mb:.0f} "
             f"| {b.accounted:,}/{b.records:,} | {b.scores_max_abs_error:.1e} |"
         )
     for kind, ratios in result.ratios.items():
         lines += [
             "",
-            f"{LABELS.get(kind, kind)}: " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()),
+            f"{label(kind)}: " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()),
         ]
     if any(len(b.runs_records_per_s) > 1 for b in result.backlog):
         lines += [
@@ -103,7 +115,78 @@ def markdown(result: Any) -> str:
                 f"| {lat.p99_ms} | {lat.max_ms} | {lat.cpu_pct:.0f} "
                 f"| {lat.broker_cpu_pct if lat.broker_cpu_pct is not None else '-'} |"
             )
+    lines += latency_details(result)
+    lines += goals_markdown(result.goals)
     return "\n".join(lines) + "\n"
+
+
+def latency_details(result: Any) -> list[str]:
+    """Per latency run: p50/p99 per window, steady CPU per record, batches per partition, the
+    per-hop breakdown and the in-process histograms."""
+    lines: list[str] = []
+    if result.latency:
+        lines += [
+            "",
+            "Per 5-second window of the feed (p50/p99 ms), and CPU µs per record over the "
+            "steady part (after the first window, until the feed ends)",
+            "",
+            "| system | rate/s | whole run p50/p99 | windows | CPU µs/record | broker µs/record |",
+            "|---|---|---|---|---|---|",
+        ]
+        for lat in result.latency:
+            wins = ", ".join(f"{w.p50_ms:g}/{w.p99_ms:g}" for w in lat.windows)
+            lines.append(
+                f"| {lat.system} | {lat.rate:,.0f} | {lat.p50_ms:g}/{lat.p99_ms:g} | {wins} "
+                f"| {_num(lat.steady_cpu_us_per_record)} "
+                f"| {_num(lat.steady_broker_cpu_us_per_record)} |"
+            )
+    runs = [(f"{b.system} backlog", b.batches) for b in result.backlog if b.batches] + [
+        (f"{lat.system} {lat.rate:,.0f}/s", lat.batches) for lat in result.latency if lat.batches
+    ]
+    if runs:
+        lines += [
+            "",
+            "Record batches left per partition (each topic's partitions, in order)",
+            "",
+            "| run | topic | batches per partition | total |",
+            "|---|---|---|---|",
+        ]
+        for name, batches in runs:
+            for role, per in batches.items():
+                lines.append(f"| {name} | {role} | {'/'.join(map(str, per))} | {sum(per):,} |")
+    hops = [lat for lat in result.latency if lat.hops or lat.in_process]
+    if hops:
+        lines += [
+            "",
+            "Hops of the scored records (ms; p50 in the run's first and last 5-second window: "
+            "the hop's drift; tail: the records whose end-to-end latency is >= its p99, and the "
+            "hop's share of their mean latency)",
+            "",
+            "| system | rate/s | hop | p50 | p99 | p50 first / last window | tail p50 "
+            "| tail share |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for lat in hops:
+            for h in lat.hops:
+                lines.append(
+                    f"| {lat.system} | {lat.rate:,.0f} | {h.name} | {h.p50_ms:g} | {h.p99_ms:g} "
+                    f"| {h.first_p50_ms:g} / {h.last_p50_ms:g} | {h.tail_p50_ms:g} "
+                    f"| {_pct(h.tail_share)} |"
+                )
+            for q in lat.in_process:
+                lines.append(
+                    f"| {lat.system} | {lat.rate:,.0f} | in-process {q.name} (per {q.per}, "
+                    f"{q.count:,.0f}) | {q.p50_ms:g} | {q.p99_ms:g} | - | - | - |"
+                )
+    return lines
+
+
+def _pct(x: float) -> str:
+    return "-" if x != x else f"{x:.0%}"
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:,.1f}"
 
 
 def plot(result: Any, path: Path) -> None:

@@ -7,6 +7,7 @@ way for all of them; the broker's own CPU is not counted for any of them.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -24,6 +25,15 @@ from streamflow.steps import pipeline_topics, process_stages
 from streamflow.supervisor import StageProcesses
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+LIMIT_WAIT_MS = 5.0  # ``limit``'s consume wait, the latency reference's (issue 13)
+
+
+def consume_wait_ms(system: str) -> float | None:
+    """The consume wait of a plain loop named ``limit`` or ``limit-<N>ms`` (None: not one)."""
+    if system == "limit":
+        return LIMIT_WAIT_MS
+    m = re.fullmatch(r"limit-(\d+(?:\.\d+)?)ms", system)
+    return float(m.group(1)) if m else None
 
 
 def proc_cpu_s(pid: int) -> float:
@@ -127,11 +137,12 @@ class System:
                 raise RuntimeError(f"streamflow stages did not start; logs in {self.log_dir}")
             self.procs = [p for _, p in self.stages.procs]
             return
+        wait_ms = consume_wait_ms(self.kind)
         cmd = [
             sys.executable,
             "-m",
             "streamflow.bench.baselines",
-            self.kind,
+            "limit" if wait_ms is not None else self.kind,
             "--pipeline",
             s.source,
             "--bootstrap",
@@ -144,6 +155,7 @@ class System:
             s.topics.dlq,
             "--group",
             s.name,
+            *(["--wait-ms", str(wait_ms)] if wait_ms is not None else []),
         ]
         log = open(Path(self.log_dir) / f"{self.kind}.log", "ab")  # noqa: SIM115
         proc = subprocess.Popen(
