@@ -52,6 +52,7 @@ from streamflow.bench.systems import (
     System,
     consume_wait_ms,
     fresh_raw_topic,
+    set_overrides,
     wait_accounted,
 )
 from streamflow.broker import EmbeddedBroker
@@ -211,8 +212,11 @@ def backlog_run(
     records: int,
     replicas: int = 1,
     broker_pid: int | None = None,
+    overrides: dict[str, str] | None = None,
 ) -> Backlog:
-    system = System(kind, settings, bootstrap, Run(kind, raw_topic), replicas=replicas)
+    system = System(
+        kind, settings, bootstrap, Run(kind, raw_topic), replicas=replicas, overrides=overrides
+    )
     monitor = ResultMonitor(system.settings, bootstrap, 0, keep_values=True)
     monitor.start()
     print(
@@ -288,6 +292,7 @@ def run_bench(
         print(f"--systems: unknown {', '.join(unknown)} (one of {', '.join(SYSTEMS)}, limit-<N>ms)")
         return 2
     embedded = not settings.kafka.bootstrap
+    overrides = set_overrides(argv_settings)  # the bench's --set: every system runs with them
     result = BenchResult(records, machine=_machine())
 
     @contextmanager
@@ -308,7 +313,7 @@ def run_bench(
             )  # the same seed: the same records
             raw = read_raw(bootstrap, raw_topic, records, settings)
             return backlog_run(
-                kind, settings, bootstrap, raw_topic, raw, records, replicas, broker_pid=pid
+                kind, settings, bootstrap, raw_topic, raw, records, replicas, pid, overrides
             )
 
     if records:
@@ -334,7 +339,9 @@ def run_bench(
     for kind in systems:
         for rate in rates:
             with broker_for_run() as (bootstrap, pid):
-                result.latency.append(latency_run(kind, settings, bootstrap, rate, seconds, pid))
+                result.latency.append(
+                    latency_run(kind, settings, bootstrap, rate, seconds, pid, overrides)
+                )
     by = {b.system: b for b in result.backlog}
     limit = throughput_reference(list(by))
     for kind in (k for k in STREAMFLOW_KINDS if k in by):

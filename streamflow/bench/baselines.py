@@ -199,10 +199,12 @@ def main() -> None:
         default=LIMIT_WAIT_MS,
         help="limit: the consume wait (and fetch.wait.max.ms)",
     )
+    p.add_argument("--set", action="append", default=[], help="SECTION.KEY=VALUE (the bench's)")
     a = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    user = dict(item.split("=", 1) for item in a.set)
     s = load_settings(
-        a.pipeline, {"kafka.bootstrap": a.bootstrap, "name": a.group.replace(".", "-")}
+        a.pipeline, {**user, "kafka.bootstrap": a.bootstrap, "name": a.group.replace(".", "-")}
     )
     (run_limit if a.system == "limit" else run_naive)(s, a)
     sys.exit(0)

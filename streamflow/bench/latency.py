@@ -99,9 +99,10 @@ def latency_run(
     rate: float,
     seconds: float,
     broker_pid: int | None = None,
+    overrides: dict[str, str] | None = None,
 ) -> Latency:
     raw_topic = fresh_raw_topic(bootstrap, settings)
-    system = System(kind, settings, bootstrap, Run(kind, raw_topic))
+    system = System(kind, settings, bootstrap, Run(kind, raw_topic), overrides=overrides)
     system.start()
     monitor = ArrivalMonitor(system.settings, bootstrap)
     monitor.start()

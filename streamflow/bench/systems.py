@@ -14,6 +14,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,8 +81,18 @@ class System:
     """One system under test; ``start()`` returns once it has its partitions."""
 
     def __init__(
-        self, kind: str, base: Settings, bootstrap: str, run: Run, *, replicas: int = 1
+        self,
+        kind: str,
+        base: Settings,
+        bootstrap: str,
+        run: Run,
+        *,
+        replicas: int = 1,
+        overrides: Mapping[str, str] | None = None,
     ) -> None:
+        """``overrides``: the bench's own ``--set`` settings, given to every system (the bench's
+        names, topics and ports win)."""
+        self.overrides = dict(overrides or {})
         self.kind, self.base, self.bootstrap, self.run, self.replicas = (
             kind,
             base,
@@ -92,6 +103,7 @@ class System:
         self.settings = load_settings(
             base.source,
             {
+                **self.overrides,
                 "name": run.name,
                 "topics.raw": run.raw,
                 "topics.scored": run.scored,
@@ -112,6 +124,7 @@ class System:
             argv = ["--pipeline", s.source] + [
                 a
                 for k, v in {
+                    **self.overrides,
                     "name": s.name,
                     "topics.raw": s.topics.raw,
                     "topics.scored": s.topics.scored,
@@ -156,6 +169,7 @@ class System:
             "--group",
             s.name,
             *(["--wait-ms", str(wait_ms)] if wait_ms is not None else []),
+            *(a for k, v in self.overrides.items() for a in ("--set", f"{k}={v}")),
         ]
         log = open(Path(self.log_dir) / f"{self.kind}.log", "ab")  # noqa: SIM115
         proc = subprocess.Popen(
@@ -262,3 +276,9 @@ def wait_accounted(monitor: object, target: int, system: System, timeout_s: floa
     tally = monitor.tally  # type: ignore[attr-defined]
     while tally.accounted < target and time.monotonic() < deadline and not system.dead():
         time.sleep(0.05)
+
+
+def set_overrides(argv: Sequence[str]) -> dict[str, str]:
+    """The ``--set KEY=VALUE`` pairs of a command line (``cli.argv_settings``)."""
+    pairs = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--set"]
+    return dict(p.split("=", 1) for p in pairs if "=" in p)

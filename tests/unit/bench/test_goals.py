@@ -79,3 +79,10 @@ def test_markdown_has_one_line_per_goal() -> None:
     md = goals_markdown(rows)
     assert sum(1 for line in md if line.startswith("| chained")) == len(rows) == 2
     assert goals_markdown([]) == []
+
+
+def test_the_bench_set_overrides_reach_every_system() -> None:
+    from streamflow.bench.systems import set_overrides
+
+    argv = ["--pipeline", "p.toml", "--set", "batching.max_delay_ms=0", "--set", "a.b=c=d"]
+    assert set_overrides(argv) == {"batching.max_delay_ms": "0", "a.b": "c=d"}
