@@ -204,7 +204,10 @@ class ModelSettings:
 @dataclass(frozen=True)
 class BatchingSettings:
     max_batch: int = 4096  # records per ONNX Runtime call
-    max_delay_ms: float = 5.0  # longest a record waits for its batch to fill
+    # longest a record waits for its batch to fill; 0: a batch is what waits when the model is
+    # free (under load batches grow by themselves while the previous one runs). A wait pays on a
+    # GPU whose throughput grows with the batch; on a CPU model it only adds latency.
+    max_delay_ms: float = 0.0
     clean_max_batch: int = 2000  # raw messages the clean stage takes at once
     max_in_flight: int = 4  # batches a stage may have sent and not yet seen acknowledged
     # Inference: batch sizes to cut at once when that many records are waiting (like Triton's
@@ -251,8 +254,9 @@ class KafkaSettings:
     session_timeout_s: float = 6.0
     # how often the agents' consumers heartbeat to their group (less than session_timeout_s)
     heartbeat_interval_s: float = 1.0
-    # longest the broker holds an agent's fetch while no new data arrives
-    fetch_max_wait_ms: int = 10
+    # longest the broker holds an agent's fetch while no new data arrives (the embedded broker
+    # does not answer a parked fetch when data arrives: each hop may wait up to this)
+    fetch_max_wait_ms: int = 5
     # how long a producer waits to fill a batch (librdkafka linger.ms); the producers of the
     # collectors, `streamflow produce` and the demo's feed use 5
     linger_ms: float = 2.0
