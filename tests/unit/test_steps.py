@@ -89,7 +89,7 @@ def test_topics_are_created_with_their_roles_configs() -> None:
     ]  # fmt: skip
     chained = load_settings(PIPELINE, {"runtime.topology": "chained"}, environ={})
     assert not writes_internal_topic(chained, "chained")
-    assert internal_compression(s) == {"compression.type": "zstd"}
+    assert internal_compression(s) == {"compression.type": "zstd", "compression.level": 1}
     plain = load_settings(
         PIPELINE, {"topics.internal_configs.compression.type": "uncompressed"}, environ={}
     )
