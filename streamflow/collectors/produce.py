@@ -50,7 +50,10 @@ class RawProducer:
             registry=schema_registry(settings),
             topic=self.topic,
         )
-        self.producer = Producer(producer_config(settings, bootstrap, **{"linger.ms": 5}))
+        # 5 ms batches a collector's records (the embedded broker slows with every batch it
+        # stores); a linger.ms in [kafka.producer] is the user's to choose
+        linger = {} if "linger.ms" in settings.kafka.producer else {"linger.ms": 5}
+        self.producer = Producer(producer_config(settings, bootstrap, **linger))
         self.stats = ProduceStats()
         self._lock = threading.Lock()
 

@@ -258,7 +258,7 @@ class KafkaSettings:
     # does not answer a parked fetch when data arrives: each hop may wait up to this)
     fetch_max_wait_ms: int = 5
     # how long a producer waits to fill a batch (librdkafka linger.ms); the producers of the
-    # collectors, `streamflow produce` and the demo's feed use 5
+    # collectors, `streamflow produce` and the demo's feed use 5 unless [kafka.producer] sets it
     linger_ms: float = 2.0
     # how often the agents commit the offsets whose output the broker has acknowledged: a
     # crash repeats about this much input (docs/guarantees.md)
