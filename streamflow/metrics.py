@@ -114,6 +114,7 @@ class Metrics:
     consumer_lag_seconds: Gauge
     batch_fill: Histogram
     queue_delay: Histogram
+    fetch_delay: Histogram
     batch_wait: Gauge
     slo_headroom: Gauge
     model_info: Gauge
@@ -216,6 +217,14 @@ class Metrics:
             queue_delay=Histogram(
                 "streamflow_queue_delay_seconds",
                 "How long the oldest record of each batch waited in the stage's queue.",
+                ["pipeline", "stage"],
+                buckets=SECONDS_BUCKETS,
+                registry=r,
+            ),
+            fetch_delay=Histogram(
+                "streamflow_fetch_delay_seconds",
+                "How long after it was produced (its Kafka timestamp) the oldest record of each "
+                "fetch reached the stage: the broker hop and the fetch wait.",
                 ["pipeline", "stage"],
                 buckets=SECONDS_BUCKETS,
                 registry=r,

@@ -157,14 +157,19 @@ class StageWorker:
 
         acker.add_done_callback(acker_done)
         labels = (self.settings.name, self.stage)
-        fill, queue_delay = (
+        fill, queue_delay, fetch_delay = (
             self.metrics.batch_fill.labels(*labels),
             self.metrics.queue_delay.labels(*labels),
+            self.metrics.fetch_delay.labels(*labels),
         )
         handler, buffer = self.handler, self.buffer
         try:
             while not acker.done() and not self.draining.is_set():
                 chunks = await buffer.take(handler.within, handler.preferred)
+                if buffer.fetch_delays:
+                    delays, buffer.fetch_delays = buffer.fetch_delays, []
+                    for d in delays:
+                        fetch_delay.observe(d)
                 if chunks and chunks[0].shed:
                     await in_flight.put((asyncio.ensure_future(self.shed(chunks)), chunks))
                 elif chunks:

@@ -2,7 +2,9 @@
 
 The hops the bench can date from outside (``hops.py``) leave out what happens in a process:
 the fetch, the hand-off to the agent, the handling and the broker's acknowledgement. The
-stages already measure some of it, per batch, on their metrics endpoint: the wait of each
+stages already measure some of it, per batch, on their metrics endpoint: how long after it was
+produced upstream the oldest record of each fetch arrived (``streamflow_fetch_delay_seconds``:
+the broker hop and the fetch wait), the wait of each
 batch's oldest record in the stage's queue (``streamflow_queue_delay_seconds``: fetch to
 hand-off), the time to handle a batch (``streamflow_stage_processing_seconds``), ONNX Runtime's
 run (``streamflow_inference_seconds``), and the raw timestamp to the results' delivery report
@@ -22,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from streamflow.bench.results import Quantiles
 
 HISTOGRAMS = {
+    "streamflow_fetch_delay_seconds": "fetch_delay",
     "streamflow_queue_delay_seconds": "queue_delay",
     "streamflow_stage_processing_seconds": "processing",
     "streamflow_inference_seconds": "inference",

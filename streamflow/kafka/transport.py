@@ -93,6 +93,9 @@ class ChunkBuffer:
         self._drained = asyncio.Event()
         self._woken = False
         self.waited_s = 0.0  # by the oldest chunk of the last take
+        # per fetched batch of records: how long after it was produced (its Kafka timestamp)
+        # its oldest record arrived here; the stage drains these into its histogram
+        self.fetch_delays: list[float] = []
 
     def __len__(self) -> int:
         return self._total
@@ -102,6 +105,8 @@ class ChunkBuffer:
             self._drained.clear()
             await self._drained.wait()
         shed = self.policy == "reject" and self._admitted >= self.max_weight
+        if records:
+            self.fetch_delays.append(time.time() - records[0].timestamp / 1000.0)
         now = time.monotonic()
         piece: list[Any] = []
         w = 0
