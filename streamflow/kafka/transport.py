@@ -105,8 +105,9 @@ class ChunkBuffer:
             self._drained.clear()
             await self._drained.wait()
         shed = self.policy == "reject" and self._admitted >= self.max_weight
-        if records:
-            self.fetch_delays.append(time.time() - records[0].timestamp / 1000.0)
+        produced_ms = getattr(records[0], "timestamp", None) if records else None
+        if produced_ms is not None:
+            self.fetch_delays.append(time.time() - produced_ms / 1000.0)
         now = time.monotonic()
         piece: list[Any] = []
         w = 0
