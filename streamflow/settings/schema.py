@@ -430,7 +430,9 @@ class StoreSettings:
     (and always at an hour boundary: files are filed by hour), or when it has been open for
     ``rotate_schedule_interval_ms`` of wall-clock time, so a quiet partition still lands."""
 
-    path: str = ""  # a folder, or s3://bucket/prefix; empty: no store step (the demo sets one)
+    # a folder (relative: to the working directory, unlike the pipeline's file paths), or
+    # s3://bucket/prefix; empty: no store step (the demo sets one)
+    path: str = ""
     flush_size: int = 50_000  # rows per file
     flush_bytes: int = 16_777_216  # bytes of decoded rows per file (about; Parquet is smaller)
     rotate_interval_ms: int = 3_600_000  # record time one file may span
