@@ -46,6 +46,7 @@ class StageContext:
     last_timestamps_ms: dict[tuple[str, int], int] = field(
         default_factory=dict
     )  # of the last record processed
+    _own: tuple[Any, ...] | None = field(default=None, repr=False)  # account()'s instruments
 
     @property
     def pipeline(self) -> str:
@@ -141,13 +142,22 @@ class StageContext:
         self, n_ok: int, rejected: Sequence[Rejected], started: float, batch_records: int
     ) -> None:
         m, p, s = self.metrics, self.pipeline, self.stage
-        m.records.labels(p, s, "ok").inc(n_ok)
+        mine = self._own
+        if mine is None:  # this stage's instruments, labelled once (labels() costs ~2.5 µs)
+            mine = self._own = (
+                m.records.labels(p, s, "ok"),
+                m.records.labels(p, s, "rejected"),
+                m.batch_records.labels(p, s),
+                m.stage_seconds.labels(p, s),
+            )
+        ok, refused, batch_size, seconds = mine
+        ok.inc(n_ok)
         if rejected:
-            m.records.labels(p, s, "rejected").inc(len(rejected))
+            refused.inc(len(rejected))
             for (stage, code), n in Tally((r.stage, r.code) for r in rejected).items():
                 m.dead_letters.labels(p, stage, code).inc(n)
-        m.batch_records.labels(p, s).observe(batch_records)
-        m.stage_seconds.labels(p, s).observe(time.perf_counter() - started)
+        batch_size.observe(batch_records)
+        seconds.observe(time.perf_counter() - started)
 
     def processed(
         self, topic: str, partition: int, last_offset: int, last_timestamp_ms: int | None = None

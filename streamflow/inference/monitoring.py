@@ -30,8 +30,10 @@ probabilities: buckets 0.0, 0.1, ..., 1.0) and a count of the labels predicted, 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -46,6 +48,7 @@ from streamflow.settings.schema import Settings
 EPSILON = 1e-4  # the least fraction a bin counts as: one record in a 10,000-record window
 CHUNKS = 10  # the window is kept as this many chunks of counts; the oldest goes whole
 MIN_PUBLISH = 1000  # records in the window before a PSI is published (or the window, if less)
+PUBLISH_INTERVAL_S = 1.0  # the drift gauges are set at most this often (Prometheus scrapes ~15 s)
 MAX_LABELS = 32  # distinct label values counted per output; the rest count as "other"
 OTHER = "other"
 
@@ -170,6 +173,8 @@ class DriftMonitor:
         self.counts = np.zeros(n_bins, dtype=np.int64)  # the sum of the ring's rows
         self.n = 0  # records in the window
         self._gauges: tuple[Metrics, list[Any]] | None = None
+        self._published = -math.inf  # when the gauges were last set (monotonic)
+        self._pending = False  # a publication is scheduled on the event loop
 
     @property
     def enabled(self) -> bool:
@@ -201,9 +206,29 @@ class DriftMonitor:
             self.sizes[self.head] += take
             self.n += take
             start += take
-        if metrics is not None and self.n >= self.publish_at:
-            for gauge, value in zip(self._bind(metrics), self.psi().values(), strict=True):
-                gauge.set(value)
+        if metrics is None or self.n < self.publish_at:
+            return
+        # Published once the window holds enough, then at most every PUBLISH_INTERVAL_S (the
+        # PSI of every feature per batch cost 100 µs a batch, most of a small batch's handling),
+        # and once more after the last batch of a burst, so the gauges end on the latest window.
+        wait = self._published + PUBLISH_INTERVAL_S - time.monotonic()
+        if wait <= 0:
+            self.publish(metrics)
+        elif not self._pending:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no event loop (a test, a tool): publish now
+                self.publish(metrics)
+                return
+            self._pending = True
+            loop.call_later(wait, self.publish, metrics)
+
+    def publish(self, metrics: Metrics) -> None:
+        """Set ``streamflow_input_drift_psi`` per feature from the window now."""
+        self._pending = False
+        self._published = time.monotonic()
+        for gauge, value in zip(self._bind(metrics), self.psi().values(), strict=True):
+            gauge.set(value)
 
     def psi(self) -> dict[str, float]:
         """Each monitored feature's PSI over the window now ({} while it is empty)."""
@@ -226,6 +251,7 @@ class OutputMonitor:
     def __init__(self, metrics: Metrics, pipeline: str, max_labels: int = MAX_LABELS) -> None:
         self.metrics, self.pipeline, self.max_labels = metrics, pipeline, max_labels
         self.known: dict[str, set[str]] = {}  # per output: the label values counted by name
+        self._children: dict[tuple[str, ...], Any] = {}  # labelled instruments, found once
 
     def observe(
         self,
@@ -237,9 +263,13 @@ class OutputMonitor:
         """``scores``: output name -> its values (any shape; every value is observed once: give
         a per-class probability its own name, e.g. ``<field>_<label>``); ``labels``: output name
         -> the label predicted for each record."""
-        m, p = self.metrics, self.pipeline
+        m, p, children = self.metrics, self.pipeline, self._children
         for output, values in scores.items():
-            observe_many(m.model_output.labels(p, model, version, output), values)
+            key: tuple[str, ...] = ("output", model, version, output)
+            child = children.get(key)
+            if child is None:
+                child = children[key] = m.model_output.labels(p, model, version, output)
+            observe_many(child, values)
         for output, predicted in labels.items():
             known = self.known.setdefault(output, set())
             if isinstance(predicted, np.ndarray):  # vectorised: one count per distinct label
@@ -253,4 +283,8 @@ class OutputMonitor:
                         label = OTHER
                     else:
                         known.add(label)
-                m.predictions.labels(p, model, version, output, label).inc(count)
+                key = ("label", model, version, output, label)
+                child = children.get(key)
+                if child is None:
+                    child = children[key] = m.predictions.labels(p, model, version, output, label)
+                child.inc(count)
