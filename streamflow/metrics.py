@@ -115,6 +115,7 @@ class Metrics:
     batch_fill: Histogram
     queue_delay: Histogram
     fetch_delay: Histogram
+    gc_pause: Histogram
     batch_wait: Gauge
     slo_headroom: Gauge
     model_info: Gauge
@@ -226,6 +227,14 @@ class Metrics:
                 "How long after it was produced (its Kafka timestamp) the oldest record of each "
                 "fetch reached the stage: the broker hop and the fetch wait.",
                 ["pipeline", "stage"],
+                buckets=SECONDS_BUCKETS,
+                registry=r,
+            ),
+            gc_pause=Histogram(
+                "streamflow_gc_pause_seconds",
+                "Pauses of Python's garbage collector in the stage's process, by generation "
+                "(0 young, 2 full).",
+                ["pipeline", "stage", "generation"],
                 buckets=SECONDS_BUCKETS,
                 registry=r,
             ),

@@ -181,6 +181,8 @@ def test_every_record_is_scored_or_dead_lettered(
         <= metric_sum(m, "streamflow_batch_fill_ratio_count")
     )
     assert any(name == "streamflow_consumer_lag_seconds" for name, _ in m)
+    # Collector pauses are timed: at least the full collection before start-up is frozen.
+    assert metric_sum(m, "streamflow_gc_pause_seconds_count", generation="2") >= 1
     # Both topologies account every step under its own stage name.
     assert metric_sum(m, "streamflow_records_total", stage="normalize") == metric_sum(
         m, "streamflow_records_total", stage="clean", outcome="ok"
