@@ -16,10 +16,10 @@ import time
 import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamflow.headers import H_INGEST_MS, H_REASON_CODE, H_SOURCE_OFFSET, H_SOURCE_PARTITION
@@ -43,6 +43,14 @@ class Tally:
     def accounted(self) -> int:
         """Source records with a result or a dead letter."""
         return self.scored + self.dead
+
+
+class Arrival(NamedTuple):
+    """One counted message: its source record, its raw message's timestamp (ms), which topic."""
+
+    source: tuple[int, int]
+    ingest_ms: int
+    scored: bool
 
 
 class ResultMonitor(threading.Thread):
@@ -80,8 +88,7 @@ class ResultMonitor(threading.Thread):
         )
 
     def run(self) -> None:
-        """Tally every message until ``stop()``."""
-        scored_topic = self.settings.topics.scored
+        """Pass every message to ``count_message`` until ``stop()``."""
         while not self._stop_event.is_set():
             # poll() returns as soon as one result is readable, then consume(timeout=0) takes what
             # else is already fetched: arrival times are not delayed by waiting for a full batch.
@@ -93,32 +100,39 @@ class ResultMonitor(threading.Thread):
             msgs = [first, *self.consumer.consume(5000, timeout=0)]
             with self.lock:
                 for m in msgs:
-                    if m.error():
-                        continue
-                    hdrs: Any = m.headers() or []
-                    h: dict[str, bytes] = {k: v for k, v in hdrs if isinstance(v, bytes)}
-                    ingest = int(h.get(H_INGEST_MS, b"0"))
-                    if ingest < self.since_ms:
-                        continue
-                    src = (
-                        int(h.get(H_SOURCE_PARTITION, b"-1")),
-                        int(h.get(H_SOURCE_OFFSET, b"-1")),
-                    )
-                    if src in self._seen:
-                        self.tally.duplicates += 1
-                        continue
-                    self._seen.add(src)
-                    if m.topic() == scored_topic:
-                        self.tally.scored += 1
-                        if self.values is not None:
-                            self.values[src] = m.value() or b""
-                        self.tally.latencies_ms.append(now * 1000.0 - ingest)
-                    else:
-                        self.tally.dead += 1
-                        self.tally.reasons[h.get(H_REASON_CODE, b"other").decode()] += 1
-                    self.tally.first_ts = self.tally.first_ts or now
-                    self.tally.last_ts = now
+                    self.count_message(m, now)
         self.consumer.close()
+
+    def count_message(self, m: Message, now: float) -> Arrival | None:
+        """Tally one message received at ``now`` (called under ``lock``); return it when it counts:
+        not an error, not ingested before ``since_ms``, not a duplicate.
+
+        The one per-message hook: a subclass extends it to keep more about each result.
+        """
+        if m.error():
+            return None
+        hdrs: Any = m.headers() or []
+        h: dict[str, bytes] = {k: v for k, v in hdrs if isinstance(v, bytes)}
+        ingest = int(h.get(H_INGEST_MS, b"0"))
+        if ingest < self.since_ms:
+            return None
+        src = (int(h.get(H_SOURCE_PARTITION, b"-1")), int(h.get(H_SOURCE_OFFSET, b"-1")))
+        if src in self._seen:
+            self.tally.duplicates += 1
+            return None
+        self._seen.add(src)
+        scored = m.topic() == self.settings.topics.scored
+        if scored:
+            self.tally.scored += 1
+            if self.values is not None:
+                self.values[src] = m.value() or b""
+            self.tally.latencies_ms.append(now * 1000.0 - ingest)
+        else:
+            self.tally.dead += 1
+            self.tally.reasons[h.get(H_REASON_CODE, b"other").decode()] += 1
+        self.tally.first_ts = self.tally.first_ts or now
+        self.tally.last_ts = now
+        return Arrival(src, ingest, scored)
 
     def stop(self) -> None:
         """Stop reading and wait (up to 5 s) for the thread to close its consumer."""

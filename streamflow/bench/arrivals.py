@@ -8,13 +8,12 @@ hop (``hops.py``).
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
+from confluent_kafka import Message
 
-from streamflow.headers import H_INGEST_MS, H_REASON_CODE, H_SOURCE_OFFSET, H_SOURCE_PARTITION
-from streamflow.monitor import ResultMonitor
+from streamflow.monitor import Arrival, ResultMonitor
 from streamflow.settings import Settings
 
 
@@ -34,44 +33,18 @@ class ArrivalMonitor(ResultMonitor):
         self.arrival_ms: list[float] = []
         self.dead_arrival_ms: list[float] = []
 
-    def run(self) -> None:
-        scored_topic = self.settings.topics.scored
-        tally, seen = self.tally, self._seen
-        while not self._stop_event.is_set():
-            first = self.consumer.poll(0.05)  # as ResultMonitor: arrivals are not batched up
-            now = time.time()
-            self.ready.set()
-            if first is None:
-                continue
-            msgs = [first, *self.consumer.consume(5000, timeout=0)]
-            with self.lock:
-                for m in msgs:
-                    if m.error():
-                        continue
-                    hdrs: Any = m.headers() or []
-                    h: dict[str, bytes] = {k: v for k, v in hdrs if isinstance(v, bytes)}
-                    src = (
-                        int(h.get(H_SOURCE_PARTITION, b"-1")),
-                        int(h.get(H_SOURCE_OFFSET, b"-1")),
-                    )
-                    if src in seen:
-                        tally.duplicates += 1
-                        continue
-                    seen.add(src)
-                    ingest = int(h.get(H_INGEST_MS, b"0"))
-                    if m.topic() == scored_topic:
-                        tally.scored += 1
-                        tally.latencies_ms.append(now * 1000.0 - ingest)
-                        self.keys.append((src[0] << 40) | src[1])
-                        self.ingest_ms.append(ingest)
-                        self.arrival_ms.append(now * 1000.0)
-                    else:
-                        tally.dead += 1
-                        self.dead_arrival_ms.append(now * 1000.0)
-                        tally.reasons[h.get(H_REASON_CODE, b"other").decode()] += 1
-                    tally.first_ts = tally.first_ts or now
-                    tally.last_ts = now
-        self.consumer.close()
+    def count_message(self, m: Message, now: float) -> Arrival | None:
+        """Tally as ``ResultMonitor`` does and keep when each counted message arrived."""
+        a = super().count_message(m, now)
+        if a is None:
+            return None
+        if a.scored:
+            self.keys.append((a.source[0] << 40) | a.source[1])
+            self.ingest_ms.append(a.ingest_ms)
+            self.arrival_ms.append(now * 1000.0)
+        else:
+            self.dead_arrival_ms.append(now * 1000.0)
+        return a
 
     def arrivals(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(source keys, raw timestamps ms, arrival times ms) of the scored results so far."""
