@@ -36,8 +36,9 @@ class CleanHandler(StepHandler):
         super().__init__(ctx)
         s = ctx.settings
         self.kind = kind_for(s)  # decodes what its model needs: the features, or the text field
-        self.kind.decoder  # noqa: B018  (built now: a bad schema or registry fails at start-up)
-        self.registry = bool(s.input.schema_registry_url)
+        # Built now, so a bad schema or registry fails at start-up; schema ids in headers are read
+        # only with a registry (they cost a pass otherwise).
+        self.registry = self.kind.decoder.registry is not None
         self.max_weight = s.batching.clean_max_batch
         self.dead_letter_max_bytes = (
             s.kafka.max_message_bytes
@@ -55,7 +56,6 @@ class CleanHandler(StepHandler):
         """Decode and clean one partition's messages: (good rows as a batch, rejected rows)."""
         values = [m.value for m in messages]
         keys = [m.key for m in messages]
-        # schema ids in headers are read only with a registry (they cost a pass otherwise)
         sent_headers = [getattr(m, "headers", None) for m in messages] if self.registry else None
         c = self.kind.clean(values, keys, sent_headers)
         batch = RecordBatch(

@@ -58,6 +58,11 @@ class TextDecoder:
         )
         self.text_field, self.key_field, self.ts_field = text_field, key_field, timestamp_field
 
+    @property
+    def registry(self) -> SchemaRegistry | None:
+        """The registry its records are read through (None: no schema ids in headers)."""
+        return self.records.registry
+
     def decode_batch(
         self,
         values: Sequence[bytes | None],

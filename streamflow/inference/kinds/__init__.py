@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 
-from streamflow.codecs import ResultEncoder, schema_registry
+from streamflow.codecs import ResultEncoder, SchemaRegistry, schema_registry
 from streamflow.errors import ConfigError
 from streamflow.inference.outputs import (
     ResultField,
@@ -89,6 +89,15 @@ def concat_outputs(parts: Sequence[Outputs]) -> Outputs:
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
+class InputDecoder(Protocol):
+    """What the clean step asks of a kind's input decoder."""
+
+    @property
+    def registry(self) -> SchemaRegistry | None:
+        """The schema registry it reads through; None: it reads no schema ids from headers."""
+        ...
+
+
 class ModelKind(Protocol):
     """One kind of model; ``KINDS`` maps ``model.kind`` names to implementations."""
 
@@ -100,7 +109,7 @@ class ModelKind(Protocol):
     def __init__(self, settings: Settings) -> None: ...
 
     @property
-    def decoder(self) -> object:
+    def decoder(self) -> InputDecoder:
         """The input decoder, built on first use: the clean step builds it at start-up, so a bad
         schema or registry fails there, and no other step builds one."""
         ...

@@ -1,15 +1,20 @@
 """The clean agent's handling of what arrives on the raw topic: weights, oversized dead letters,
-replay counts (decoding itself: tests/unit/test_fuzz_decoders.py)."""
+replay counts, schema ids in headers (decoding itself: tests/unit/test_fuzz_decoders.py)."""
 
 from __future__ import annotations
 
 import json
+import struct
+from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
+
 from streamflow.agents.clean import TRUNCATED_DEAD_LETTER_BYTES, CleanHandler
+from streamflow.codecs import VALUE_SCHEMA_ID_HEADER, RecordCodec, registry_for
 from streamflow.headers import dead_letter
 from streamflow.settings.loading import load_settings
-from tests.conftest import PIPELINE
+from tests.conftest import PIPELINE, ROOT
 
 HANDLER = CleanHandler(SimpleNamespace(settings=load_settings(PIPELINE, environ={})))  # type: ignore[arg-type]
 GOOD = json.dumps(
@@ -59,3 +64,20 @@ def test_a_replayed_record_that_fails_again_keeps_its_replay_count() -> None:
         b"2",
         None,
     ]
+
+
+@pytest.mark.parametrize("pipeline", [PIPELINE, ROOT / "pipelines" / "text.toml"])
+def test_with_a_registry_a_plain_avro_value_is_read_by_its_schema_id_header(
+    pipeline: Path,
+) -> None:
+    url = f"mock://streamflow-clean-{pipeline.stem}"
+    s = load_settings(pipeline, {"input.schema_registry_url": url}, environ={})
+    handler = CleanHandler(SimpleNamespace(settings=s))  # type: ignore[arg-type]
+    schema_id = registry_for(url).register("raw-value", s.input.schema)
+    rec = {"device_id": "d", "id": "d", "timestamp": 1, "text": "hello", **json.loads(GOOD)}
+    value = RecordCodec(s.input.schema).encode(rec)  # plain Avro: no wire-format prefix
+    header = [(VALUE_SCHEMA_ID_HEADER, struct.pack(">bI", 0, schema_id))]
+    batch, rejected = handler.process("raw", 0, [msg(value, headers=header), msg(value, offset=1)])
+    assert batch.offsets.tolist() == [0]
+    # the same value without the header: not the wire format, dead-lettered
+    assert [r.source_offset for r in rejected] == [1] and "magic byte" in rejected[0].reason
