@@ -16,7 +16,6 @@ import time
 import urllib.parse
 import uuid
 from functools import lru_cache
-from pathlib import Path
 from typing import Any, NoReturn
 
 import fastavro
@@ -25,6 +24,7 @@ from streamflow.codecs.flatavro import Checker, compile_checker
 from streamflow.errors import ConfigError, DecodeError, InfrastructureError, StreamflowError
 from streamflow.records import ReasonCode
 from streamflow.settings import LimitSettings, SchemaRegistrySettings, Settings
+from streamflow.settings.files import missing_files
 
 WIRE_MAGIC = 0
 
@@ -120,10 +120,7 @@ def registry_problems(url: str, r: SchemaRegistrySettings) -> list[str]:
             "schema_registry.ssl_keyfile: needs schema_registry.ssl_certfile (the client "
             "certificate it belongs to)"
         )
-    for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
-        path = getattr(r, key)
-        if path and not Path(path).is_file():
-            p.append(f"schema_registry.{key}: file not found: {path}")
+    p += missing_files("schema_registry", r, ("ssl_cafile", "ssl_certfile", "ssl_keyfile"))
     if not r.timeout_s > 0:
         p.append(f"schema_registry.timeout_s: must be > 0, got {r.timeout_s}")
     configured = r.username or r.bearer_token or r.ssl_certfile or r.ssl_cafile or r.client

@@ -5,10 +5,10 @@ clients whose certificate those CAs signed (not the system's CAs)."""
 from __future__ import annotations
 
 import ssl
-from pathlib import Path
 
 from streamflow.errors import ConfigError
 from streamflow.settings import Settings
+from streamflow.settings.files import missing_files
 from streamflow.settings.schema import CollectorSettings
 
 
@@ -26,11 +26,7 @@ def check_tls(c: CollectorSettings) -> list[str]:
             "collector.tls_client_cafile: needs collector.tls_certfile and collector.tls_keyfile "
             "(client certificates are checked only over TLS)"
         )
-    for key in ("tls_certfile", "tls_keyfile", "tls_client_cafile"):
-        path = getattr(c, key)
-        if path and not Path(path).is_file():
-            p.append(f"collector.{key}: file not found: {path}")
-    return p
+    return p + missing_files("collector", c, ("tls_certfile", "tls_keyfile", "tls_client_cafile"))
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:

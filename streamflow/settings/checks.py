@@ -17,6 +17,7 @@ from streamflow.collectors.http_tls import check_tls
 from streamflow.errors import ConfigError
 from streamflow.inference.kinds import settings_problems
 from streamflow.kafka.config import passthrough_problems
+from streamflow.settings.files import missing_files
 from streamflow.settings.schema import SASL_MECHANISMS, FeatureSpec, KafkaSettings, Settings
 from streamflow.stages.transforms import import_named, load_function
 
@@ -243,17 +244,16 @@ def check_kafka_security(k: KafkaSettings) -> list[str]:
         for key in ("sasl_username", "sasl_password"):
             if not getattr(k, key):
                 p.append(f"kafka.{key}: required with kafka.sasl_mechanism = {k.sasl_mechanism}")
-    for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
-        path = getattr(k, key)
-        if not path:
-            continue
-        if not tls:
-            p.append(
-                f"kafka.{key}: is set but kafka.security_protocol = {proto} does not use "
-                "TLS (SSL or SASL_SSL)"
-            )
-        elif not Path(path).is_file():
-            p.append(f"kafka.{key}: file not found: {path}")
+    tls_files = ("ssl_cafile", "ssl_certfile", "ssl_keyfile")
+    if tls:
+        p += missing_files("kafka", k, tls_files)
+    else:
+        p += [
+            f"kafka.{key}: is set but kafka.security_protocol = {proto} does not use "
+            "TLS (SSL or SASL_SSL)"
+            for key in tls_files
+            if getattr(k, key)
+        ]
     if k.ssl_keyfile and not k.ssl_certfile:
         p.append(
             "kafka.ssl_keyfile: needs kafka.ssl_certfile (the client certificate it belongs to)"
