@@ -145,8 +145,9 @@ class StageWorker:
     async def agent(self) -> None:
         """Take batches from the buffer and hand them over, pipelined, until drained or failed."""
         self.running.set()
-        frozen = heap.freeze_startup()  # start-up is over: no collection walks it again
-        log.debug("%d start-up objects frozen out of the garbage collector", frozen)
+        if self.settings.runtime.gc_threshold:  # 0: Python's collector as it comes
+            frozen = heap.freeze_startup()  # start-up is over: no collection walks it again
+            log.debug("%d start-up objects frozen out of the garbage collector", frozen)
         # A step whose output lands later than it is handed over (the store: when a file is
         # published) says how many batches it may have out.
         limit = getattr(self.handler, "max_in_flight", self.settings.batching.max_in_flight)

@@ -237,10 +237,10 @@ class RuntimeSettings:
     # one after another (ORT's default sequential execution mode)
     inter_op_threads: int = 1
     # Python's young-generation collection threshold in the stage processes (net new container
-    # objects between collections; 0: Python's 700). Higher: less collector CPU, longer pauses
-    # (each walks about this many objects; streamflow_gc_pause_seconds). Start-up objects are
-    # frozen out of collections too. With Python's defaults the collector took a quarter of a
-    # stage's CPU (agents/heap.py)
+    # objects between collections). Higher: less collector CPU, longer pauses (each walks about
+    # this many objects; streamflow_gc_pause_seconds). Start-up objects are frozen out of
+    # collections too; 0 leaves Python's collector as it comes (700, nothing frozen), which
+    # took a quarter of a stage's CPU (agents/heap.py)
     gc_threshold: int = 20_000
     drain_timeout_s: float = 30.0  # on SIGTERM: longest to finish in-flight batches before stopping
     device_id: int = 0  # which GPU (CUDA and TensorRT)
