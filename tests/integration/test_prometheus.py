@@ -381,6 +381,7 @@ WHILE_FLOWING: dict[tuple[str, str], Expect] = {
     ("Open files", "A"): NONNEG,
     ("Store write errors/s", "A"): EMPTY,  # no write failed
     ("CPU per process", "A"): POSITIVE,
+    ("CPU per process", "B"): NONNEG,  # time in the garbage collector, per stage process
     ("Memory per process", "A"): BYTES,
     ("Open file descriptors (of the limit)", "A"): FRACTION,
     ("Process age", "A"): AGE,
