@@ -7,8 +7,9 @@ produced upstream the oldest record of each fetch arrived (``streamflow_fetch_de
 the broker hop and the fetch wait), the wait of each
 batch's oldest record in the stage's queue (``streamflow_queue_delay_seconds``: fetch to
 hand-off), the time to handle a batch (``streamflow_stage_processing_seconds``), ONNX Runtime's
-run (``streamflow_inference_seconds``), and the raw timestamp to the results' delivery report
-(``streamflow_end_to_end_latency_seconds``: the broker's acknowledgement). The endpoint is
+run (``streamflow_inference_seconds``), the raw timestamp to the results' delivery report
+(``streamflow_end_to_end_latency_seconds``: the broker's acknowledgement), and the pauses of
+Python's garbage collector (``streamflow_gc_pause_seconds``, every generation). The endpoint is
 scraped at the start and the end of the run; the quantiles are read from the difference,
 interpolated within buckets (as PromQL's ``histogram_quantile``), so they are only as fine as
 the buckets.
@@ -29,8 +30,10 @@ HISTOGRAMS = {
     "streamflow_stage_processing_seconds": "processing",
     "streamflow_inference_seconds": "inference",
     "streamflow_end_to_end_latency_seconds": "end_to_end_at_ack",
+    "streamflow_gc_pause_seconds": "gc_pause",
 }
-PER_RECORD = {"end_to_end_at_ack"}  # observed once per result; the others once per batch
+# what one observation is: a result, a pause of the garbage collector; the others a batch
+PER = {"end_to_end_at_ack": "record", "gc_pause": "pause"}
 Buckets = dict[tuple[str, str], dict[float, float]]  # (short name, stage) -> {le: cumulative}
 
 
@@ -91,7 +94,7 @@ def run_quantiles(before: Buckets, after: Buckets) -> list[Quantiles]:
         out.append(
             Quantiles(
                 f"{name} {stage}".strip(),
-                "record" if name in PER_RECORD else "batch",
+                PER.get(name, "batch"),
                 total,
                 round(quantile(delta, 0.5) * 1000, 2),
                 round(quantile(delta, 0.99) * 1000, 2),

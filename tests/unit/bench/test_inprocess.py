@@ -39,3 +39,17 @@ def test_run_quantiles_read_what_was_observed_between_two_scrapes() -> None:
 def test_other_metrics_are_ignored() -> None:
     text = 'other_bucket{le="1.0"} 3.0\n'
     assert parse_histograms(text) == {}
+
+
+def test_gc_pauses_are_counted_per_pause_over_every_generation() -> None:
+    r = CollectorRegistry()
+    h = Histogram(
+        "streamflow_gc_pause_seconds", "", ["pipeline", "stage", "generation"], registry=r,
+        buckets=(0.001, 0.01, 0.1),
+    )  # fmt: skip
+    before = parse_histograms(generate_latest(r).decode())
+    for generation, pause in (("0", 0.0005), ("0", 0.0005), ("2", 0.05)):
+        h.labels("p", "chained", generation).observe(pause)
+    [q] = run_quantiles(before, parse_histograms(generate_latest(r).decode()))
+    assert (q.name, q.per, q.count) == ("gc_pause chained", "pause", 3.0)
+    assert q.p50_ms <= 1.0 and q.p99_ms > 10.0
