@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import operator
+import re
 import struct
 import sys
 from collections.abc import Mapping, Sequence
@@ -81,7 +82,31 @@ def _preview(v: Any) -> str:
     return f"{type(v).__name__} {v!r:.40}"
 
 
+# JSON nested deeper than this is refused before it is parsed. json's own limit is the
+# interpreter's recursion limit less the stack already in use, so the same record could be
+# refused in a batch and accepted alone (or under another caller): this bound is the same for
+# every caller. A reading nests one or two levels; a nested field is refused anyway.
+MAX_JSON_DEPTH = 64
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+
+
+def too_deep(value: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether ``value``'s brackets (outside strings) nest deeper than ``limit``. Two counts for
+    an ordinary record; the scan only when it holds more brackets than the limit."""
+    if value.count(b"[") + value.count(b"{") <= limit:
+        return False
+    codes = np.frombuffer(_JSON_STRING.sub(b"", value), dtype=np.uint8)
+    step = np.isin(codes, _OPENERS).astype(np.int32) - np.isin(codes, _CLOSERS)
+    return bool(len(step)) and int(np.cumsum(step).max()) > limit
+
+
+_OPENERS = np.frombuffer(b"[{", dtype=np.uint8)
+_CLOSERS = np.frombuffer(b"]}", dtype=np.uint8)
+
+
 def _json_loads(value: bytes) -> Any:
+    if too_deep(value):
+        raise DecodeError("json: nested too deeply", ReasonCode.INVALID_JSON)
     try:
         return json.loads(value)
     except UnicodeDecodeError as exc:
@@ -209,15 +234,18 @@ class ReadingDecoder:
         if self.format == "auto" and not head:
             return DecodeError("empty message (only whitespace)", ReasonCode.EMPTY)
         if self.format == "auto" and head in _JSON_OTHER:
+            deep = DecodeError(
+                f"json: top-level value is {_json_type([])} nested too deeply, not an object"
+                if head == b"["
+                else "json: nested too deeply",
+                ReasonCode.INVALID_JSON,
+            )
+            if too_deep(value):
+                return deep
             try:
                 rec = json.loads(value)
             except RecursionError:
-                return DecodeError(
-                    f"json: top-level value is {_json_type([])} nested too deeply, not an object"
-                    if head == b"["
-                    else "json: nested too deeply",
-                    ReasonCode.INVALID_JSON,
-                )
+                return deep
             except (
                 ValueError
             ):  # not JSON either (UnicodeDecodeError is one): the Avro reason stands

@@ -332,3 +332,31 @@ def test_avro_that_starts_like_json_is_still_avro() -> None:
         ReadingDecoder(READING, MEASUREMENTS).decode_batch([b"Infinity", b"NaN"]).errors
         == ["json: top-level value is a number, not an object"] * 2
     )
+
+
+@pytest.mark.parametrize("brackets", ["[]", "{}"])
+def test_json_nesting_is_bounded_the_same_way_for_every_caller(brackets: str) -> None:
+    """Deeper than MAX_JSON_DEPTH is refused before parsing, in a batch and alone alike (json's
+    own limit moves with the stack in use); brackets inside strings do not count."""
+    from streamflow.codecs.readings import MAX_JSON_DEPTH
+
+    o, c = brackets
+
+    def reading(depth: int) -> bytes:
+        nest = (o if o == "[" else '{"a":') * depth + ("1" if o == "{" else "") + c * depth
+        return (
+            '{"device_id": "d", "timestamp": 1, "label": "' + "[" * 500 + '", '
+            f'"{MEASUREMENTS[0]}": {nest}}}'
+        ).encode()
+
+    decoder = ReadingDecoder(READING, MEASUREMENTS)
+    # the reading itself is one level: a field nested MAX_JSON_DEPTH - 1 deep is at the bound
+    fits, deep = reading(MAX_JSON_DEPTH - 1), reading(MAX_JSON_DEPTH)
+    never_closed = b'{"device_id": "d", "x": ' + o.encode() * 100_000
+    errors = decoder.decode_batch([fits, deep, never_closed]).errors
+    assert "nested too deeply" not in (errors[0] or "") and "expected a number" in (errors[0] or "")
+    assert errors[1] == errors[2] == "json: nested too deeply"
+    for value, error in zip([fits, deep, never_closed], errors, strict=True):
+        with pytest.raises(DecodeError) as exc:
+            decoder.decode_one(value)
+        assert exc.value.reason == error
