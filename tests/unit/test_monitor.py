@@ -58,6 +58,12 @@ def message(topic: str, partition: int, offset: int, ingest_ms: int, **headers: 
     return Message(topic=topic, value=b"v%d" % offset, headers=hdrs)
 
 
+def feed(monkeypatch: pytest.MonkeyPatch, batches: list[list[Message]]) -> None:
+    """Make every monitor built from now on read ``batches`` through a ``FakeConsumer``."""
+    monkeypatch.setattr(FakeConsumer, "BATCHES", batches)
+    monkeypatch.setattr(monitor_module, "Consumer", FakeConsumer)
+
+
 def run_through(monitor: ResultMonitor) -> None:
     """Run ``monitor``'s loop until its fake consumer has handed out every batch, then stop it."""
     monitor.start()
@@ -72,9 +78,8 @@ def test_each_source_record_counts_once_and_old_or_failed_messages_not_at_all(
 ) -> None:
     settings = load_settings(PIPELINE, environ={})
     t = settings.topics
-    monkeypatch.setattr(
-        FakeConsumer,
-        "BATCHES",
+    feed(
+        monkeypatch,
         [
             [message(t.scored, 0, 1, 1000), message(t.scored, 0, 1, 1000)],  # a redelivery
             [
@@ -84,7 +89,6 @@ def test_each_source_record_counts_once_and_old_or_failed_messages_not_at_all(
             ],
         ],
     )
-    monkeypatch.setattr(monitor_module, "Consumer", FakeConsumer)
     monitor = ResultMonitor(settings, "unused:9092", since_ms=500, keep_values=True)
     run_through(monitor)
     tally = monitor.tally

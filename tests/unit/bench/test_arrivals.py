@@ -6,26 +6,23 @@ import time
 
 import pytest
 
-from streamflow import monitor as monitor_module
 from streamflow.bench.arrivals import ArrivalMonitor, source_key
 from streamflow.headers import H_REASON_CODE
 from streamflow.settings.loading import load_settings
 from tests.conftest import PIPELINE
-from tests.unit.test_monitor import FakeConsumer, message, run_through
+from tests.unit.test_monitor import feed, message, run_through
 
 
 def test_arrivals_are_kept_for_counted_messages_only(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings(PIPELINE, environ={})
     t = settings.topics
-    monkeypatch.setattr(
-        FakeConsumer,
-        "BATCHES",
+    feed(
+        monkeypatch,
         [
             [message(t.scored, 1, 7, 1000), message(t.scored, 1, 7, 1000)],  # a redelivery
             [message(t.dlq, 0, 2, 1000, **{H_REASON_CODE: b"non_finite"})],
         ],
     )
-    monkeypatch.setattr(monitor_module, "Consumer", FakeConsumer)
     monitor = ArrivalMonitor(settings, "unused:9092")
     t0_ms = time.time() * 1000.0
     run_through(monitor)
