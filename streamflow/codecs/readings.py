@@ -88,6 +88,8 @@ def _preview(v: Any) -> str:
 # every caller. A reading nests one or two levels; a nested field is refused anyway.
 MAX_JSON_DEPTH = 64
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_OPENERS = np.frombuffer(b"[{", dtype=np.uint8)
+_CLOSERS = np.frombuffer(b"]}", dtype=np.uint8)
 
 
 def too_deep(value: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
@@ -98,10 +100,6 @@ def too_deep(value: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
     codes = np.frombuffer(_JSON_STRING.sub(b"", value), dtype=np.uint8)
     step = np.isin(codes, _OPENERS).astype(np.int32) - np.isin(codes, _CLOSERS)
     return bool(len(step)) and int(np.cumsum(step).max()) > limit
-
-
-_OPENERS = np.frombuffer(b"[{", dtype=np.uint8)
-_CLOSERS = np.frombuffer(b"]}", dtype=np.uint8)
 
 
 def _json_loads(value: bytes) -> Any:
