@@ -9,7 +9,9 @@ becomes garbage: records, messages and their delivery closures are freed by refe
 as soon as they are done with, and the collector (which exists for reference cycles) finds next
 to nothing on the hot path.
 
-- ``freeze_startup`` (once the stage runs) moves every object alive then into the permanent
+``settle`` is the one call a stage makes, once its agent runs (start-up is over):
+
+- ``freeze_startup`` moves every object alive then into the permanent
   generation, which no collection walks again.
 - ``tune`` raises the young generation's threshold (``runtime.gc_threshold``; Python's is 700
   net new container objects; 0 keeps Python's and freezes nothing). A young pause walks about
@@ -57,6 +59,15 @@ def tune(threshold: int, observe: Observe | None = None) -> None:
         gc.set_threshold(threshold, middle, old)
     if observe is not None and not any(isinstance(c, PauseMeter) for c in gc.callbacks):
         gc.callbacks.append(PauseMeter(observe))
+
+
+def settle(threshold: int, observe: Observe | None = None) -> int:
+    """Once start-up is over: time every collection into ``observe`` and, unless ``threshold``
+    is 0 (Python's collector as it comes, nothing frozen), freeze what start-up made and
+    collect the young generation every ``threshold`` allocations. Returns how many objects
+    that froze."""
+    tune(threshold, observe)
+    return freeze_startup() if threshold else 0
 
 
 def freeze_startup() -> int:

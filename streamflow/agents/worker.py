@@ -145,9 +145,11 @@ class StageWorker:
     async def agent(self) -> None:
         """Take batches from the buffer and hand them over, pipelined, until drained or failed."""
         self.running.set()
-        if self.settings.runtime.gc_threshold:  # 0: Python's collector as it comes
-            frozen = heap.freeze_startup()  # start-up is over: no collection walks it again
-            log.debug("%d start-up objects frozen out of the garbage collector", frozen)
+        pauses = [
+            self.metrics.gc_pause.labels(self.settings.name, self.stage, str(g)) for g in range(3)
+        ]
+        frozen = heap.settle(self.settings.runtime.gc_threshold, lambda g, s: pauses[g].observe(s))
+        log.debug("%d start-up objects frozen out of the garbage collector", frozen)
         # A step whose output lands later than it is handed over (the store: when a file is
         # published) says how many batches it may have out.
         limit = getattr(self.handler, "max_in_flight", self.settings.batching.max_in_flight)
@@ -351,8 +353,4 @@ def run_stage(
     require_valid(settings)
     wait_ready(bootstrap, settings.kafka.connect_timeout_s, settings=settings)
     ensure_topics(bootstrap, pipeline_topics(settings), settings=settings)
-    worker = StageWorker(settings, stage, bootstrap)
-    pause = worker.metrics.gc_pause
-    pauses = [pause.labels(settings.name, stage, str(g)) for g in range(3)]
-    heap.tune(settings.runtime.gc_threshold, lambda g, s: pauses[g].observe(s))
-    worker.run(serve_metrics=serve_metrics)
+    StageWorker(settings, stage, bootstrap).run(serve_metrics=serve_metrics)

@@ -46,3 +46,14 @@ def test_freeze_startup_moves_live_objects_out_of_every_collection(restored_gc: 
     assert not any(o is kept for g in range(3) for o in gc.get_objects(g))  # in no generation
     later = [0]
     assert any(o is later for g in range(3) for o in gc.get_objects(g))  # what comes after is
+
+
+def test_settle_freezes_and_tunes_unless_the_threshold_is_zero(restored_gc: None) -> None:
+    before = gc.get_threshold()
+    pauses: list[int] = []
+    assert heap.settle(0, lambda g, s: pauses.append(g)) == 0  # Python's collector as it comes
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+    gc.collect(0)
+    assert pauses == [0]  # timed all the same
+    assert heap.settle(30_000) > 0
+    assert gc.get_threshold()[0] == 30_000 and gc.get_freeze_count() > 0
