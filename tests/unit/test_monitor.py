@@ -49,7 +49,7 @@ class FakeConsumer:
 
 
 def message(topic: str, partition: int, offset: int, ingest_ms: int, **headers: bytes) -> Message:
-    hdrs = [
+    hdrs: list[tuple[str, str | bytes | None]] = [
         (H_SOURCE_PARTITION, str(partition).encode()),
         (H_SOURCE_OFFSET, str(offset).encode()),
         (H_INGEST_MS, str(ingest_ms).encode()),
