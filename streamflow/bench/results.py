@@ -26,6 +26,8 @@ class Backlog:
     )  # every run; this one is the median
     # record batches the run left per partition, per topic role (raw, scored, dlq, internal.*)
     batches: dict[str, list[int]] = field(default_factory=dict)
+    # why the run stopped before every record was accounted for ('' when it finished)
+    unfinished: str = ""
 
 
 @dataclass(frozen=True)

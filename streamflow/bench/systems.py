@@ -271,11 +271,19 @@ def fresh_raw_topic(bootstrap: str, settings: Settings) -> str:
     return name
 
 
-def wait_accounted(monitor: object, target: int, system: System, timeout_s: float) -> None:
+def wait_accounted(monitor: object, target: int, system: System, timeout_s: float) -> str:
+    """Wait until ``target`` records are accounted for; '' then, else why the wait stopped short
+    (a process exited, or the time ran out while the system was still working: slow, not a
+    loss)."""
     deadline = time.monotonic() + timeout_s
     tally = monitor.tally  # type: ignore[attr-defined]
-    while tally.accounted < target and time.monotonic() < deadline and not system.dead():
+    while tally.accounted < target:
+        if system.dead():
+            return "a process of the system exited"
+        if time.monotonic() >= deadline:
+            return f"still running when the bench stopped waiting after {timeout_s:.0f} s"
         time.sleep(0.05)
+    return ""
 
 
 def set_overrides(argv: Sequence[str]) -> dict[str, str]:
