@@ -339,9 +339,13 @@ def test_strings_that_are_not_utf8(rec: dict[str, Any], bad: bytes, surrogate: i
         r"(avro: string is|json:) not utf-8 \(.+\)", reasons[0]
     ), reasons[0]
     if _not_utf8(bad.replace(b'"', b"").replace(b"\\", b"")):
+        # json.loads reads bytes with "surrogatepass": a surrogate encoded as UTF-8 bytes
+        # (b"\xed\xa0\x80") decodes, and the device_id check names the lone surrogate instead
         assert reasons[1] is not None and re.fullmatch(
-            r"json: not utf-8 \(.+ at byte \d+\)", reasons[1]
-        )
+            r"json: not utf-8 \(.+ at byte \d+\)"
+            r"|json: field device_id: not valid unicode \(lone surrogate .+\)",
+            reasons[1],
+        ), reasons[1]
     assert reasons[2] == (
         "json: field device_id: not valid unicode "
         f"(lone surrogate '\\u{surrogate:04x}' at character 0)"
