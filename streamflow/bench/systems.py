@@ -271,6 +271,9 @@ def fresh_raw_topic(bootstrap: str, settings: Settings) -> str:
     return name
 
 
+TIMED_OUT = "still running when the bench stopped waiting"  # slow, not a loss
+
+
 def wait_accounted(monitor: object, target: int, system: System, timeout_s: float) -> str:
     """Wait until ``target`` records are accounted for; '' then, else why the wait stopped short
     (a process exited, or the time ran out while the system was still working: slow, not a
@@ -281,7 +284,7 @@ def wait_accounted(monitor: object, target: int, system: System, timeout_s: floa
         if system.dead():
             return "a process of the system exited"
         if time.monotonic() >= deadline:
-            return f"still running when the bench stopped waiting after {timeout_s:.0f} s"
+            return f"{TIMED_OUT} after {timeout_s:.0f} s"
         time.sleep(0.05)
     return ""
 
