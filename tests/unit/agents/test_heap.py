@@ -42,7 +42,8 @@ def test_freeze_startup_moves_live_objects_out_of_every_collection(restored_gc: 
     assert any(o is kept for g in range(3) for o in gc.get_objects(g))
     frozen = heap.freeze_startup()
     assert frozen >= len(kept)
-    assert gc.get_freeze_count() == frozen
+    # a frozen object that dies later (a thread of an earlier test finishing) leaves the count
+    assert 0 < gc.get_freeze_count() <= frozen
     assert not any(o is kept for g in range(3) for o in gc.get_objects(g))  # in no generation
     later = [0]
     assert any(o is later for g in range(3) for o in gc.get_objects(g))  # what comes after is
