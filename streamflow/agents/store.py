@@ -110,6 +110,8 @@ class StoreHandler:
         for chunk in chunks:
             key = (chunk.topic, chunk.partition)
             hwm = await self.high_water(key)
+            if chunk.revoked:  # revoked meanwhile (``revoked`` waits for this batch): not ours
+                continue
             table = self.table_of(chunk.topic)
             last: asyncio.Future[None] | None = None
             for msg in chunk.records:
@@ -276,11 +278,17 @@ class StoreHandler:
 
     async def revoked(self, keys: Sequence[Key]) -> None:
         """Partitions leaving this worker: publish their open files now (their next owner reads
-        the high-water mark after this), and read it again if they come back."""
-        await self.flush([k for k in keys if k in self.open or k in self.tail])
-        for key in keys:
-            self.hwm.pop(key, None)
-            self.tail.pop(key, None)
+        the high-water mark after this), and read it again if they come back.
+
+        Their chunks are revoked before this runs (``Chunk.revoked``), and the batch being
+        handled, if any, is finished first (``_order``): it adds no row of a revoked partition
+        after its high-water mark is read, so no file of a revoked partition is opened after
+        this flush, to be published later over what the next owner writes."""
+        async with self._order:
+            await self.flush([k for k in keys if k in self.open or k in self.tail])
+            for key in keys:
+                self.hwm.pop(key, None)
+                self.tail.pop(key, None)
 
     def _rejected(self, chunk: Chunk, msg: Any, exc: DecodeError) -> Rejected:
         return Rejected(

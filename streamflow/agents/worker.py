@@ -18,6 +18,8 @@ import signal
 import time
 from typing import Any
 
+from aiokafka.errors import IllegalStateError
+
 from streamflow import logs
 from streamflow.agents import heap
 from streamflow.agents.app import DrainingWorker, make_app
@@ -133,6 +135,8 @@ class StageWorker:
             handling, chunks = await in_flight.get()
             await (await handling)  # handled (decoded, scored, encoded), then delivered
             for chunk in chunks:
+                if chunk.revoked:  # its partition left meanwhile: read again by its next owner
+                    continue
                 consumer.ack_chunk(chunk)
                 self.ctx.processed(
                     chunk.topic, chunk.partition, chunk.last_offset, chunk.records[-1].timestamp
@@ -232,7 +236,10 @@ class StageWorker:
                 continue
             nxt = ctx.next_offsets.get((tp.topic, tp.partition))
             if nxt is None:
-                nxt = await consumer.position(tp) or 0
+                try:
+                    nxt = await consumer.position(tp) or 0
+                except IllegalStateError:  # revoked while this timer awaited (a rebalance)
+                    continue
             lag = max(0, high - nxt)
             labels = (s.name, stage, tp.topic, str(tp.partition))
             m.consumer_lag.labels(*labels).set(lag)
@@ -260,8 +267,10 @@ class StageWorker:
         )
 
     def revoked(self, revoked: Any) -> None:
-        """Buffered records of revoked partitions are left to their new owner, which reports
-        their lag from now on (a frozen value here would hold alerts on)."""
+        """Records of revoked partitions are left to their new owner: the buffered ones are
+        dropped, and those already taken (in the step, or out to the broker) are not acked
+        (``Chunk.revoked``). The new owner reports their lag from now on (a frozen value here
+        would hold alerts on)."""
         s, m, ctx = self.settings, self.metrics, self.ctx
         dropped = self.buffer.discard({(tp.topic, tp.partition) for tp in revoked})
         for tp in revoked:
@@ -307,10 +316,10 @@ class StageWorker:
 
         @app.on_partitions_revoked.connect  # type: ignore[arg-type]
         async def revoked(app: Any, revoked: Any = (), **kwargs: Any) -> None:
+            self.revoked(revoked)  # first: chunks of these partitions, even taken ones, are stale
             leaving = getattr(self.handler, "revoked", None)  # the store publishes its open files
             if leaving is not None and not self.failure:
                 await leaving([(tp.topic, tp.partition) for tp in revoked])
-            self.revoked(revoked)
 
         @app.on_before_shutdown.connect  # type: ignore[arg-type]
         async def flush_producer(app: Any, **kwargs: Any) -> None:

@@ -31,6 +31,20 @@ from faust.types.tuples import ack_lock
 from mode.utils.futures import notify
 
 
+class Lease:
+    """One assignment of a partition, as the buffer saw it: every chunk fetched during it holds
+    it, and it is revoked with the partition (``ChunkBuffer.discard``), never valid again. A
+    partition assigned anew gets a new lease."""
+
+    __slots__ = ("revoked",)
+
+    def __init__(self) -> None:
+        self.revoked = False
+
+
+_HELD = Lease()  # chunks made outside a buffer (tests, the inference bench): never revoked
+
+
 @dataclass
 class Chunk:
     """Consecutive records of one partition, as aiokafka returned them (timestamps in ms).
@@ -46,10 +60,18 @@ class Chunk:
     shed: bool = (
         False  # arrived while the queue was full under queue_policy "reject": dead-letter it
     )
+    lease: Lease = _HELD
 
     @property
     def last_offset(self) -> int:
         return int(self.records[-1].offset)
+
+    @property
+    def revoked(self) -> bool:
+        """Its partition was revoked since it was fetched: the partition's next owner reads
+        these records again from the committed offset, so they are neither stored nor acked
+        here (an ack would be committed if the partition came back)."""
+        return self.lease.revoked
 
     def slim(self) -> None:
         """Drop the records' keys, values and headers, keeping their offsets and timestamps."""
@@ -96,14 +118,20 @@ class ChunkBuffer:
         # per fetched batch of records: how long after it was produced (its Kafka timestamp)
         # its oldest record arrived here; the stage drains these into its histogram
         self.fetch_delays: list[float] = []
+        self._leases: dict[tuple[str, int], Lease] = {}
 
     def __len__(self) -> int:
         return self._total
 
     async def put(self, topic: str, partition: int, records: list[Any]) -> None:
+        lease = self._leases.get((topic, partition))
+        if lease is None:
+            lease = self._leases[(topic, partition)] = Lease()
         while self._total >= self.hard_weight:  # the stage is behind: stop fetching
             self._drained.clear()
             await self._drained.wait()
+        if lease.revoked:  # revoked while waiting for room: its next owner reads these
+            return
         shed = self.policy == "reject" and self._admitted >= self.max_weight
         produced_ms = getattr(records[0], "timestamp", None) if records else None
         if produced_ms is not None:
@@ -114,12 +142,12 @@ class ChunkBuffer:
         for r in records:
             rw = self.weight(r)
             if piece and w + rw > self.batch_weight:
-                self._append(now, Chunk(topic, partition, piece, w, shed))
+                self._append(now, Chunk(topic, partition, piece, w, shed, lease))
                 piece, w = [], 0
             piece.append(r)
             w += rw
         if piece:
-            self._append(now, Chunk(topic, partition, piece, w, shed))
+            self._append(now, Chunk(topic, partition, piece, w, shed, lease))
         self._arrived.set()
 
     def _append(self, now: float, chunk: Chunk) -> None:
@@ -149,7 +177,12 @@ class ChunkBuffer:
 
     def discard(self, partitions: set[tuple[str, int]]) -> int:
         """Drop buffered chunks of ``partitions`` (revoked: their new owner reads them from the
-        committed offset). Returns the weight dropped."""
+        committed offset) and revoke their leases, which chunks already taken still hold.
+        Returns the weight dropped."""
+        for key in partitions:
+            lease = self._leases.pop(key, None)
+            if lease is not None:
+                lease.revoked = True
         keep = deque(e for e in self._chunks if (e[1].topic, e[1].partition) not in partitions)
         dropped = self._total - sum(e[1].weight for e in keep)
         self._chunks, self._total = keep, self._total - dropped
@@ -218,14 +251,18 @@ class ChunkBuffer:
                 out.append(self._popleft())
                 taken += chunk.weight
             elif head:  # cut the chunk: its first records now, the rest stays first in line
-                out.append(Chunk(chunk.topic, chunk.partition, head, w))
+                out.append(Chunk(chunk.topic, chunk.partition, head, w, lease=chunk.lease))
                 taken += w
                 self._total -= w
                 self._admitted -= w
                 self._chunks[0] = (
                     arrived,
                     Chunk(
-                        chunk.topic, chunk.partition, chunk.records[len(head) :], chunk.weight - w
+                        chunk.topic,
+                        chunk.partition,
+                        chunk.records[len(head) :],
+                        chunk.weight - w,
+                        lease=chunk.lease,
                     ),
                 )
             break

@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 from streamflow.agents.context import StageContext
 from streamflow.agents.store import StoreHandler
 from streamflow.codecs import _strip_logical_types
-from streamflow.kafka.transport import Chunk
+from streamflow.kafka.transport import Chunk, Lease
 from streamflow.metrics import Metrics
 from streamflow.records import OutMessage
 from streamflow.settings import with_overrides
@@ -139,6 +139,51 @@ def test_offsets_at_or_below_the_stored_high_water_mark_are_skipped(tmp_path: Pa
     asyncio.run(go(0, 5))
     asyncio.run(go(3, 5))  # a restart re-reads 3..4 (published, not committed): skipped
     assert [o for _, o in stored(tmp_path)] == [[0, 1, 2, 3, 4], [5, 6, 7]]
+
+
+def test_a_batch_in_flight_across_a_revocation_adds_no_row_of_the_revoked_partition(
+    tmp_path: Path,
+) -> None:
+    """The old owner is handling a batch (waiting for a high-water mark) when partition 0 is
+    revoked: the rest of that batch must not open a file for partition 0 after the revocation's
+    flush, or that file would be published later over what the new owner writes."""
+    import threading
+
+    gate = threading.Event()
+
+    class SlowToRead(Storage):
+        def high_water(self, table: str, topic: str, partition: int) -> int:
+            if partition == 1:
+                gate.wait(5.0)  # the batch is mid-way when the revocation comes
+            return super().high_water(table, topic, partition)
+
+    async def go() -> list[Chunk]:
+        old, new = handler(tmp_path, SlowToRead(str(tmp_path))), handler(tmp_path)
+        lease = Lease()
+        first = chunk(0, 5)
+        first.lease = lease
+        await old.handle([first])  # 0..4 in partition 0's open file
+        late = chunk(5, 5)
+        late.lease = lease
+        in_flight = asyncio.ensure_future(old.handle([chunk(0, 2, partition=1), late]))
+        await asyncio.sleep(0.05)
+        lease.revoked = True  # what ChunkBuffer.discard does, before the store's own hook
+        leaving = asyncio.ensure_future(old.revoked([("telemetry.scored", 0)]))
+        await asyncio.sleep(0.05)
+        gate.set()
+        await leaving  # 0..4 published: the new owner reads 4 as the high-water mark
+        await in_flight
+        assert ("telemetry.scored", 0) not in old.open
+        written = await new.handle([chunk(0, 15)])  # the new owner: 5..14 (0..4 are stored)
+        await new.flush()
+        await written
+        await old.flush()  # the old owner's remaining files (partition 1)
+        return [first, late]
+
+    first, late = asyncio.run(go())
+    assert first.revoked and late.revoked  # neither is acked: the new owner's commits count
+    rows = [o for p, offsets in stored(tmp_path) if "+0+" in p for o in offsets]
+    assert sorted(rows) == list(range(15))  # each offset once
 
 
 def test_a_result_that_does_not_decode_is_dead_lettered_and_the_rest_stored(

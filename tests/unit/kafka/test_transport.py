@@ -100,6 +100,38 @@ def test_revoked_partitions_are_dropped_from_the_buffer() -> None:
     asyncio.run(main())
 
 
+def test_chunks_taken_before_a_revocation_say_so_and_a_new_assignment_gets_a_new_lease() -> None:
+    async def main() -> None:
+        buf = ChunkBuffer(4, lambda r: r.n, capacity_batches=10)
+        await buf.put("t", 0, recs(0, 6))
+        await buf.put("t", 1, recs(0, 2))
+        taken = await buf.take(0.0)  # 0..3 of partition 0, cut from a chunk of 6
+        rest = await buf.take(0.0)  # 4..5 of partition 0 (the cut's rest), 0..1 of partition 1
+        assert offsets(taken) == [(0, [0, 1, 2, 3])] and not any(c.revoked for c in taken)
+        buf.discard({("t", 0)})
+        assert all(c.revoked for c in taken)  # in the step or out to the broker: not acked
+        assert [c.revoked for c in rest] == [True, False]  # the cut's rest, and partition 1
+        await buf.put("t", 0, recs(6, 2))  # assigned again: fetched anew
+        assert [c.revoked for c in await buf.take(0.0)] == [False]
+
+    asyncio.run(main())
+
+
+def test_records_waiting_for_room_are_dropped_when_their_partition_is_revoked() -> None:
+    async def main() -> None:
+        buf = ChunkBuffer(5, lambda r: r.n, capacity_batches=2)
+        await buf.put("t", 1, recs(0, 10))  # full
+        blocked = asyncio.create_task(buf.put("t", 0, recs(0, 3)))
+        await asyncio.sleep(0.01)
+        assert not blocked.done()
+        buf.discard({("t", 0)})  # fetched before the revocation, not yet handed over
+        await buf.take(0.0)
+        await asyncio.wait_for(blocked, 1.0)
+        assert len(buf) == 5 and {c.partition for c in await buf.take(0.0)} == {1}
+
+    asyncio.run(main())
+
+
 @pytest.mark.parametrize("batch", [1, 7, 64])
 def test_every_record_comes_out_once_in_partition_order(batch: int) -> None:
     async def main() -> None:
