@@ -117,6 +117,24 @@ def test_chunks_taken_before_a_revocation_say_so_and_a_new_assignment_gets_a_new
     asyncio.run(main())
 
 
+def test_records_fetched_again_during_one_assignment_are_handed_over_once() -> None:
+    """faust resumes a newly assigned partition before its seek to the committed offset: what
+    was fetched first comes again after the seek."""
+
+    async def main() -> None:
+        buf = ChunkBuffer(100, lambda r: r.n)
+        await buf.put("t", 0, recs(40, 50))  # 40..89 from the committed offset, before the seek
+        await buf.put("t", 0, recs(40, 61))  # the seek to the committed offset 40: 40..100
+        assert offsets(await buf.take(0.0)) == [(0, list(range(40, 90))), (0, list(range(90, 101)))]
+        await buf.put("t", 0, recs(30, 5))  # a seek back past 40: nothing is skipped
+        assert offsets(await buf.take(0.0)) == [(0, list(range(30, 35)))]
+        buf.discard({("t", 0)})
+        await buf.put("t", 0, recs(40, 3))  # assigned again: read again from the committed offset
+        assert offsets(await buf.take(0.0)) == [(0, [40, 41, 42])]
+
+    asyncio.run(main())
+
+
 def test_records_waiting_for_room_are_dropped_when_their_partition_is_revoked() -> None:
     async def main() -> None:
         buf = ChunkBuffer(5, lambda r: r.n, capacity_batches=2)
