@@ -371,8 +371,8 @@ def run_bench(
 
 
 # Above this many record batches per partition in the raw topic, a fetch from the embedded broker
-# costs more than the records it returns (it scans every batch): a 600,000-record backlog
-# (~4,500 per partition) ran the plain loop at 13,000 records/s and faust stages at under 1,000.
+# can cost more than the records it returns (it scans every batch): on a 600,000-record backlog
+# (~4,500 per partition) the plain loop ran at 2,600-13,000 records/s (benchmarks/README.md).
 BATCHES_SLOW = 3_000
 
 

@@ -263,7 +263,9 @@ class KafkaSettings:
     # longest the broker holds an agent's fetch while no new data arrives. The embedded broker
     # answers a parked fetch only at this deadline, so each hop may wait up to it: keep it short
     # there. Apache Kafka answers as soon as data arrives: 100-500 costs no latency and cuts an
-    # idle stage's fetching (at 5: ~200 fetches/s, 7% of a core in the stage, 6% in the broker)
+    # idle stage's fetching (at 5: ~200 fetches/s, 7% of a core in the stage, 6% in the broker).
+    # While a consumer is behind (records past its position) its fetches wait up to 500: the
+    # embedded broker cuts a fetch off at its deadline while it scans a deep partition
     fetch_max_wait_ms: int = 5
     # how long a producer waits to fill a batch (librdkafka linger.ms); the producers of the
     # collectors, `streamflow produce` and the demo's feed use 5 unless [kafka.producer] sets it
