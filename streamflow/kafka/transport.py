@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 from typing import Any
 
@@ -399,20 +399,24 @@ _FETCH_MAX_WAIT_MS = 10
 # fetch off at its max wait while scanning the partition's record batches, and answers EMPTY:
 # with 5 ms, a backlog of 600,000 records (about 4,500 batches per partition) drew a storm of
 # empty fetches, the broker at 100% of a core and chained at 685 records/s. With the wait
-# raised while behind it ran at 15,000/s, the plain loop's 13,000 (benchmarks/README.md).
+# raised while behind it ran at 16,800/s, the plain loop at 2,600-13,000 (benchmarks/README.md).
 BEHIND_WAIT_MS = 500
 
 
-def fetch_wait_ms(assignment: Any, base_ms: int, read_committed: bool) -> int:
-    """A fetch's max wait: ``base_ms`` (kafka.fetch_max_wait_ms) when the consumer has read
-    everything it knows of, else at least ``BEHIND_WAIT_MS``.
+def fetch_wait_ms(
+    assignment: Any, base_ms: int, read_committed: bool, buffered: Container[Any] = ()
+) -> int:
+    """A fetch's max wait: ``base_ms`` (kafka.fetch_max_wait_ms) when every partition it asks
+    for has been read to the end the consumer knows of, else at least ``BEHIND_WAIT_MS``.
 
-    What is left to read ends at the high watermark (the last stable offset for a
-    read_committed consumer), as the last fetch response gave them; paused partitions are not
-    fetched and do not count."""
+    That end is the high watermark (the last stable offset for a read_committed consumer), as
+    the last fetch response gave it. Partitions the fetch does not ask for do not count: paused
+    ones, and those with fetched records not yet handed over (``buffered``). Counting those
+    would hold a fetch of caught-up partitions for the long wait on a broker that does not
+    answer a parked fetch when data arrives."""
     for tp in assignment.tps:
         st = assignment.state_value(tp)
-        if st.paused or not st.has_valid_position:
+        if st.paused or not st.has_valid_position or tp in buffered:
             continue
         end = st.lso if read_committed and st.lso is not None and st.lso >= 0 else st.highwater
         if end is not None and st.position < end:
@@ -450,7 +454,7 @@ def patch_fetch_wait(max_wait_ms: int) -> None:
     def get_actions_per_node(self: Any, assignment: Any) -> Any:
         base = self.__dict__.setdefault("_streamflow_base_wait_ms", self._fetch_max_wait_ms)
         committed = self._isolation_level == READ_COMMITTED
-        self._fetch_max_wait_ms = fetch_wait_ms(assignment, base, committed)
+        self._fetch_max_wait_ms = fetch_wait_ms(assignment, base, committed, self._records)
         return actions(self, assignment)
 
     Fetcher._get_actions_per_node = get_actions_per_node  # type: ignore[method-assign]

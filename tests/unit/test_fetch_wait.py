@@ -33,8 +33,10 @@ def test_records_past_the_position_lengthen_the_wait() -> None:
     assert fetch_wait_ms(assignment(state(3, 9)), 2000, False) == 2000  # never shortened
 
 
-def test_paused_partitions_do_not_count() -> None:
+def test_partitions_the_fetch_does_not_ask_for_do_not_count() -> None:
     assert fetch_wait_ms(assignment(state(3, 9, paused=True), state(9, 9)), 5, False) == 5
+    # partition 0 still has fetched records to hand over: this fetch asks for partition 1 only
+    assert fetch_wait_ms(assignment(state(3, 9), state(9, 9)), 5, False, buffered={0}) == 5
 
 
 def test_read_committed_reads_up_to_the_last_stable_offset() -> None:
