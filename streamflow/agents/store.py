@@ -68,6 +68,7 @@ class StoreHandler:
         self._order = asyncio.Lock()
         self._folders: dict[int, str] = {}  # hour -> its folder
         self.publishing: set[asyncio.Future[None]] = set()  # files rotated, not yet published
+        self.closing = False  # the worker drains: each batch publishes what it opened at once
 
     @property
     def within(self) -> float:
@@ -138,6 +139,9 @@ class StoreHandler:
                 buf.seal()  # the chunk's rows as columns: the dicts go
             chunk.slim()  # held until the file is published: keep only what acking reads
             await self._backpressure()
+        if self.closing:  # handed over before the drain's flush, handled after it
+            for key in {(c.topic, c.partition) for c in chunks}:
+                self.rotate(key)
         if rejected:
             dlq = self.ctx.settings.topics.dlq
             waits.append(self.ctx.send([dead_letter(r, dlq) for r in rejected]))
@@ -275,6 +279,13 @@ class StoreHandler:
         tails = [self.tail[k] for k in (self.tail if keys is None else keys) if k in self.tail]
         if tails:
             await asyncio.gather(*tails)
+
+    async def drain(self) -> None:
+        """The worker stops: publish every open file now, and from now on publish what each
+        batch still handed over opens as soon as it is handled, so the drain waits for no
+        wall-clock rotation."""
+        self.closing = True
+        await self.flush()
 
     async def revoked(self, keys: Sequence[Key]) -> None:
         """Partitions leaving this worker: publish their open files now (their next owner reads

@@ -207,9 +207,9 @@ class StageWorker:
         restart repeats nothing. Records fetched and not yet taken are simply not committed."""
         self.draining.set()
         self.buffer.wake()
-        flush = getattr(self.handler, "flush", None)  # the store: publish the open files
-        if flush is not None and self.running.is_set() and not self.failure:
-            await flush()
+        publish = getattr(self.handler, "drain", None)  # the store: publish the open files
+        if publish is not None and self.running.is_set() and not self.failure:
+            await publish()
         if self.running.is_set() and not self.failure:  # after a failure nothing more will be acked
             await self.drained.wait()
         consumer: Any = self.app.consumer

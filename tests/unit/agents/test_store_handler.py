@@ -186,6 +186,30 @@ def test_a_batch_in_flight_across_a_revocation_adds_no_row_of_the_revoked_partit
     assert sorted(rows) == list(range(15))  # each offset once
 
 
+def test_a_batch_handled_after_the_drain_began_publishes_at_once(tmp_path: Path) -> None:
+    """The agent took a batch just before SIGTERM; the drain's flush comes while it is being
+    handled. Its rows go out without waiting for the wall-clock rotation (600 s here)."""
+    import threading
+
+    gate = threading.Event()
+
+    class SlowToRead(Storage):
+        def high_water(self, table: str, topic: str, partition: int) -> int:
+            gate.wait(5.0)
+            return super().high_water(table, topic, partition)
+
+    async def go() -> None:
+        h = handler(tmp_path, SlowToRead(str(tmp_path)))
+        taken = asyncio.ensure_future(h.handle([chunk(0, 4)]))
+        await asyncio.sleep(0.05)
+        await h.drain()  # nothing open yet
+        gate.set()
+        await asyncio.wait_for(await taken, 5.0)
+
+    asyncio.run(go())
+    assert [o for _, o in stored(tmp_path)] == [[0, 1, 2, 3]]
+
+
 def test_a_result_that_does_not_decode_is_dead_lettered_and_the_rest_stored(
     tmp_path: Path,
 ) -> None:
