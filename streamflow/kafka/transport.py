@@ -394,6 +394,7 @@ drivers.TRANSPORTS.aliases.setdefault("streamflow", f"{__name__}:Transport")
 
 
 _FETCH_MAX_WAIT_MS = 10
+_FETCH_IDLE_MAX_WAIT_MS = 0
 # The max wait of a fetch while a partition it reads has records past the consumer's position.
 # Kafka answers such a fetch at once, whatever its max wait. The embedded broker instead cuts a
 # fetch off at its max wait while scanning the partition's record batches, and answers EMPTY:
@@ -404,7 +405,12 @@ BEHIND_WAIT_MS = 500
 
 
 def fetch_wait_ms(
-    assignment: Any, base_ms: int, read_committed: bool, buffered: Container[Any] = ()
+    assignment: Any,
+    base_ms: int,
+    read_committed: bool,
+    buffered: Container[Any] = (),
+    empty_fetches: int = 0,
+    idle_max_ms: int = 0,
 ) -> int:
     """A fetch's max wait: ``base_ms`` (kafka.fetch_max_wait_ms) when every partition it asks
     for has been read to the end the consumer knows of, else at least ``BEHIND_WAIT_MS``.
@@ -413,7 +419,14 @@ def fetch_wait_ms(
     the last fetch response gave it. Partitions the fetch does not ask for do not count: paused
     ones, and those with fetched records not yet handed over (``buffered``). Counting those
     would hold a fetch of caught-up partitions for the long wait on a broker that does not
-    answer a parked fetch when data arrives."""
+    answer a parked fetch when data arrives.
+
+    Caught up and idle: after ``empty_fetches`` fetches in a row that brought nothing, the
+    wait doubles from the second on (``base_ms``, ``base_ms``, 2x, 4x...), up to
+    ``idle_max_ms`` (kafka.fetch_idle_max_wait_ms; 0: never). A fetch that brings records sets
+    it back to ``base_ms``. On the embedded broker, which answers a parked fetch only at its
+    deadline, an idle consumer fetching every 5 ms made the broker and itself work for nothing
+    (a later stage waiting on an earlier one, benchmarks/README.md)."""
     for tp in assignment.tps:
         st = assignment.state_value(tp)
         if st.paused or not st.has_valid_position or tp in buffered:
@@ -421,19 +434,23 @@ def fetch_wait_ms(
         end = st.lso if read_committed and st.lso is not None and st.lso >= 0 else st.highwater
         if end is not None and st.position < end:
             return max(base_ms, BEHIND_WAIT_MS)
+    if empty_fetches > 1 and base_ms > 0 and idle_max_ms > base_ms:
+        return min(idle_max_ms, base_ms << min(empty_fetches - 1, 16))
     return base_ms
 
 
-def patch_fetch_wait(max_wait_ms: int) -> None:
+def patch_fetch_wait(max_wait_ms: int, idle_max_wait_ms: int = 0) -> None:
     """faust's aiokafka driver hard-codes fetch_max_wait_ms=1500; use ours
-    (kafka.fetch_max_wait_ms) when the consumer has caught up, and ``BEHIND_WAIT_MS`` while it
-    is behind (``fetch_wait_ms``).
+    (kafka.fetch_max_wait_ms) when the consumer has caught up, up to ``idle_max_wait_ms``
+    (kafka.fetch_idle_max_wait_ms) while its fetches keep coming back empty, and
+    ``BEHIND_WAIT_MS`` while it is behind (``fetch_wait_ms``).
 
     On the embedded broker a parked fetch is not woken by new data, so every hop would cost
     up to ~750 ms otherwise.
     """
-    global _FETCH_MAX_WAIT_MS
+    global _FETCH_MAX_WAIT_MS, _FETCH_IDLE_MAX_WAIT_MS
     _FETCH_MAX_WAIT_MS = max_wait_ms
+    _FETCH_IDLE_MAX_WAIT_MS = idle_max_wait_ms
     cls: Any = faust_aiokafka.AIOKafkaConsumerThread
     if getattr(cls, "_streamflow_patched", False):
         return
@@ -450,11 +467,27 @@ def patch_fetch_wait(max_wait_ms: int) -> None:
     from aiokafka.consumer.fetcher import READ_COMMITTED, Fetcher
 
     actions = Fetcher._get_actions_per_node  # where aiokafka builds its fetch requests
+    proc_fetch = Fetcher._proc_fetch_request  # one fetch: True when it brought records
 
     def get_actions_per_node(self: Any, assignment: Any) -> Any:
         base = self.__dict__.setdefault("_streamflow_base_wait_ms", self._fetch_max_wait_ms)
         committed = self._isolation_level == READ_COMMITTED
-        self._fetch_max_wait_ms = fetch_wait_ms(assignment, base, committed, self._records)
+        self._fetch_max_wait_ms = fetch_wait_ms(
+            assignment,
+            base,
+            committed,
+            self._records,
+            self.__dict__.get("_streamflow_empty_fetches", 0),
+            _FETCH_IDLE_MAX_WAIT_MS,
+        )
         return actions(self, assignment)
 
+    async def proc_fetch_request(self: Any, assignment: Any, node_id: Any, request: Any) -> Any:
+        brought = await proc_fetch(self, assignment, node_id, request)
+        self._streamflow_empty_fetches = (
+            0 if brought else self.__dict__.get("_streamflow_empty_fetches", 0) + 1
+        )
+        return brought
+
     Fetcher._get_actions_per_node = get_actions_per_node  # type: ignore[method-assign]
+    Fetcher._proc_fetch_request = proc_fetch_request  # type: ignore[method-assign]

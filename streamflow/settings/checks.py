@@ -119,6 +119,11 @@ def check(s: Settings) -> list[str]:
         p.append(f"slo.max_lag_seconds: must be > 0, got {s.slo.max_lag_seconds}")
     if s.kafka.fetch_max_wait_ms < 0:
         p.append("kafka.fetch_max_wait_ms: must be >= 0")
+    if not 0 <= s.kafka.fetch_idle_max_wait_ms <= 60_000:
+        p.append(
+            "kafka.fetch_idle_max_wait_ms: must be within [0, 60000], "
+            f"got {s.kafka.fetch_idle_max_wait_ms}"
+        )
     p.extend(check_kafka_security(s.kafka))
     p.extend(registry_problems(s.input.schema_registry_url, s.schema_registry))
     if s.store.compression.lower() not in PARQUET_CODECS:

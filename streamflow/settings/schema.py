@@ -267,6 +267,12 @@ class KafkaSettings:
     # While a consumer is behind (records past its position) its fetches wait up to 500: the
     # embedded broker cuts a fetch off at its deadline while it scans a deep partition
     fetch_max_wait_ms: int = 5
+    # while a caught-up agent's fetches keep coming back empty, each next one waits twice as long
+    # (from the second on), up to this; one that brings records goes back to fetch_max_wait_ms.
+    # Cuts an idle stage's fetching (and the broker's work for it) about tenfold; costs a record
+    # that arrives during a longer wait up to that wait on the embedded broker, nothing on
+    # Apache Kafka. 0, or not above fetch_max_wait_ms: always fetch_max_wait_ms
+    fetch_idle_max_wait_ms: int = 20
     # how long a producer waits to fill a batch (librdkafka linger.ms); the producers of the
     # collectors, `streamflow produce` and the demo's feed use 5 unless [kafka.producer] sets it
     linger_ms: float = 2.0

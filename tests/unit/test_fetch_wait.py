@@ -44,3 +44,20 @@ def test_read_committed_reads_up_to_the_last_stable_offset() -> None:
     assert fetch_wait_ms(open_txn, 5, True) == 5
     assert fetch_wait_ms(open_txn, 5, False) == BEHIND_WAIT_MS
     assert fetch_wait_ms(assignment(state(6, 9, lso=-1)), 5, True) == BEHIND_WAIT_MS  # no lso
+
+
+def test_an_idle_consumer_waits_longer_after_the_second_empty_fetch() -> None:
+    idle = assignment(state(9, 9))
+    waits = [fetch_wait_ms(idle, 5, False, (), empty, 20) for empty in range(6)]
+    assert waits == [5, 5, 10, 20, 20, 20]  # records on the last fetch: 0 empty, back to 5
+
+
+def test_the_idle_wait_is_off_at_zero_or_at_most_the_base() -> None:
+    idle = assignment(state(9, 9))
+    assert fetch_wait_ms(idle, 5, False, (), 50, 0) == 5
+    assert fetch_wait_ms(idle, 200, False, (), 50, 20) == 200  # Apache Kafka: a long base
+    assert fetch_wait_ms(idle, 0, False, (), 50, 20) == 0  # busy fetching asked for
+
+
+def test_behind_wins_over_idle() -> None:
+    assert fetch_wait_ms(assignment(state(3, 9)), 5, False, (), 7, 20) == BEHIND_WAIT_MS
