@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The CPU an idle pipeline costs: `streamflow up` on the embedded broker, nothing produced; after
+# START_S of start-up, each stage's and the broker's CPU over MEASURE_S (from /proc).
+#   benchmarks/idle-cpu.sh [--set kafka.fetch_idle_max_wait_ms=0 ...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+START_S=${START_S:-45}
+MEASURE_S=${MEASURE_S:-20}
+PORT=${PORT:-19411}
+LOG=$(mktemp /tmp/idle-cpu-XXXX.log)
+.venv/bin/streamflow up --metrics-port "$PORT" --set name="idle$$" "$@" >"$LOG" 2>&1 &
+UP=$!
+trap 'kill -INT $UP 2>/dev/null; wait $UP 2>/dev/null || true' EXIT
+sleep "$START_S"
+if ! kill -0 "$UP" 2>/dev/null; then
+    echo "streamflow up exited early:"; cat "$LOG"; exit 1
+fi
+mapfile -t PIDS < <(pgrep -P "$UP" -f "worker --stage|tansu" || true)
+[ "${#PIDS[@]}" -gt 0 ] || PIDS=($(pgrep -f "worker --stage|tansu-v"))
+.venv/bin/python - "$MEASURE_S" "${PIDS[@]}" <<'PY'
+import os, sys, time
+
+seconds, pids = float(sys.argv[1]), [int(p) for p in sys.argv[2:]]
+
+def cpu(pid: int) -> int:
+    total = 0
+    for t in os.listdir(f"/proc/{pid}/task"):
+        fields = open(f"/proc/{pid}/task/{t}/stat").read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total
+
+before = {p: cpu(p) for p in pids}
+time.sleep(seconds)
+after = {p: cpu(p) for p in pids}
+tick = os.sysconf("SC_CLK_TCK")
+for p in pids:
+    cmd = open(f"/proc/{p}/cmdline").read().split("\0")
+    name = "broker" if any("tansu" in c for c in cmd) else cmd[cmd.index("--stage") + 1]
+    print(f"{name:10s} {(after[p] - before[p]) / tick / seconds * 100:5.1f}% of a core")
+PY
