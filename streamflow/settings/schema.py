@@ -269,9 +269,10 @@ class KafkaSettings:
     fetch_max_wait_ms: int = 5
     # while a caught-up agent's fetches keep coming back empty, each next one waits twice as long
     # (from the second on), up to this; one that brings records goes back to fetch_max_wait_ms.
-    # Cuts an idle stage's fetching (and the broker's work for it) about tenfold; costs a record
-    # that arrives during a longer wait up to that wait on the embedded broker, nothing on
-    # Apache Kafka. 0, or not above fetch_max_wait_ms: always fetch_max_wait_ms
+    # At 20 an idle stage fetches a quarter as often (measured: 15% -> 6.5% of a core per idle
+    # stage, broker 30% -> 16%); a record that arrives during a longer wait may wait for it on the
+    # embedded broker, not on Apache Kafka. 0, or not above fetch_max_wait_ms: always
+    # fetch_max_wait_ms
     fetch_idle_max_wait_ms: int = 20
     # how long a producer waits to fill a batch (librdkafka linger.ms); the producers of the
     # collectors, `streamflow produce` and the demo's feed use 5 unless [kafka.producer] sets it
