@@ -15,26 +15,18 @@ sleep "$START_S"
 if ! kill -0 "$UP" 2>/dev/null; then
     echo "streamflow up exited early:"; cat "$LOG"; exit 1
 fi
-mapfile -t PIDS < <(pgrep -P "$UP" -f "worker --stage|tansu" || true)
-[ "${#PIDS[@]}" -gt 0 ] || PIDS=($(pgrep -f "worker --stage|tansu-v"))
+mapfile -t PIDS < <(pgrep -f "worker --stage|tansu-v")
 .venv/bin/python - "$MEASURE_S" "${PIDS[@]}" <<'PY'
-import os, sys, time
+import sys, time
+
+from streamflow.bench.systems import proc_cpu_s  # the bench's own /proc reading
 
 seconds, pids = float(sys.argv[1]), [int(p) for p in sys.argv[2:]]
-
-def cpu(pid: int) -> int:
-    total = 0
-    for t in os.listdir(f"/proc/{pid}/task"):
-        fields = open(f"/proc/{pid}/task/{t}/stat").read().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total
-
-before = {p: cpu(p) for p in pids}
+before = {p: proc_cpu_s(p) for p in pids}
 time.sleep(seconds)
-after = {p: cpu(p) for p in pids}
-tick = os.sysconf("SC_CLK_TCK")
+after = {p: proc_cpu_s(p) for p in pids}
 for p in pids:
     cmd = open(f"/proc/{p}/cmdline").read().split("\0")
     name = "broker" if any("tansu" in c for c in cmd) else cmd[cmd.index("--stage") + 1]
-    print(f"{name:10s} {(after[p] - before[p]) / tick / seconds * 100:5.1f}% of a core")
+    print(f"{name:10s} {(after[p] - before[p]) / seconds * 100:5.1f}% of a core")
 PY
