@@ -11,7 +11,7 @@ from typing import Any
 
 import faust
 
-from streamflow.kafka.config import agent_consumer, faust_credentials
+from streamflow.kafka.config import agent_consumer, faust_credentials, fetch_config
 from streamflow.kafka.transport import ChunkedApp
 from streamflow.settings import Settings
 
@@ -43,7 +43,13 @@ def make_app(settings: Settings, stage: str, bootstrap: str, *, chunked: bool = 
         "processing_guarantee": "at_least_once",
     }
     conf.update(agent_consumer(k))  # [kafka.consumer], mapped onto faust's settings
-    return ChunkedApp(settings.group_id(stage), **conf)
+    app = ChunkedApp(settings.group_id(stage), **conf)
+    if chunked and k.fetch_client == "librdkafka":
+        client_id = str(k.consumer.get("client.id") or f"streamflow-{settings.name}-{stage}")
+        app.librdkafka_fetch = fetch_config(
+            settings, bootstrap, settings.group_id(stage), client_id
+        )
+    return app
 
 
 class DrainingWorker(faust.Worker):

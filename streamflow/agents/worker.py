@@ -358,7 +358,11 @@ def run_stage(
 ) -> None:
     """Run one step's agent in this process until SIGINT/SIGTERM."""
     logs.bind(pipeline=settings.name, stage=stage)  # on each JSON log line
-    patch_fetch_wait(settings.kafka.fetch_max_wait_ms, settings.kafka.fetch_idle_max_wait_ms)
+    patch_fetch_wait(
+        settings.kafka.fetch_max_wait_ms,
+        settings.kafka.fetch_idle_max_wait_ms,
+        aiokafka_fetches=settings.kafka.fetch_client == "aiokafka",
+    )
     require_valid(settings)
     wait_ready(bootstrap, settings.kafka.connect_timeout_s, settings=settings)
     ensure_topics(bootstrap, pipeline_topics(settings), settings=settings)

@@ -336,6 +336,35 @@ CODECS = ("gzip", "snappy", "lz4", "zstd")  # a producer's compression.type besi
 TOPIC_ROLES = ("raw", "scored", "dlq", "internal")  # [topics.<role>_configs]
 
 
+def fetch_config(
+    settings: Settings, bootstrap: str, group_id: str, client_id: str
+) -> dict[str, Any]:
+    """The librdkafka consumer an agent fetches with under kafka.fetch_client = "librdkafka".
+    It is only ``assign()``ed (faust's aiokafka consumer keeps the group, under the same group
+    id) and never commits; the [kafka.consumer] properties faust takes apply to it too."""
+    k = settings.kafka
+    fetch_bytes = max(4 * 1024 * 1024, k.max_message_bytes * 2)
+    fetch: dict[str, Any] = {
+        "group.id": group_id,
+        "client.id": client_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "enable.partition.eof": False,
+        "isolation.level": "read_uncommitted",  # as faust's at-least-once consumer reads
+        "fetch.wait.max.ms": k.fetch_max_wait_ms,
+        "fetch.min.bytes": 1,
+        "max.partition.fetch.bytes": fetch_bytes,
+        "fetch.max.bytes": max(fetch_bytes, 52_428_800),
+        "queued.max.messages.kbytes": 16_384,  # what it prefetches per partition, at most
+        "socket.connection.setup.timeout.ms": int(k.connect_timeout_s * 1000),
+    }
+    conf = kafka_config(settings, bootstrap, logger="streamflow.librdkafka.fetch", **fetch)
+    for name in ("max.partition.fetch.bytes", "fetch.max.bytes", "client.id"):
+        if name in k.consumer:
+            conf[name] = AGENT_CONSUMER[name][1](k.consumer[name])
+    return conf
+
+
 def topic_configs(settings: Settings, role: str) -> dict[str, str]:
     """The configs a topic of ``role`` (raw, scored, dlq, internal) is created with: the
     defaults for its role, then [topics.<role>_configs], as Kafka's strings."""

@@ -17,9 +17,11 @@ Use the ``streamflow://host:port`` broker URL to get it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +31,8 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from faust.types.tuples import ack_lock
 from mode.utils.futures import notify
+
+log = logging.getLogger(__name__)
 
 
 class Lease:
@@ -293,6 +297,9 @@ class ChunkedApp(faust.App):
     starts)."""
 
     chunk_buffer: ChunkBuffer
+    # kafka.fetch_client = "librdkafka": the confluent-kafka consumer configuration its records
+    # are fetched with (``ChunkingConsumer._drain_librdkafka``); None: aiokafka fetches them
+    librdkafka_fetch: dict[str, Any] | None = None
 
 
 class ChunkingConsumer(faust_aiokafka.Consumer):
@@ -307,6 +314,9 @@ class ChunkingConsumer(faust_aiokafka.Consumer):
                 "the streamflow:// transport needs a ChunkedApp (agents/app.py:make_app)"
             )
         buffer = app.chunk_buffer
+        if app.librdkafka_fetch is not None:
+            await self._drain_librdkafka(fetcher, buffer, app.librdkafka_fetch)
+            return
         consumer_should_stop = self._stopped.is_set
         fetcher_should_stop = fetcher._stopped.is_set
         read_offset = self._read_offset
@@ -342,6 +352,99 @@ class ChunkingConsumer(faust_aiokafka.Consumer):
                 return
             raise
 
+    async def _drain_librdkafka(
+        self, fetcher: Any, buffer: ChunkBuffer, conf: dict[str, Any]
+    ) -> None:  # pragma: no cover - exercised by integration tests
+        """``_drain_messages`` with librdkafka fetching (kafka.fetch_client = "librdkafka").
+
+        aiokafka keeps the group: membership, assignment, the committed offsets and the
+        commits; its fetcher is paused (``patch_fetch_wait``), and a confluent-kafka consumer
+        that never joins the group is ``assign()``ed to the active partitions at faust's read
+        offsets. librdkafka fetches and parses in C threads, without the GIL; the records are
+        handed over exactly as aiokafka's are (same read-offset filter, gaps, leases). Any
+        change of the active partitions, a seek by faust, or a rebalance (flow stopped)
+        re-assigns it from the read offsets, so what it had prefetched for the old positions is
+        dropped, never handed over."""
+        import confluent_kafka
+
+        rk = confluent_kafka.Consumer(conf)
+        loop = asyncio.get_running_loop()
+        pool = ThreadPoolExecutor(1, thread_name_prefix="streamflow-librdkafka-fetch")
+        read_offset = self._read_offset
+        consumer_should_stop = self._stopped.is_set
+        fetcher_should_stop = fetcher._stopped.is_set
+        max_records = int(self.app.conf.broker_max_poll_records or 5000)
+        # what librdkafka is assigned: per partition, the next offset it will hand out
+        assigned: dict[TP, int] | None = None
+        poll_timer_at = 0.0
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                if not self.flow_active:  # rebalancing: fetch nothing until it is over
+                    await self.wait(self.can_resume_flow)  # type: ignore[arg-type]
+                    assigned = None
+                    continue
+                active = self._get_active_partitions()
+                if assigned is None or not _same_positions(assigned, active, read_offset):
+                    assigned = await self._assign_librdkafka(rk, active)
+                now = time.monotonic()
+                if now >= poll_timer_at:
+                    # aiokafka leaves the group when its records go unpolled for
+                    # max.poll.interval.ms: poll it (its fetcher is paused: nothing comes back)
+                    await self._getmany(active_partitions={_NO_PARTITION}, timeout=0)
+                    poll_timer_at = now + 1.0
+                msgs = await loop.run_in_executor(pool, _consume, rk, max_records, 0.25)
+                if not msgs or self.should_stop:
+                    continue
+                if not self.flow_active:  # a rebalance began: read again from the read offsets
+                    assigned = None
+                    continue
+                for (topic, partition), recs in _by_partition(msgs).items():
+                    tp = TP(topic, partition)
+                    if tp not in active and tp not in self._buffered_partitions:
+                        continue
+                    expected = read_offset.get(tp)
+                    if expected is not None and recs[0].offset < expected:
+                        recs = [r for r in recs if r.offset >= expected]
+                        if not recs:
+                            continue
+                    await self._note_gaps(tp, expected, recs)
+                    read_offset[tp] = recs[-1].offset + 1
+                    if assigned is not None and tp in assigned:
+                        assigned[tp] = recs[-1].offset + 1
+                    await buffer.put(topic, partition, recs)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                return
+            raise
+        finally:
+            # rk is only touched by one thread at a time: close it on the fetch thread, after
+            # any consume still running there
+            pool.submit(rk.close)
+            pool.shutdown(wait=False)
+
+    async def _assign_librdkafka(self, rk: Any, active: set[TP]) -> dict[TP, int]:
+        """Assign ``rk`` the ``active`` partitions, each at its read offset (after a seek to the
+        committed offset), or where aiokafka's position says (committed, or reset)."""
+        from confluent_kafka import TopicPartition
+
+        positions: dict[TP, int] = {}
+        for tp in active:
+            offset = self._read_offset.get(tp)
+            if offset is None:
+                offset = await self.position(tp)
+            if offset is not None:
+                positions[tp] = int(offset)
+        rk.assign([TopicPartition(tp.topic, tp.partition, o) for tp, o in positions.items()])
+        log.info(
+            "fetching with librdkafka: %s",
+            ", ".join(f"{tp.topic}[{tp.partition}]@{o}" for tp, o in sorted(positions.items())),
+        )
+        return positions
+
     async def _note_gaps(self, tp: TP, expected: int | None, recs: list[Any]) -> None:
         """Offsets that will never arrive (transaction markers, compaction) count as acked."""
         for r in recs:
@@ -364,6 +467,64 @@ class ChunkingConsumer(faust_aiokafka.Consumer):
                     acked.append(offset)
                     self._n_acked += 1
             notify(self._waiting_for_ack)
+
+
+_NO_PARTITION = TP("", -1)  # polls aiokafka for no partition's records
+
+
+class _Record:
+    """A librdkafka message read through the attributes the stages read, like aiokafka's C
+    record: ``offset``, ``timestamp`` (ms), ``key``, ``value``, ``headers``."""
+
+    __slots__ = ("offset", "timestamp", "key", "value", "headers")
+
+    def __init__(self, offset: int, timestamp: int, key: Any, value: Any, headers: Any) -> None:
+        self.offset, self.timestamp, self.key, self.value = offset, timestamp, key, value
+        self.headers = headers or ()
+
+
+def _consume(rk: Any, max_records: int, wait_s: float) -> list[Any]:
+    """Wait up to ``wait_s`` for a first message, then take what else librdkafka holds: the
+    first record is handed over as soon as it arrives, and no thread spins while idle."""
+    first: list[Any] = rk.consume(1, wait_s)
+    if not first or max_records <= 1:
+        return first
+    return first + rk.consume(max_records - 1, 0)
+
+
+def _by_partition(msgs: list[Any]) -> dict[tuple[str, int], list[_Record]]:
+    """librdkafka's messages, in order, as records per partition; errors are logged (librdkafka
+    retries on its own), fatal ones raised."""
+    out: dict[tuple[str, int], list[_Record]] = {}
+    for m in msgs:
+        err = m.error()
+        if err is not None:
+            if err.fatal():
+                from confluent_kafka import KafkaException
+
+                raise KafkaException(err)
+            log.warning("librdkafka fetch: %s", err)
+            continue
+        key = (m.topic(), m.partition())
+        recs = out.get(key)
+        if recs is None:
+            recs = out[key] = []
+        recs.append(_Record(m.offset(), m.timestamp()[1], m.key(), m.value(), m.headers()))
+    return out
+
+
+def _same_positions(
+    assigned: dict[TP, int], active: set[TP], read_offset: MutableMapping[TP, int | None]
+) -> bool:
+    """librdkafka's assignment still matches faust's: the same partitions, and no seek since
+    (a read offset other than the next one librdkafka hands out)."""
+    if len(assigned) != len(active) or not all(tp in assigned for tp in active):
+        return False
+    for tp, offset in assigned.items():
+        at = read_offset.get(tp)
+        if at is not None and at != offset:
+            return False
+    return True
 
 
 def _bare_record(self: Any, tp: Any, record: Any) -> Any:
@@ -395,6 +556,9 @@ drivers.TRANSPORTS.aliases.setdefault("streamflow", f"{__name__}:Transport")
 
 _FETCH_MAX_WAIT_MS = 10
 _FETCH_IDLE_MAX_WAIT_MS = 0
+_AIOKAFKA_FETCHES = (
+    True  # False: librdkafka fetches the records (ChunkingConsumer._drain_librdkafka)
+)
 # The max wait of a fetch while a partition it reads has records past the consumer's position.
 # Kafka answers such a fetch at once, whatever its max wait. The embedded broker instead cuts a
 # fetch off at its max wait while scanning the partition's record batches, and answers EMPTY:
@@ -439,7 +603,9 @@ def fetch_wait_ms(
     return base_ms
 
 
-def patch_fetch_wait(max_wait_ms: int, idle_max_wait_ms: int = 0) -> None:
+def patch_fetch_wait(
+    max_wait_ms: int, idle_max_wait_ms: int = 0, *, aiokafka_fetches: bool = True
+) -> None:
     """faust's aiokafka driver hard-codes fetch_max_wait_ms=1500; use ours
     (kafka.fetch_max_wait_ms) when the consumer has caught up, up to ``idle_max_wait_ms``
     (kafka.fetch_idle_max_wait_ms) while its fetches keep coming back empty, and
@@ -447,10 +613,14 @@ def patch_fetch_wait(max_wait_ms: int, idle_max_wait_ms: int = 0) -> None:
 
     On the embedded broker a parked fetch is not woken by new data, so every hop would cost
     up to ~750 ms otherwise.
+
+    ``aiokafka_fetches=False`` (kafka.fetch_client = "librdkafka") keeps every assigned
+    partition paused in aiokafka: it still resets positions, but never fetches.
     """
-    global _FETCH_MAX_WAIT_MS, _FETCH_IDLE_MAX_WAIT_MS
+    global _FETCH_MAX_WAIT_MS, _FETCH_IDLE_MAX_WAIT_MS, _AIOKAFKA_FETCHES
     _FETCH_MAX_WAIT_MS = max_wait_ms
     _FETCH_IDLE_MAX_WAIT_MS = idle_max_wait_ms
+    _AIOKAFKA_FETCHES = aiokafka_fetches
     cls: Any = faust_aiokafka.AIOKafkaConsumerThread
     if getattr(cls, "_streamflow_patched", False):
         return
@@ -470,6 +640,11 @@ def patch_fetch_wait(max_wait_ms: int, idle_max_wait_ms: int = 0) -> None:
     proc_fetch = Fetcher._proc_fetch_request  # one fetch: True when it brought records
 
     def get_actions_per_node(self: Any, assignment: Any) -> Any:
+        if not _AIOKAFKA_FETCHES:
+            for tp in assignment.tps:
+                state = assignment.state_value(tp)
+                if not state.paused:
+                    state.pause()
         base = self.__dict__.setdefault("_streamflow_base_wait_ms", self._fetch_max_wait_ms)
         committed = self._isolation_level == READ_COMMITTED
         self._fetch_max_wait_ms = fetch_wait_ms(

@@ -36,6 +36,7 @@ QueuePolicy = Literal["wait", "reject"]
 Topology = Literal["stages", "chained"]
 Device = Literal["auto", "cpu", "cuda", "tensorrt"]
 IoBinding = Literal["auto", "on", "off"]
+FetchClient = Literal["aiokafka", "librdkafka"]
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
 SaslMechanismOrNone = Literal["", SaslMechanism]  # empty: no SASL
@@ -274,6 +275,12 @@ class KafkaSettings:
     # embedded broker, not on Apache Kafka. 0, or not above fetch_max_wait_ms: always
     # fetch_max_wait_ms
     fetch_idle_max_wait_ms: int = 20
+    # the client the agents fetch records with: aiokafka (faust's) | librdkafka. Either way
+    # faust's aiokafka consumer keeps the group: membership, assignment, commits. librdkafka
+    # fetches and parses in C threads, out of the Python interpreter's lock; it waits
+    # fetch_max_wait_ms per fetch (fetch_idle_max_wait_ms and the wait while behind are
+    # aiokafka's)
+    fetch_client: FetchClient = "aiokafka"
     # how long a producer waits to fill a batch (librdkafka linger.ms); the producers of the
     # collectors, `streamflow produce` and the demo's feed use 5 unless [kafka.producer] sets it
     linger_ms: float = 2.0

@@ -12,6 +12,7 @@ import signal
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -30,12 +31,24 @@ def sources(bootstrap: str, topic: str) -> Counter[tuple[int, int]]:
 
 
 @pytest.mark.parametrize(
-    "topology,stage", [("stages", "clean"), ("stages", "inference"), ("chained", "chained")]
+    "topology,stage,fetch_client",
+    [
+        ("stages", "clean", "aiokafka"),
+        ("stages", "inference", "aiokafka"),
+        ("chained", "chained", "aiokafka"),
+        # librdkafka fetches, aiokafka keeps the group: the restart rebalances, re-assigns and
+        # seeks it (kafka.fetch_client)
+        ("stages", "normalize", "librdkafka"),
+    ],
 )
 def test_a_worker_stopped_mid_stream_and_restarted_loses_nothing(
-    pipeline_overrides: dict[str, str], bootstrap: str, topology: str, stage: str
+    pipeline_overrides: dict[str, str], bootstrap: str, topology: str, stage: str, fetch_client: str
 ) -> None:
-    overrides = {**pipeline_overrides, "runtime.topology": topology}
+    overrides = {
+        **pipeline_overrides,
+        "runtime.topology": topology,
+        "kafka.fetch_client": fetch_client,
+    }
     with running_pipeline(overrides) as (settings, pipe):
         raw = RawProducer(settings, bootstrap)
         feeder = threading.Thread(
@@ -66,3 +79,5 @@ def test_a_worker_stopped_mid_stream_and_restarted_loses_nothing(
             f"{len(repeated)} repeated: {repeated[:10]}"
         )
         assert not repeated, f"records repeated after a drained stop; logs in {pipe.log_dir}"
+        logs = "".join(p.read_text() for p in Path(pipe.log_dir).glob("*.log"))
+        assert ("fetching with librdkafka" in logs) == (fetch_client == "librdkafka")
