@@ -305,6 +305,25 @@ class ChunkedApp(faust.App):
 class ChunkingConsumer(faust_aiokafka.Consumer):
     """faust's aiokafka consumer, delivering chunks to the app's ``chunk_buffer``."""
 
+    _librdkafka: Any = None  # the confluent-kafka consumer fetching, under kafka.fetch_client
+
+    def highwater(self, tp: TP) -> int:
+        """The partition's high watermark, from the last fetch (of librdkafka, when it fetches:
+        aiokafka's is never updated then). None until a fetch has told it."""
+        rk = self._librdkafka
+        if rk is None:
+            return super().highwater(tp)
+        from confluent_kafka import TopicPartition
+
+        high = rk.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), cached=True)[1]
+        return high if high >= 0 else None  # type: ignore[return-value]
+
+    def verify_event_path(self, now: float, tp: TP) -> None:
+        """faust's livelock checks read aiokafka's fetch state; when librdkafka fetches, aiokafka
+        never does and they would log "no fetch request" for every partition."""
+        if self._librdkafka is None:
+            super().verify_event_path(now, tp)
+
     async def _drain_messages(
         self, fetcher: Any
     ) -> None:  # pragma: no cover - exercised by integration tests
@@ -367,7 +386,7 @@ class ChunkingConsumer(faust_aiokafka.Consumer):
         dropped, never handed over."""
         import confluent_kafka
 
-        rk = confluent_kafka.Consumer(conf)
+        rk = self._librdkafka = confluent_kafka.Consumer(conf)
         loop = asyncio.get_running_loop()
         pool = ThreadPoolExecutor(1, thread_name_prefix="streamflow-librdkafka-fetch")
         read_offset = self._read_offset
@@ -423,6 +442,7 @@ class ChunkingConsumer(faust_aiokafka.Consumer):
         finally:
             # rk is only touched by one thread at a time: close it on the fetch thread, after
             # any consume still running there
+            self._librdkafka = None
             pool.submit(rk.close)
             pool.shutdown(wait=False)
 

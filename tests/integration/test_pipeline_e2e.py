@@ -32,12 +32,20 @@ pytestmark = pytest.mark.integration
 N = 20_000
 
 
-@pytest.fixture(params=["stages", "chained"])
+@pytest.fixture(params=["stages", "chained", "chained-librdkafka"])
 def pipeline(
     request: pytest.FixtureRequest, pipeline_overrides: dict[str, str]
 ) -> Iterator[tuple[Settings, LocalPipeline]]:
-    """The pipeline in each topology: three stage processes, or one chained process."""
-    with running_pipeline({**pipeline_overrides, "runtime.topology": request.param}) as running:
+    """The pipeline in each topology: three stage processes, or one chained process; and
+    chained with librdkafka fetching (kafka.fetch_client): its lag gauges read librdkafka's
+    high watermarks."""
+    topology, _, fetch_client = request.param.partition("-")
+    overrides = {
+        **pipeline_overrides,
+        "runtime.topology": topology,
+        "kafka.fetch_client": fetch_client or "aiokafka",
+    }
+    with running_pipeline(overrides) as running:
         yield running
 
 
