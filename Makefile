@@ -37,7 +37,7 @@ demo: $(STAMP)
 	$(SF) demo
 
 test: $(STAMP) system-tools
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider --durations=15 tests
 
 unit: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit
