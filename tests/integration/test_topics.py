@@ -34,7 +34,7 @@ def test_a_consumer_property_passed_through_takes_effect(
     import time
 
     from streamflow.collectors.produce import RawProducer
-    from tests.integration.helpers import read_topic, running_pipeline
+    from tests.integration.helpers import read_topic, running_pipeline, wait_for
 
     overrides = {**pipeline_overrides, "kafka.consumer.auto.offset.reset": "latest",
                  "runtime.topology": "chained"}  # fmt: skip
@@ -49,13 +49,26 @@ def test_a_consumer_property_passed_through_takes_effect(
         # the last batch's base offset + 1, not the log end (measured: 5 records in one batch
         # gave position 1); on Kafka the flush per record changes nothing
         assert raw.flush() == 0
+    before = {(m.partition, m.offset) for m in read_topic(bootstrap, s.topics.raw, until=50)}
+    assert len(before) == 50
     with running_pipeline(overrides):
         time.sleep(3.0)  # the group's position is taken at the end of the topic first
         for _ in range(30):
             raw.send_record(reading)
         assert raw.flush() == 0
-        scored = read_topic(bootstrap, s.topics.scored, until=80, timeout_s=30, idle_s=3.0)
+
+        def thirty_scored() -> list | None:  # type: ignore[type-arg]
+            got = read_topic(bootstrap, s.topics.scored, idle_s=1.0)
+            return got if len(got) >= 30 else None
+
+        assert wait_for(thirty_scored, timeout_s=30, interval_s=0.5), "the 30 were not scored"
+        time.sleep(2.0)  # anything more (the 50 before) would come out by now
+        scored = read_topic(bootstrap, s.topics.scored, idle_s=1.0)
     assert len(scored) == 30
+    sources = {
+        (int(m.headers["sf-source-partition"]), int(m.headers["sf-source-offset"])) for m in scored
+    }
+    assert not sources & before  # only what was produced after the group started
 
 
 def test_compressed_input_and_topic_configs(
