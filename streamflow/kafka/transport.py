@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
+from confluent_kafka import Consumer as LibrdkafkaConsumer
+from confluent_kafka import KafkaException, TopicPartition
 from faust.transport import drivers
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
@@ -313,8 +315,6 @@ class ChunkingConsumer(faust_aiokafka.Consumer):
         rk = self._librdkafka
         if rk is None:
             return super().highwater(tp)
-        from confluent_kafka import TopicPartition
-
         high = rk.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), cached=True)[1]
         return high if high >= 0 else None  # type: ignore[return-value]
 
@@ -333,35 +333,11 @@ class ChunkingConsumer(faust_aiokafka.Consumer):
                 "the streamflow:// transport needs a ChunkedApp (agents/app.py:make_app)"
             )
         buffer = app.chunk_buffer
-        if app.librdkafka_fetch is not None:
-            await self._drain_librdkafka(fetcher, buffer, app.librdkafka_fetch)
-            return
-        consumer_should_stop = self._stopped.is_set
-        fetcher_should_stop = fetcher._stopped.is_set
-        read_offset = self._read_offset
         try:
-            while not (consumer_should_stop() or fetcher_should_stop()):
-                records, active = await self._wait_next_records(1.0)
-                if not records or self.should_stop:
-                    await asyncio.sleep(0)
-                    continue
-                for tp, recs in records.items():
-                    if (
-                        active is not None
-                        and tp not in active
-                        and tp not in self._buffered_partitions
-                    ):
-                        continue
-                    # The next offset to hand over. faust's seek sets it to the committed offset (on
-                    # assignment, restart, rebalance): that record has not been handed over yet.
-                    expected = read_offset.get(tp)
-                    if expected is not None and recs[0].offset < expected:
-                        recs = [r for r in recs if r.offset >= expected]  # already handed over
-                        if not recs:
-                            continue
-                    await self._note_gaps(tp, expected, recs)
-                    read_offset[tp] = recs[-1].offset + 1
-                    await buffer.put(tp.topic, tp.partition, recs)
+            if app.librdkafka_fetch is not None:
+                await self._drain_librdkafka(fetcher, buffer, app.librdkafka_fetch)
+            else:
+                await self._drain_aiokafka(fetcher, buffer)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
                 return
@@ -371,25 +347,37 @@ class ChunkingConsumer(faust_aiokafka.Consumer):
                 return
             raise
 
+    async def _drain_aiokafka(
+        self, fetcher: Any, buffer: ChunkBuffer
+    ) -> None:  # pragma: no cover - exercised by integration tests
+        consumer_should_stop = self._stopped.is_set
+        fetcher_should_stop = fetcher._stopped.is_set
+        while not (consumer_should_stop() or fetcher_should_stop()):
+            records, active = await self._wait_next_records(1.0)
+            if not records or self.should_stop:
+                await asyncio.sleep(0)
+                continue
+            for tp, recs in records.items():
+                if active is not None and tp not in active and tp not in self._buffered_partitions:
+                    continue
+                await self._hand_over(buffer, tp, recs)
+
     async def _drain_librdkafka(
         self, fetcher: Any, buffer: ChunkBuffer, conf: dict[str, Any]
     ) -> None:  # pragma: no cover - exercised by integration tests
-        """``_drain_messages`` with librdkafka fetching (kafka.fetch_client = "librdkafka").
+        """``_drain_aiokafka`` with librdkafka fetching (kafka.fetch_client = "librdkafka").
 
         aiokafka keeps the group: membership, assignment, the committed offsets and the
         commits; its fetcher is paused (``patch_fetch_wait``), and a confluent-kafka consumer
         that never joins the group is ``assign()``ed to the active partitions at faust's read
         offsets. librdkafka fetches and parses in C threads, without the GIL; the records are
-        handed over exactly as aiokafka's are (same read-offset filter, gaps, leases). Any
-        change of the active partitions, a seek by faust, or a rebalance (flow stopped)
-        re-assigns it from the read offsets, so what it had prefetched for the old positions is
-        dropped, never handed over."""
-        import confluent_kafka
-
-        rk = self._librdkafka = confluent_kafka.Consumer(conf)
+        handed over exactly as aiokafka's are (``_hand_over``). Any change of the active
+        partitions, a seek by faust, or a rebalance (flow stopped) re-assigns it from the read
+        offsets, so what it had prefetched for the old positions is dropped, never handed
+        over."""
+        rk = self._librdkafka = LibrdkafkaConsumer(conf)
         loop = asyncio.get_running_loop()
         pool = ThreadPoolExecutor(1, thread_name_prefix="streamflow-librdkafka-fetch")
-        read_offset = self._read_offset
         consumer_should_stop = self._stopped.is_set
         fetcher_should_stop = fetcher._stopped.is_set
         max_records = int(self.app.conf.broker_max_poll_records or 5000)
@@ -403,7 +391,7 @@ class ChunkingConsumer(faust_aiokafka.Consumer):
                     assigned = None
                     continue
                 active = self._get_active_partitions()
-                if assigned is None or not _same_positions(assigned, active, read_offset):
+                if assigned is None or not _same_positions(assigned, active, self._read_offset):
                     assigned = await self._assign_librdkafka(rk, active)
                 now = time.monotonic()
                 if now >= poll_timer_at:
@@ -421,24 +409,9 @@ class ChunkingConsumer(faust_aiokafka.Consumer):
                     tp = TP(topic, partition)
                     if tp not in active and tp not in self._buffered_partitions:
                         continue
-                    expected = read_offset.get(tp)
-                    if expected is not None and recs[0].offset < expected:
-                        recs = [r for r in recs if r.offset >= expected]
-                        if not recs:
-                            continue
-                    await self._note_gaps(tp, expected, recs)
-                    read_offset[tp] = recs[-1].offset + 1
-                    if assigned is not None and tp in assigned:
-                        assigned[tp] = recs[-1].offset + 1
-                    await buffer.put(topic, partition, recs)
-        except self.consumer_stopped_errors:
-            if self.transport.app.should_stop:
-                return
-            raise
-        except asyncio.CancelledError:
-            if self.transport.app.should_stop:
-                return
-            raise
+                    next_offset = await self._hand_over(buffer, tp, recs)
+                    if next_offset is not None and tp in assigned:
+                        assigned[tp] = next_offset
         finally:
             # rk is only touched by one thread at a time: close it on the fetch thread, after
             # any consume still running there
@@ -446,11 +419,24 @@ class ChunkingConsumer(faust_aiokafka.Consumer):
             pool.submit(rk.close)
             pool.shutdown(wait=False)
 
+    async def _hand_over(self, buffer: ChunkBuffer, tp: TP, recs: list[Any]) -> int | None:
+        """Hand ``recs`` (fetched for ``tp``, in offset order) to ``buffer`` from the read offset
+        on; the new read offset, or None when every record was handed over already."""
+        # The next offset to hand over. faust's seek sets it to the committed offset (on
+        # assignment, restart, rebalance): that record has not been handed over yet.
+        expected = self._read_offset.get(tp)
+        if expected is not None and recs[0].offset < expected:
+            recs = [r for r in recs if r.offset >= expected]  # already handed over
+            if not recs:
+                return None
+        await self._note_gaps(tp, expected, recs)
+        next_offset = self._read_offset[tp] = recs[-1].offset + 1
+        await buffer.put(tp.topic, tp.partition, recs)
+        return next_offset
+
     async def _assign_librdkafka(self, rk: Any, active: set[TP]) -> dict[TP, int]:
         """Assign ``rk`` the ``active`` partitions, each at its read offset (after a seek to the
         committed offset), or where aiokafka's position says (committed, or reset)."""
-        from confluent_kafka import TopicPartition
-
         positions: dict[TP, int] = {}
         for tp in active:
             offset = self._read_offset.get(tp)
@@ -520,8 +506,6 @@ def _by_partition(msgs: list[Any]) -> dict[tuple[str, int], list[_Record]]:
         err = m.error()
         if err is not None:
             if err.fatal():
-                from confluent_kafka import KafkaException
-
                 raise KafkaException(err)
             log.warning("librdkafka fetch: %s", err)
             continue
@@ -538,7 +522,7 @@ def _same_positions(
 ) -> bool:
     """librdkafka's assignment still matches faust's: the same partitions, and no seek since
     (a read offset other than the next one librdkafka hands out)."""
-    if len(assigned) != len(active) or not all(tp in assigned for tp in active):
+    if assigned.keys() != active:
         return False
     for tp, offset in assigned.items():
         at = read_offset.get(tp)
@@ -576,9 +560,8 @@ drivers.TRANSPORTS.aliases.setdefault("streamflow", f"{__name__}:Transport")
 
 _FETCH_MAX_WAIT_MS = 10
 _FETCH_IDLE_MAX_WAIT_MS = 0
-_AIOKAFKA_FETCHES = (
-    True  # False: librdkafka fetches the records (ChunkingConsumer._drain_librdkafka)
-)
+# False: librdkafka fetches the records (ChunkingConsumer._drain_librdkafka)
+_AIOKAFKA_FETCHES = True
 # The max wait of a fetch while a partition it reads has records past the consumer's position.
 # Kafka answers such a fetch at once, whatever its max wait. The embedded broker instead cuts a
 # fetch off at its max wait while scanning the partition's record batches, and answers EMPTY:
