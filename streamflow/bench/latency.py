@@ -31,6 +31,16 @@ from streamflow.steps import STEPS, internal_topic
 
 WINDOW_S = 5.0
 STREAMFLOW_KINDS = ("streamflow", "chained")
+# The paced feed is the instrument, not the system under test, and must not take the
+# machine's CPU in proportion to how slowly the broker answers. An idempotent librdkafka
+# producer allows five in-flight *messages* per partition (src/rdkafka_broker.c:
+# RD_KAFKA_IDEMP_MAX_INFLIGHT - rktp_msgs_inflight), so a partition with a batch in flight
+# holds its next ready batch, and the broker thread, its wake-up time already due, polls in a
+# loop until the response comes: 2.2 million wake-ups in 30 s at 1,000 records/s and up to a
+# quarter of a core while the three stages ran, against 28,000 and 2% without idempotence
+# (benchmarks/README.md). Without it a retry could duplicate or reorder raw records, which
+# the monitor would count; on loopback none was seen.
+FEED_PRODUCER = {"enable.idempotence": False, "max.in.flight.requests.per.connection": 5}
 
 
 def window_of(ingest_ms: np.ndarray, start_ms: float, width_s: float = WINDOW_S) -> np.ndarray:
@@ -106,7 +116,7 @@ def latency_run(
     system.start()
     monitor = ArrivalMonitor(system.settings, bootstrap)
     monitor.start()
-    rp = RawProducer(system.settings, bootstrap)
+    rp = RawProducer(system.settings, bootstrap, **FEED_PRODUCER)
     # Warm both ends before the clock starts: connection set-up is not pipeline latency.
     rp.producer.list_topics(timeout=10)
     monitor.ready.wait(10)

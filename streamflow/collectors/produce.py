@@ -40,7 +40,8 @@ class RawProducer:
     """Encodes records with the pipeline's input schema and produces them keyed by
     ``input.key_field``."""
 
-    def __init__(self, settings: Settings, bootstrap: str) -> None:
+    def __init__(self, settings: Settings, bootstrap: str, **config: Any) -> None:
+        """``config``: librdkafka properties over the pipeline's (``producer_config``)."""
         self.settings = settings
         self.topic = settings.topics.raw
         fmt = "json" if settings.input.format == "json" else "avro"
@@ -53,7 +54,7 @@ class RawProducer:
         # 5 ms batches a collector's records (the embedded broker slows with every batch it
         # stores); a linger.ms in [kafka.producer] is the user's to choose
         linger = {} if "linger.ms" in settings.kafka.producer else {"linger.ms": 5}
-        self.producer = Producer(producer_config(settings, bootstrap, **linger))
+        self.producer = Producer(producer_config(settings, bootstrap, **(linger | config)))
         self.stats = ProduceStats()
         self._lock = threading.Lock()
 
